@@ -1,0 +1,487 @@
+"""Column batches: what producers hand in and what the wire carries.
+
+A :class:`Batch` is an ordered set of equally long one-dimensional numpy arrays, one per
+column, each of a wire dtype: ``float64``, ``float32``, ``int32``, ``int64``, ``uint8``,
+``bool`` (numeric, sent as raw little-endian buffers), ``str`` and ``object`` (sent as JSON
+values). :func:`to_batch` accepts what people have at hand:
+
+* a dict of lists or arrays (columns), or a dict of scalars (one row);
+* a list of dicts (rows);
+* a numpy structured array, a pandas DataFrame (a non-default index becomes a column) or
+  Series;
+
+Datetimes become ``float64`` milliseconds since the Unix epoch (Bokeh's convention; naive
+datetimes are taken as UTC), timedeltas ``float64`` milliseconds. This module is pure: no
+I/O, no tornado, no asyncio.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import SchemaMismatch
+
+__all__ = [
+    "DTYPES",
+    "NUMERIC_DTYPES",
+    "Batch",
+    "conform",
+    "from_json_columns",
+    "to_batch",
+]
+
+#: Numeric wire dtypes and their little-endian numpy type codes.
+NUMERIC_DTYPES: dict[str, str] = {
+    "float64": "<f8",
+    "float32": "<f4",
+    "int32": "<i4",
+    "int64": "<i8",
+    "uint8": "u1",
+    "bool": "?",
+}
+#: Every dtype a schema may name.
+DTYPES: tuple[str, ...] = (*NUMERIC_DTYPES, "str", "object")
+
+_FLOATS = ("float64", "float32")
+_INTS = ("int32", "int64", "uint8")
+_EPOCH_NS = np.datetime64(0, "ns")
+
+
+class Batch:
+    """Equal-length columns, each a 1-D numpy array with a wire dtype.
+
+    Build one with :func:`to_batch`; read it with :meth:`to_dict`, :meth:`to_pandas` or
+    :meth:`to_rows`. ``offset`` is the stream offset of the first row when the batch came
+    from a stream (``None`` otherwise).
+    """
+
+    __slots__ = ("columns", "dtypes", "offset", "rows")
+
+    def __init__(
+        self,
+        columns: Mapping[str, np.ndarray],
+        dtypes: Mapping[str, str],
+        *,
+        offset: int | None = None,
+    ) -> None:
+        self.columns: dict[str, np.ndarray] = dict(columns)
+        self.dtypes: dict[str, str] = {name: dtypes[name] for name in self.columns}
+        lengths = {len(a) for a in self.columns.values()}
+        if len(lengths) > 1:
+            sizes = ", ".join(f"{n}={len(a)}" for n, a in self.columns.items())
+            raise SchemaMismatch(f"columns must have equal lengths; got {sizes}")
+        self.rows: int = lengths.pop() if lengths else 0
+        self.offset = offset
+
+    @property
+    def schema(self) -> dict[str, str]:
+        """{column: dtype} in column order."""
+        return dict(self.dtypes)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __repr__(self) -> str:
+        cols = ", ".join(f"{n}:{d}" for n, d in self.dtypes.items())
+        return f"Batch(rows={self.rows}, offset={self.offset}, columns=[{cols}])"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Batch):
+            return NotImplemented
+        if self.dtypes != other.dtypes or self.rows != other.rows:
+            return False
+        for name, a in self.columns.items():
+            b = other.columns[name]
+            if self.dtypes[name] in _FLOATS:
+                if not np.array_equal(a, b, equal_nan=True):
+                    return False
+            elif self.dtypes[name] in NUMERIC_DTYPES:
+                if not np.array_equal(a, b):
+                    return False
+            elif list(a) != list(b):
+                return False
+        return True
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        """The columns as a dict of numpy arrays (not copies)."""
+        return dict(self.columns)
+
+    def to_pandas(self, *, datetimes: Iterable[str] | None = None) -> Any:
+        """A pandas DataFrame; columns named in ``datetimes`` become UTC datetimes."""
+        import pandas as pd
+
+        frame = pd.DataFrame(self.columns, copy=False)
+        if self.offset is not None:
+            frame.index = pd.RangeIndex(self.offset, self.offset + self.rows, name="offset")
+        for name in datetimes or ():
+            frame[name] = pd.to_datetime(frame[name], unit="ms", utc=True)
+        return frame
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """The rows as a list of plain dicts (NaN stays NaN)."""
+        names = list(self.columns)
+        lists = [self.columns[n].tolist() for n in names]
+        return [dict(zip(names, values, strict=True)) for values in zip(*lists, strict=True)]
+
+    def to_json_columns(self) -> dict[str, list[Any]]:
+        """{column: [values]} ready for JSON: NaN and infinities become ``None``."""
+        out: dict[str, list[Any]] = {}
+        for name, arr in self.columns.items():
+            if self.dtypes[name] in _FLOATS:
+                values = arr.tolist()
+                if not np.isfinite(arr).all():
+                    values = [v if math.isfinite(v) else None for v in values]
+                out[name] = values
+            elif self.dtypes[name] in ("str", "object"):
+                out[name] = [_jsonable(v) for v in arr.tolist()]
+            else:
+                out[name] = arr.tolist()
+        return out
+
+    def select(self, names: Sequence[str]) -> Batch:
+        """A batch with only ``names``, in that order."""
+        return Batch({n: self.columns[n] for n in names}, self.dtypes, offset=self.offset)
+
+    def slice(self, start: int, stop: int) -> Batch:
+        """Rows ``start:stop`` (views, not copies)."""
+        offset = None if self.offset is None else self.offset + start
+        return Batch(
+            {n: a[start:stop] for n, a in self.columns.items()}, self.dtypes, offset=offset
+        )
+
+    @staticmethod
+    def concat(batches: Sequence[Batch]) -> Batch:
+        """Join batches of the same schema end to end."""
+        if not batches:
+            raise ValueError("concat needs at least one batch")
+        first = batches[0]
+        if len(batches) == 1:
+            return first
+        cols = {n: np.concatenate([b.columns[n] for b in batches]) for n in first.columns}
+        return Batch(cols, first.dtypes, offset=first.offset)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return value.isoformat()
+    return value
+
+
+def _datetime64_to_ms(arr: np.ndarray) -> np.ndarray:
+    ns = arr.astype("datetime64[ns]")
+    out = (ns - _EPOCH_NS).astype("int64").astype("float64") / 1e6
+    out[np.isnat(ns)] = np.nan
+    return out
+
+
+def _timedelta64_to_ms(arr: np.ndarray) -> np.ndarray:
+    ns = arr.astype("timedelta64[ns]")
+    out = ns.astype("int64").astype("float64") / 1e6
+    out[np.isnat(ns)] = np.nan
+    return out
+
+
+def _datetime_ms(value: Any) -> float:
+    if isinstance(value, np.datetime64):
+        return float(_datetime64_to_ms(np.array([value]))[0])
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=_dt.timezone.utc)
+        return value.timestamp() * 1000.0
+    if isinstance(value, _dt.date):
+        return _dt.datetime(value.year, value.month, value.day, tzinfo=_dt.timezone.utc).timestamp() * 1000.0
+    raise TypeError(value)
+
+
+def _from_numpy(name: str, arr: np.ndarray) -> tuple[np.ndarray, str]:
+    if arr.ndim != 1:
+        raise SchemaMismatch(
+            f"column {name!r} must be one-dimensional; got an array of shape {arr.shape}"
+        )
+    kind = arr.dtype.kind
+    if kind == "f":
+        if arr.dtype.itemsize == 8:
+            return arr.astype("<f8", copy=False), "float64"
+        if arr.dtype.itemsize <= 4:
+            return arr.astype("<f4", copy=False), "float32"
+        return arr.astype("<f8"), "float64"
+    if kind == "i":
+        if arr.dtype.itemsize <= 4:
+            return arr.astype("<i4", copy=False), "int32"
+        return arr.astype("<i8", copy=False), "int64"
+    if kind == "u":
+        if arr.dtype.itemsize == 1:
+            return arr, "uint8"
+        if arr.dtype.itemsize == 2:
+            return arr.astype("<i4"), "int32"
+        if arr.dtype.itemsize == 4 or (arr.size == 0 or int(arr.max()) < 2**63):
+            return arr.astype("<i8"), "int64"
+        return arr.astype("<f8"), "float64"
+    if kind == "b":
+        return arr, "bool"
+    if kind == "M":
+        return _datetime64_to_ms(arr), "float64"
+    if kind == "m":
+        return _timedelta64_to_ms(arr), "float64"
+    if kind in "US":
+        values = [v.decode() if isinstance(v, bytes) else str(v) for v in arr.tolist()]
+        return _object_array(values), "str"
+    if kind == "O":
+        return _from_list(name, arr.tolist())
+    raise SchemaMismatch(f"column {name!r} has numpy dtype {arr.dtype}, which cannot be streamed")
+
+
+def _object_array(values: Sequence[Any]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
+
+
+def _from_list(name: str, values: Sequence[Any]) -> tuple[np.ndarray, str]:
+    """Infer a wire dtype for a list of Python values."""
+    has_none = False
+    kinds = set()
+    for v in values:
+        if v is None:
+            has_none = True
+        elif isinstance(v, (bool, np.bool_)):
+            kinds.add("bool")
+        elif isinstance(v, (int, np.integer)):
+            kinds.add("int")
+        elif isinstance(v, (float, np.floating)):
+            kinds.add("float")
+        elif isinstance(v, str):
+            kinds.add("str")
+        elif isinstance(v, (_dt.datetime, _dt.date, np.datetime64)):
+            kinds.add("datetime")
+        else:
+            kinds.add("object")
+    if not kinds:
+        # All None (or empty): a float column of NaN is the most useful guess.
+        return np.full(len(values), np.nan, dtype="<f8"), "float64"
+    if kinds == {"bool"} and not has_none:
+        return np.array(values, dtype="?"), "bool"
+    if kinds == {"int"} and not has_none:
+        try:
+            return np.array(values, dtype="<i8"), "int64"
+        except OverflowError:
+            return np.array(values, dtype="<f8"), "float64"
+    if kinds <= {"int", "float"}:
+        return np.array([math.nan if v is None else v for v in values], dtype="<f8"), "float64"
+    if kinds == {"datetime"}:
+        return (
+            np.array([math.nan if v is None else _datetime_ms(v) for v in values], dtype="<f8"),
+            "float64",
+        )
+    if kinds == {"str"}:
+        return _object_array(values), "str"
+    return _object_array(values), "object"
+
+
+def _from_series(name: str, series: Any) -> tuple[np.ndarray, str]:
+    import pandas as pd
+
+    dtype = series.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        values = series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
+        return _datetime64_to_ms(values), "float64"
+    if isinstance(dtype, pd.CategoricalDtype):
+        return _from_list(name, series.astype(object).tolist())
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and not isinstance(
+        dtype, (np.dtype,)
+    ):
+        kind = getattr(dtype, "kind", "O")
+        if kind in "iuf":
+            if series.isna().any():
+                return series.to_numpy(dtype="float64", na_value=np.nan), "float64"
+            return _from_numpy(name, series.to_numpy(dtype=dtype.numpy_dtype))
+        if kind == "b" and not series.isna().any():
+            return series.to_numpy(dtype=bool), "bool"
+        return _from_list(name, [None if v is pd.NA else v for v in series.tolist()])
+    return _from_numpy(name, series.to_numpy())
+
+
+def _column(name: str, values: Any) -> tuple[np.ndarray, str]:
+    if not isinstance(name, str):
+        raise SchemaMismatch(f"column names must be strings; got {name!r}")
+    if isinstance(values, np.ndarray):
+        return _from_numpy(name, values)
+    if hasattr(values, "dtype") and hasattr(values, "to_numpy"):
+        return _from_series(name, values)
+    if isinstance(values, (list, tuple, range)):
+        return _from_list(name, list(values))
+    raise SchemaMismatch(
+        f"column {name!r} must be a list or an array of values; got {type(values).__name__}"
+    )
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(
+        value, (str, bytes, bool, int, float, np.generic, _dt.datetime, _dt.date)
+    )
+
+
+def to_batch(data: Any) -> Batch:
+    """Turn rows or columns in any supported shape into a :class:`Batch`.
+
+    >>> to_batch({"time": [1.0, 2.0], "price": [10, 11]}).schema
+    {'time': 'float64', 'price': 'int64'}
+    >>> to_batch({"temp": 21.5, "ok": True}).rows
+    1
+    """
+    if isinstance(data, Batch):
+        return data
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if pd is not None and isinstance(data, pd.DataFrame):
+        frame = data
+        if not isinstance(frame.index, pd.RangeIndex):
+            frame = frame.reset_index()
+        cols: dict[str, np.ndarray] = {}
+        dtypes: dict[str, str] = {}
+        for name in frame.columns:
+            cols[str(name)], dtypes[str(name)] = _from_series(str(name), frame[name])
+        return Batch(cols, dtypes)
+    if pd is not None and isinstance(data, pd.Series):
+        name = str(data.name) if data.name is not None else "value"
+        arr, dtype = _from_series(name, data)
+        return Batch({name: arr}, {name: dtype})
+    if isinstance(data, np.ndarray) and data.dtype.names:
+        cols, dtypes = {}, {}
+        for name in data.dtype.names:
+            cols[name], dtypes[name] = _from_numpy(name, np.ascontiguousarray(data[name]))
+        return Batch(cols, dtypes)
+    if isinstance(data, Mapping):
+        if not data:
+            raise SchemaMismatch("a batch needs at least one column; got an empty dict")
+        scalars = [_is_scalar(v) for v in data.values()]
+        if all(scalars):
+            data = {k: [v] for k, v in data.items()}
+        elif any(scalars):
+            mixed = [k for k, s in zip(data, scalars, strict=True) if s]
+            raise SchemaMismatch(
+                f"a dict must hold either one value per column (one row) or a list per column;"
+                f" columns {mixed} hold single values while others hold lists"
+            )
+        cols, dtypes = {}, {}
+        for name, values in data.items():
+            cols[name], dtypes[name] = _column(name, values)
+        return Batch(cols, dtypes)
+    if isinstance(data, (list, tuple)):
+        if not data:
+            raise SchemaMismatch("a batch needs at least one row; got an empty list")
+        if not all(isinstance(r, Mapping) for r in data):
+            raise SchemaMismatch(
+                "a list must hold rows as dicts ({column: value}); got "
+                f"{type(next(r for r in data if not isinstance(r, Mapping))).__name__}"
+            )
+        names: dict[str, None] = {}
+        for row in data:
+            for key in row:
+                names.setdefault(key, None)
+        return to_batch({n: [row.get(n) for row in data] for n in names})
+    raise SchemaMismatch(
+        "expected a dict of columns, a dict of values (one row), a list of row dicts, a numpy "
+        f"structured array or a pandas DataFrame; got {type(data).__name__}"
+    )
+
+
+def from_json_columns(columns: Mapping[str, Any], schema: Mapping[str, str] | None = None) -> Batch:
+    """Decode JSON ``{name: [values]}`` columns, typed by ``schema`` where it is known."""
+    if not isinstance(columns, Mapping) or not columns:
+        raise SchemaMismatch("`columns` must be a non-empty object of {name: [values]}")
+    cols: dict[str, np.ndarray] = {}
+    dtypes: dict[str, str] = {}
+    for name, values in columns.items():
+        if not isinstance(values, list):
+            raise SchemaMismatch(
+                f"column {name!r} must be a JSON array of values; got {type(values).__name__}"
+            )
+        want = schema.get(name) if schema else None
+        if want in NUMERIC_DTYPES:
+            try:
+                if want in _FLOATS:
+                    arr = np.array(
+                        [math.nan if v is None else v for v in values], dtype=NUMERIC_DTYPES[want]
+                    )
+                else:
+                    arr = np.array(values, dtype=NUMERIC_DTYPES[want])
+                if arr.ndim == 1 and not any(isinstance(v, str) for v in values[:1]):
+                    cols[name], dtypes[name] = arr, want
+                    continue
+            except (TypeError, ValueError, OverflowError):
+                pass
+        cols[name], dtypes[name] = _from_list(name, values)
+    return Batch(cols, dtypes)
+
+
+def _describe(schema: Mapping[str, str]) -> str:
+    return ", ".join(f"{n} {d}" for n, d in schema.items())
+
+
+def conform(batch: Batch, schema: Mapping[str, str], stream: str = "") -> Batch:
+    """Return ``batch`` with its columns ordered and cast to ``schema``.
+
+    Safe widenings are applied (int to float, int32 to int64, uint8 to any int, float
+    columns of whole numbers to int); anything else raises :class:`SchemaMismatch`
+    naming the column.
+    """
+    where = f" for stream {stream!r}" if stream else ""
+    if batch.dtypes == dict(schema) and list(batch.columns) == list(schema):
+        return batch
+    missing = [n for n in schema if n not in batch.columns]
+    if missing:
+        raise SchemaMismatch(
+            f"batch{where} lacks column {missing[0]!r}; the schema is ({_describe(schema)})"
+        )
+    extra = [n for n in batch.columns if n not in schema]
+    if extra:
+        raise SchemaMismatch(
+            f"batch{where} has column {extra[0]!r}, which is not in the schema "
+            f"({_describe(schema)}); send only those columns or use a new stream"
+        )
+    cols: dict[str, np.ndarray] = {}
+    for name, want in schema.items():
+        arr, have = batch.columns[name], batch.dtypes[name]
+        if have == want or (want == "object"):
+            cols[name] = arr
+            continue
+        ok = False
+        if want in _FLOATS and have in (*_FLOATS, *_INTS):
+            cols[name], ok = arr.astype(NUMERIC_DTYPES[want]), True
+        elif want in _INTS and have in _INTS:
+            info = np.iinfo(NUMERIC_DTYPES[want])
+            if arr.size == 0 or (int(arr.min()) >= info.min and int(arr.max()) <= info.max):
+                cols[name], ok = arr.astype(NUMERIC_DTYPES[want]), True
+        elif want in _INTS and have in _FLOATS:
+            info = np.iinfo(NUMERIC_DTYPES[want])
+            if (
+                np.isfinite(arr).all()
+                and (arr == np.round(arr)).all()
+                and (arr.size == 0 or (arr.min() >= info.min and arr.max() <= info.max))
+            ):
+                cols[name], ok = arr.astype(NUMERIC_DTYPES[want]), True
+        elif want == "str" and have in ("str", "object"):
+            if all(v is None or isinstance(v, str) for v in arr.tolist()):
+                cols[name], ok = arr, True
+        elif want in _FLOATS and have == "object" and all(v is None for v in arr.tolist()):
+            cols[name], ok = np.full(len(arr), np.nan, dtype=NUMERIC_DTYPES[want]), True
+        if not ok:
+            raise SchemaMismatch(
+                f"column {name!r}{where} is {want} but the batch has {have} values"
+                f" (e.g. {_jsonable(arr[0]) if len(arr) else 'none'!r}); send {want} values"
+            )
+    return Batch(cols, schema, offset=batch.offset)
