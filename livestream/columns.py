@@ -178,17 +178,26 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _ticks(arr: np.ndarray, kind: str) -> tuple[np.ndarray, float]:
+    # Nanoseconds only span 1677-2262: coarser units go through microseconds (+-290,000
+    # years) so that far dates such as 9999-12-31 do not silently wrap around.
+    unit, _ = np.datetime_data(arr.dtype)
+    if unit in ("ns", "ps", "fs", "as"):
+        return arr.astype(f"{kind}64[ns]"), 1e6
+    return arr.astype(f"{kind}64[us]"), 1e3
+
+
 def _datetime64_to_ms(arr: np.ndarray) -> np.ndarray:
-    ns = arr.astype("datetime64[ns]")
-    out = (ns - _EPOCH_NS).astype("int64").astype("float64") / 1e6
-    out[np.isnat(ns)] = np.nan
+    ticks, per_ms = _ticks(arr, "datetime")
+    out = ticks.astype("int64").astype("float64") / per_ms
+    out[np.isnat(ticks)] = np.nan
     return out
 
 
 def _timedelta64_to_ms(arr: np.ndarray) -> np.ndarray:
-    ns = arr.astype("timedelta64[ns]")
-    out = ns.astype("int64").astype("float64") / 1e6
-    out[np.isnat(ns)] = np.nan
+    ticks, per_ms = _ticks(arr, "timedelta")
+    out = ticks.astype("int64").astype("float64") / per_ms
+    out[np.isnat(ticks)] = np.nan
     return out
 
 
@@ -197,11 +206,26 @@ def _datetime_ms(value: Any) -> float:
         return float(_datetime64_to_ms(np.array([value]))[0])
     if isinstance(value, _dt.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=_dt.timezone.utc)
+            value = value.replace(tzinfo=_dt.UTC)
         return value.timestamp() * 1000.0
     if isinstance(value, _dt.date):
-        return _dt.datetime(value.year, value.month, value.day, tzinfo=_dt.timezone.utc).timestamp() * 1000.0
+        return _dt.datetime(value.year, value.month, value.day, tzinfo=_dt.UTC).timestamp() * 1000.0
     raise TypeError(value)
+
+
+def _timedelta_ms(value: Any) -> float:
+    if isinstance(value, np.timedelta64):
+        return float(_timedelta64_to_ms(np.array([value]))[0])
+    return float(value / _dt.timedelta(milliseconds=1))
+
+
+def _is_missing(value: Any) -> bool:
+    """None, NaN, NaT and pandas.NA all mean "no value" when a column's dtype is inferred."""
+    if value is None:
+        return True
+    if isinstance(value, (float, np.floating, _dt.datetime, np.datetime64, np.timedelta64)):
+        return bool(value != value)  # NaN and NaT are the values unequal to themselves
+    return type(value).__name__ == "NAType"
 
 
 def _from_numpy(name: str, arr: np.ndarray) -> tuple[np.ndarray, str]:
@@ -249,11 +273,11 @@ def _object_array(values: Sequence[Any]) -> np.ndarray:
 
 
 def _from_list(name: str, values: Sequence[Any]) -> tuple[np.ndarray, str]:
-    """Infer a wire dtype for a list of Python values."""
+    """Infer a wire dtype for a list of Python values (None, NaN, NaT, NA are missing)."""
     has_none = False
     kinds = set()
     for v in values:
-        if v is None:
+        if _is_missing(v):
             has_none = True
         elif isinstance(v, (bool, np.bool_)):
             kinds.add("bool")
@@ -265,28 +289,37 @@ def _from_list(name: str, values: Sequence[Any]) -> tuple[np.ndarray, str]:
             kinds.add("str")
         elif isinstance(v, (_dt.datetime, _dt.date, np.datetime64)):
             kinds.add("datetime")
+        elif isinstance(v, (_dt.timedelta, np.timedelta64)):
+            kinds.add("timedelta")
         else:
             kinds.add("object")
     if not kinds:
-        # All None (or empty): a float column of NaN is the most useful guess.
+        # All missing (or empty): a float column of NaN is the most useful guess.
         return np.full(len(values), np.nan, dtype="<f8"), "float64"
     if kinds == {"bool"} and not has_none:
         return np.array(values, dtype="?"), "bool"
-    if kinds == {"int"} and not has_none:
-        try:
-            return np.array(values, dtype="<i8"), "int64"
-        except OverflowError:
-            return np.array(values, dtype="<f8"), "float64"
-    if kinds <= {"int", "float"}:
-        return np.array([math.nan if v is None else v for v in values], dtype="<f8"), "float64"
+    try:
+        if kinds == {"int"} and not has_none:
+            try:
+                return np.array(values, dtype="<i8"), "int64"
+            except OverflowError:
+                return np.array(values, dtype="<f8"), "float64"
+        if kinds <= {"int", "float"}:
+            floats = [math.nan if _is_missing(v) else v for v in values]
+            return np.array(floats, dtype="<f8"), "float64"
+    except OverflowError:
+        # Integers beyond float64 (1e309): keep them exact as JSON values.
+        return _object_array([None if _is_missing(v) else v for v in values]), "object"
     if kinds == {"datetime"}:
-        return (
-            np.array([math.nan if v is None else _datetime_ms(v) for v in values], dtype="<f8"),
-            "float64",
-        )
+        ms = [math.nan if _is_missing(v) else _datetime_ms(v) for v in values]
+        return np.array(ms, dtype="<f8"), "float64"
+    if kinds == {"timedelta"}:
+        ms = [math.nan if _is_missing(v) else _timedelta_ms(v) for v in values]
+        return np.array(ms, dtype="<f8"), "float64"
+    cleaned = [None if _is_missing(v) else v for v in values]
     if kinds == {"str"}:
-        return _object_array(values), "str"
-    return _object_array(values), "object"
+        return _object_array(cleaned), "str"
+    return _object_array(cleaned), "object"
 
 
 def _from_series(name: str, series: Any) -> tuple[np.ndarray, str]:
@@ -294,13 +327,11 @@ def _from_series(name: str, series: Any) -> tuple[np.ndarray, str]:
 
     dtype = series.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):
-        values = series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
+        values = series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
         return _datetime64_to_ms(values), "float64"
     if isinstance(dtype, pd.CategoricalDtype):
         return _from_list(name, series.astype(object).tolist())
-    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and not isinstance(
-        dtype, (np.dtype,)
-    ):
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and not isinstance(dtype, (np.dtype,)):
         kind = getattr(dtype, "kind", "O")
         if kind in "iuf":
             if series.isna().any():
@@ -328,7 +359,7 @@ def _column(name: str, values: Any) -> tuple[np.ndarray, str]:
 
 def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(
-        value, (str, bytes, bool, int, float, np.generic, _dt.datetime, _dt.date)
+        value, (str, bytes, bool, int, float, np.generic, _dt.datetime, _dt.date, _dt.timedelta)
     )
 
 
@@ -412,20 +443,41 @@ def from_json_columns(columns: Mapping[str, Any], schema: Mapping[str, str] | No
             )
         want = schema.get(name) if schema else None
         if want in NUMERIC_DTYPES:
-            try:
-                if want in _FLOATS:
-                    arr = np.array(
-                        [math.nan if v is None else v for v in values], dtype=NUMERIC_DTYPES[want]
-                    )
-                else:
-                    arr = np.array(values, dtype=NUMERIC_DTYPES[want])
-                if arr.ndim == 1 and not any(isinstance(v, str) for v in values[:1]):
-                    cols[name], dtypes[name] = arr, want
-                    continue
-            except (TypeError, ValueError, OverflowError):
-                pass
+            arr = _typed_json_array(values, want)
+            if arr is not None:
+                cols[name], dtypes[name] = arr, want
+                continue
+        elif want == "object" or (
+            want == "str" and all(v is None or isinstance(v, str) for v in values)
+        ):
+            cols[name], dtypes[name] = _object_array(values), want
+            continue
         cols[name], dtypes[name] = _from_list(name, values)
     return Batch(cols, dtypes)
+
+
+def _typed_json_array(values: list[Any], want: str) -> np.ndarray | None:
+    """``values`` as an array of ``want``, or None when they are not all of that kind.
+
+    Only values of the right JSON kind are accepted (numbers for floats, integers for ints,
+    true/false for bool), so nothing is silently truncated, parsed from a string or
+    rounded; the caller falls back to inferring the dtype from the values themselves.
+    """
+    if want in _FLOATS:
+        if not all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values
+        ):
+            return None
+        values = [math.nan if v is None else v for v in values]
+    elif want == "bool":
+        if not all(isinstance(v, bool) for v in values):
+            return None
+    elif not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return None
+    try:
+        return np.array(values, dtype=NUMERIC_DTYPES[want])
+    except OverflowError:
+        return None
 
 
 def _describe(schema: Mapping[str, str]) -> str:
@@ -471,13 +523,18 @@ def conform(batch: Batch, schema: Mapping[str, str], stream: str = "") -> Batch:
             if (
                 np.isfinite(arr).all()
                 and (arr == np.round(arr)).all()
-                and (arr.size == 0 or (arr.min() >= info.min and arr.max() <= info.max))
+                # `< max + 1`, not `<= max`: float(2**63 - 1) rounds up to 2**63, which
+                # would wrap around to the most negative int64.
+                and (arr.size == 0 or (arr.min() >= info.min and arr.max() < info.max + 1))
             ):
                 cols[name], ok = arr.astype(NUMERIC_DTYPES[want]), True
         elif want == "str" and have in ("str", "object"):
             if all(v is None or isinstance(v, str) for v in arr.tolist()):
                 cols[name], ok = arr, True
-        elif want in _FLOATS and have == "object" and all(v is None for v in arr.tolist()):
+        elif want == "str" and have in _FLOATS and np.isnan(arr).all():
+            # A column with no value at all (all None) is inferred as float64 NaN.
+            cols[name], ok = _object_array([None] * len(arr)), True
+        elif want in _FLOATS and have in ("str", "object") and all(v is None for v in arr.tolist()):
             cols[name], ok = np.full(len(arr), np.nan, dtype=NUMERIC_DTYPES[want]), True
         if not ok:
             raise SchemaMismatch(

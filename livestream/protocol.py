@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 import numpy as np
 
-from .columns import NUMERIC_DTYPES, Batch, _from_list, from_json_columns
+from .columns import DTYPES, NUMERIC_DTYPES, Batch, from_json_columns
 from .errors import BadMessage, ProtocolError
 
 __all__ = [
@@ -71,7 +72,7 @@ ERROR_CODES = (
     "internal",
 )
 
-_STREAM_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _ALIGN = 8
 _PAD = b"\0" * _ALIGN
 _U32 = struct.Struct("<I")
@@ -261,7 +262,7 @@ CLIENT_TYPES = ("subscribe", "unsubscribe", "control", "publish", "list", "credi
 
 def validate_stream_name(name: object, *, id: Id = None) -> str:
     """Return ``name`` if it is a valid stream name, else raise :class:`BadMessage`."""
-    if not isinstance(name, str) or not _STREAM_NAME.match(name):
+    if not isinstance(name, str) or not _STREAM_NAME.fullmatch(name):
         raise BadMessage(
             f"`stream` must be a name of 1-128 letters, digits, '_', '-', '.' or ':'; "
             f"got {_show(name)}",
@@ -271,16 +272,12 @@ def validate_stream_name(name: object, *, id: Id = None) -> str:
 
 
 def _show(value: object) -> str:
-    text = json.dumps(value) if _json_safe(value) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _json_safe(value: object) -> bool:
     try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        # reprlib bounds the depth, so a hostile deeply nested value cannot recurse here.
+        text = reprlib.repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _dumps(obj: dict[str, Any]) -> str:
@@ -288,24 +285,52 @@ def _dumps(obj: dict[str, Any]) -> str:
 
 
 def _parse_json_object(text: str | bytes, what: str) -> dict[str, Any]:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadMessage(
+                f"{what} must be UTF-8 encoded JSON; byte {exc.start} ({text[exc.start]:#04x}) "
+                "is not valid UTF-8"
+            ) from None
     try:
         obj = json.loads(text)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except ValueError as exc:
         raise BadMessage(
             f"{what} must be a JSON object; could not parse it as JSON ({exc.__class__.__name__}: "
             f"{str(exc)[:80]})"
         ) from None
+    except RecursionError:
+        raise BadMessage(f"{what} must be a JSON object; it is nested too deeply") from None
     if not isinstance(obj, dict):
-        raise BadMessage(f"{what} must be a JSON object; got a JSON {type(obj).__name__}")
+        raise BadMessage(f"{what} must be a JSON object; got a JSON {_json_kind(obj)}")
     return obj
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array"
+
+
+def _is_id(value: object) -> bool:
+    return (
+        value is None
+        or isinstance(value, str)
+        or (isinstance(value, int) and not isinstance(value, bool))
+    )
 
 
 def _get_id(obj: dict[str, Any]) -> Id:
     value = obj.get("id")
-    if value is None or isinstance(value, str) or (
-        isinstance(value, int) and not isinstance(value, bool)
-    ):
-        return value
+    if _is_id(value):
+        return value  # type: ignore[no-any-return]
     raise BadMessage(f"`id` must be a string or an integer; got {_show(value)}")
 
 
@@ -314,9 +339,7 @@ def _opt_int(obj: dict[str, Any], key: str, id: Id, minimum: int = 0) -> int | N
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise BadMessage(
-            f"`{key}` must be an integer >= {minimum}; got {_show(value)}", id=id
-        )
+        raise BadMessage(f"`{key}` must be an integer >= {minimum}; got {_show(value)}", id=id)
     return value
 
 
@@ -356,6 +379,12 @@ def decode_batch_frame(
 
     Column arrays are read-only views into ``frame`` (no copy).
     """
+    header, area = _split_frame(frame)
+    return header, _read_batch(header, area, schema)
+
+
+def _split_frame(frame: bytes | bytearray | memoryview) -> tuple[dict[str, Any], memoryview]:
+    """The JSON header of a binary frame and its buffer area."""
     view = memoryview(frame).cast("B")
     total = len(view)
     if total < 4:
@@ -368,11 +397,20 @@ def decode_batch_frame(
             f"binary frame declares a {hlen}-byte header but only {total - 4} bytes follow"
         )
     header = _parse_json_object(bytes(view[4 : 4 + hlen]), "a binary frame's header")
-    id = header.get("id") if isinstance(header.get("id"), (str, int)) else None
     start = 4 + hlen + (-(4 + hlen) % _ALIGN)
-    area = view[start:] if start <= total else view[total:]
+    return header, view[min(start, total) :]
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _read_batch(header: dict[str, Any], area: memoryview, schema: dict[str, str] | None) -> Batch:
+    """The columns a binary frame's header describes; pops ``columns`` from ``header``."""
+    raw_id = header.get("id")
+    id = raw_id if _is_id(raw_id) else None
     rows = header.get("rows")
-    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+    if not _is_count(rows):
         raise BadMessage(f"binary header `rows` must be an integer >= 0; got {_show(rows)}", id=id)
     descr = header.pop("columns", None)
     if not isinstance(descr, list) or not descr:
@@ -389,30 +427,30 @@ def decode_batch_frame(
         name = col["name"]
         if name in cols:
             raise BadMessage(f"binary header names column {name!r} twice", id=id)
+        dtype = col.get("dtype")
         if "values" in col:
             values = col["values"]
             if not isinstance(values, list) or len(values) != rows:
                 raise BadMessage(
                     f"column {name!r}: `values` must be a list of {rows} values", id=id
                 )
-            want = col.get("dtype") or (schema or {}).get(name)
-            if want in NUMERIC_DTYPES:
-                b = from_json_columns({name: values}, {name: want})
-                cols[name], dtypes[name] = b.columns[name], b.dtypes[name]
-            else:
-                cols[name], inferred = _from_list(name, values)
-                dtypes[name] = want if want in ("str", "object") else inferred
+            if not isinstance(dtype, str):
+                dtype = (schema or {}).get(name)
+            b = from_json_columns({name: values}, {name: dtype} if dtype in DTYPES else None)
+            cols[name], dtypes[name] = b.columns[name], b.dtypes[name]
             continue
-        dtype, off, nbytes = col.get("dtype"), col.get("offset"), col.get("nbytes")
-        if dtype not in NUMERIC_DTYPES:
+        off, nbytes = col.get("offset"), col.get("nbytes")
+        if not isinstance(dtype, str) or dtype not in NUMERIC_DTYPES:
             raise BadMessage(
                 f"column {name!r}: dtype must be one of {', '.join(NUMERIC_DTYPES)} for a buffer"
                 f" (or send `values`); got {_show(dtype)}",
                 id=id,
             )
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (off, nbytes)):
+        if not (_is_count(off) and _is_count(nbytes)):
             raise BadMessage(
-                f"column {name!r}: `offset` and `nbytes` must be integers >= 0", id=id
+                f"column {name!r}: `offset` and `nbytes` must be integers >= 0; got "
+                f"{_show(off)} and {_show(nbytes)}",
+                id=id,
             )
         npdtype = np.dtype(NUMERIC_DTYPES[dtype])
         if nbytes != rows * npdtype.itemsize:
@@ -422,16 +460,18 @@ def decode_batch_frame(
                 id=id,
             )
         if off % _ALIGN:
-            raise BadMessage(f"column {name!r}: `offset` {off} is not 8-byte aligned", id=id)
+            raise BadMessage(
+                f"column {name!r}: `offset` {off} is not 8-byte aligned (a multiple of 8)", id=id
+            )
         if off + nbytes > len(area):
             raise BadMessage(
                 f"column {name!r}: bytes {off}..{off + nbytes} lie past the end of the "
                 f"{len(area)}-byte buffer area",
                 id=id,
             )
-        arr = np.frombuffer(area, dtype=npdtype, count=rows, offset=off)
-        cols[name], dtypes[name] = arr, dtype
-    return header, Batch(cols, dtypes)
+        cols[name] = np.frombuffer(area, dtype=npdtype, count=rows, offset=off)
+        dtypes[name] = dtype
+    return Batch(cols, dtypes)
 
 
 # --------------------------------------------------------------------------- client messages
@@ -440,17 +480,21 @@ def decode_batch_frame(
 def decode_client(frame: str | bytes | bytearray | memoryview) -> ClientMessage:
     """Parse one frame a client sent. Raises :class:`ProtocolError` with a wire code."""
     if isinstance(frame, (bytes, bytearray, memoryview)):
-        header, batch = decode_batch_frame(frame)
+        header, area = _split_frame(frame)
         id = _get_id(header)
         if header.get("type") != "publish":
             raise BadMessage(
                 f"a binary frame from a client must be a `publish`; its header says type "
-                f"{_show(header.get('type'))}",
+                f"{_show(header.get('type'))}; send other messages as JSON text frames",
                 id=id,
             )
-        if batch.rows != header["rows"]:  # pragma: no cover - enforced while decoding
-            raise BadMessage("row count mismatch", id=id)
-        return Publish(validate_stream_name(header.get("stream"), id=id), batch, id)
+        stream = validate_stream_name(header.get("stream"), id=id)
+        try:
+            batch = _read_batch(header, area, None)
+        except ProtocolError as exc:
+            exc.id = id
+            raise
+        return Publish(stream, batch, id)
     obj = _parse_json_object(frame, "a text frame")
     id = _get_id(obj)
     kind = obj.get("type")
@@ -652,16 +696,25 @@ def decode_server(
             batch.offset = obj["offset"]
             return Data(obj["stream"], obj["offset"], batch)
         if kind == "welcome":
-            return Welcome(obj["session"], tuple(obj["roles"]), obj.get("server", ""), obj["protocol"])
+            return Welcome(
+                obj["session"], tuple(obj["roles"]), obj.get("server", ""), obj["protocol"]
+            )
         if kind == "subscribed":
             return Subscribed(
-                obj["stream"], obj["epoch"], obj["schema"], obj.get("controls", {}),
-                obj.get("state", {}), obj["offset"], id,
+                obj["stream"],
+                obj["epoch"],
+                obj["schema"],
+                obj.get("controls", {}),
+                obj.get("state", {}),
+                obj["offset"],
+                id,
             )
         if kind == "unsubscribed":
             return Unsubscribed(obj["stream"], id)
         if kind == "ack":
-            return Ack(id, obj.get("ok", True), obj.get("state"), obj.get("offset"), obj.get("rows"))
+            return Ack(
+                id, obj.get("ok", True), obj.get("state"), obj.get("offset"), obj.get("rows")
+            )
         if kind == "streams":
             return Streams(obj["streams"], id)
         if kind == "reset":

@@ -1,0 +1,403 @@
+"""The hub: streams by name, subscriptions, fan-out by cursor, and control routing.
+
+Every subscriber holds a *cursor* (the offset of the next row it needs) into its stream's
+history, never a queue. When rows arrive the hub wakes each idle subscriber; a subscriber
+is sent everything past its cursor as one merged frame, and is *busy* until the transport
+reports that frame written. A slow reader therefore gets fewer, larger frames; one that
+falls behind the history gets ``reset``. Memory is bounded by the history, not by the
+number or slowness of viewers (see docs/explanation.md).
+
+The hub runs on one event loop. It knows a transport only by :class:`Transport`: ``send``
+a frame and get an awaitable that completes when it is written, and ``close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from . import protocol as P
+from .errors import Forbidden, ProtocolError, UnknownStream
+from .stream import DEFAULT_HISTORY, Stream
+
+__all__ = ["Hub", "Session", "Subscription", "Transport"]
+
+log = logging.getLogger("livestream.hub")
+
+#: Roles a token may grant.
+ROLES = ("view", "control", "publish")
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+_ROW_BYTES = {"float64": 8, "int64": 8, "float32": 4, "int32": 4, "uint8": 1, "bool": 1}
+BAD_MESSAGE_LIMIT = 20
+BAD_MESSAGE_WINDOW = 10.0
+
+
+class Transport(Protocol):
+    """What the hub needs from a connection."""
+
+    def send(self, frame: str | bytes) -> Awaitable[None] | None:
+        """Queue a frame; the awaitable completes when it has been written out."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection with a WebSocket close code."""
+
+
+class Subscription:
+    """One subscriber's cursor into one stream."""
+
+    __slots__ = (
+        "busy_since", "closed", "columns", "credit", "cursor", "format", "session", "stream",
+    )
+
+    def __init__(self, session: Session, stream: Stream, cursor: int, sub: P.Subscribe) -> None:
+        self.session = session
+        self.stream = stream
+        self.cursor = cursor
+        self.columns = sub.columns
+        self.format = sub.format
+        self.credit: int | None = sub.credit
+        self.busy_since: float | None = None
+        self.closed = False
+
+    def pump(self) -> None:
+        """Send what lies past the cursor, if the previous frame is written and credit allows."""
+        if self.closed or self.busy_since is not None or self.credit == 0:
+            return
+        stream = self.stream
+        start, end = stream.window()
+        if self.cursor < start:
+            self.session.send(P.Reset(stream.name, stream.epoch, start, "gap"))
+            self.cursor = start
+        if self.cursor >= end:
+            return
+        frame, stop = self.session.hub.frame_for(self, end)
+        self.cursor = stop
+        if self.credit is not None:
+            self.credit -= 1
+        self.busy_since = time.monotonic()
+        done = self.session.send_frame(frame)
+        if done is None:
+            self.busy_since = None
+            return
+        done.add_done_callback(self._written)  # type: ignore[attr-defined]
+
+    def _written(self, fut: Any) -> None:
+        self.busy_since = None
+        if fut.cancelled() or fut.exception() is not None:
+            self.closed = True
+            return
+        self.pump()
+
+
+class Session:
+    """One connection's protocol state: its roles, subscriptions and bad-message count.
+
+    The server's WebSocket handler feeds it decoded messages (``handle``) and decoding
+    errors (``reject``); everything it answers goes through the transport.
+    """
+
+    def __init__(self, hub: Hub, transport: Transport, roles: tuple[str, ...], peer: str = "") -> None:
+        self.hub = hub
+        self.transport = transport
+        self.roles = roles
+        self.peer = peer
+        self.id = uuid.uuid4().hex[:12]
+        self.subscriptions: dict[str, Subscription] = {}
+        self.closed = False
+        self._bad: deque[float] = deque()
+        self.messages_in = 0
+
+    def send(self, msg: P.ServerMessage) -> None:
+        self.send_frame(P.encode_server(msg))
+
+    def send_frame(self, frame: str | bytes) -> Awaitable[None] | None:
+        if self.closed:
+            return None
+        try:
+            return self.transport.send(frame)
+        except Exception:  # noqa: BLE001 - a closed socket; the close callback cleans up
+            self.closed = True
+            return None
+
+    def welcome(self) -> None:
+        self.send(P.Welcome(self.id, self.roles, server=f"livestream/{self.hub.version}"))
+
+    def reject(self, err: ProtocolError) -> None:
+        """Answer a refused message and close the connection if it keeps sending them."""
+        self.send(P.Error(err.code, err.message, err.id))
+        now = time.monotonic()
+        self._bad.append(now)
+        while self._bad and now - self._bad[0] > BAD_MESSAGE_WINDOW:
+            self._bad.popleft()
+        if len(self._bad) >= BAD_MESSAGE_LIMIT:
+            log.info("closing %s: %d bad messages in %.0f s", self.peer, len(self._bad),
+                     BAD_MESSAGE_WINDOW)
+            self.transport.close(4001, "too many bad messages")
+
+    def _need(self, role: str, what: str, id: P.Id) -> None:
+        if role not in self.roles:
+            raise Forbidden(
+                f"{what} needs the {role!r} role; this connection's token grants "
+                f"{', '.join(self.roles) or 'no roles'}. Use a token with the {role!r} role.",
+                id=id,
+            )
+
+    def handle(self, msg: P.ClientMessage) -> None:
+        """Carry out one decoded client message."""
+        self.messages_in += 1
+        try:
+            self._dispatch(msg)
+        except ProtocolError as err:
+            if err.id is None:
+                err.id = getattr(msg, "id", None)
+            self.reject(err)
+        except Exception:  # noqa: BLE001 - never leak internals to the client
+            log.exception("internal error handling %r", type(msg).__name__)
+            self.send(P.Error("internal", "the server failed to handle this message; see its log",
+                              getattr(msg, "id", None)))
+
+    def _dispatch(self, msg: P.ClientMessage) -> None:
+        hub = self.hub
+        if isinstance(msg, P.Ping):
+            self.send(P.Pong(msg.id))
+        elif isinstance(msg, P.ListStreams):
+            self._need("view", "`list`", msg.id)
+            self.send(P.Streams([s.describe() for s in hub.streams.values()], msg.id))
+        elif isinstance(msg, P.Subscribe):
+            self._need("view", "`subscribe`", msg.id)
+            hub.subscribe(self, msg)
+        elif isinstance(msg, P.Unsubscribe):
+            sub = self.subscriptions.pop(msg.stream, None)
+            if sub is None:
+                raise UnknownStream(
+                    f"not subscribed to stream {msg.stream!r}; subscribed to: "
+                    f"{', '.join(self.subscriptions) or 'nothing'}",
+                    id=msg.id,
+                )
+            hub.drop(sub)
+            self.send(P.Unsubscribed(msg.stream, msg.id))
+        elif isinstance(msg, P.Credit):
+            sub = self.subscriptions.get(msg.stream)
+            if sub is None:
+                raise UnknownStream(f"`credit` for stream {msg.stream!r}, which this connection "
+                                    "has not subscribed to", id=msg.id)
+            if sub.credit is not None:
+                sub.credit = min(sub.credit + msg.frames, 1_000_000)
+                sub.pump()
+        elif isinstance(msg, P.Control):
+            self._need("control", "`control`", msg.id)
+            stream = hub.get(msg.stream, id=msg.id)
+            state = stream.control(msg.action, msg.params)
+            self.send(P.Ack(msg.id, True, state=state))
+        elif isinstance(msg, P.Publish):
+            self._need("publish", "`publish`", msg.id)
+            stream = hub.stream(msg.stream)
+            offset = stream.append(msg.batch)
+            self.send(P.Ack(msg.id, True, offset=offset, rows=msg.batch.rows))
+
+    def close(self) -> None:
+        """Forget this session's subscriptions (the connection is gone)."""
+        self.closed = True
+        for sub in self.subscriptions.values():
+            self.hub.drop(sub)
+        self.subscriptions.clear()
+        self.hub.sessions.discard(self)
+
+
+class Hub:
+    """Streams by name, and the subscriptions that read them. Lives on one event loop."""
+
+    version = "0.1.0"
+
+    def __init__(self, *, history: int = DEFAULT_HISTORY, max_age: float | None = None,
+                 write_timeout: float = 30.0, server: Any = None) -> None:
+        self.history = history
+        self.max_age = max_age
+        self.write_timeout = write_timeout
+        self.server = server
+        self.streams: dict[str, Stream] = {}
+        self.subscribers: dict[str, set[Subscription]] = {}
+        self.sessions: set[Session] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._pending: set[str] = set()
+        self._pending_lock = threading.Lock()
+        self._cache: dict[tuple[Any, ...], tuple[str | bytes, int]] = {}
+        self._lock = threading.Lock()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.on_stream_created: list[Callable[[Stream], None]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind the hub to the loop it runs on (called by the server when it starts)."""
+        self.loop = loop
+        self._loop_thread = threading.get_ident()
+        self._sweeper = loop.call_later(1.0, self._sweep)
+
+    def detach(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self.loop = None
+
+    # ------------------------------------------------------------------ streams
+
+    def stream(self, name: str, **options: Any) -> Stream:
+        """The stream called ``name``, created with ``options`` when it does not exist."""
+        stream = self.streams.get(name)
+        if stream is not None:
+            return stream
+        with self._lock:
+            stream = self.streams.get(name)
+            if stream is None:
+                P.validate_stream_name(name)
+                options.setdefault("history", self.history)
+                options.setdefault("max_age", self.max_age)
+                stream = Stream(name, server=self.server, **options)
+                stream.on_append = self._appended
+                stream.on_state = self._state_changed
+                self.streams[name] = stream
+                for callback in self.on_stream_created:
+                    callback(stream)
+        return stream
+
+    def get(self, name: str, *, id: P.Id = None) -> Stream:
+        """The stream called ``name``; raises ``UnknownStream`` listing the known ones."""
+        stream = self.streams.get(name)
+        if stream is None:
+            known = ", ".join(sorted(self.streams)[:20]) or "none yet"
+            raise UnknownStream(
+                f"unknown stream {name!r}; known streams: {known}. Publish to it first "
+                "(publish role) or check the name.",
+                id=id,
+            )
+        return stream
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def subscribe(self, session: Session, msg: P.Subscribe) -> None:
+        stream = self.get(msg.stream, id=msg.id)
+        if msg.columns is not None and stream.schema:
+            unknown = [c for c in msg.columns if c not in stream.schema]
+            if unknown:
+                raise ProtocolError(
+                    f"stream {stream.name!r} has no column {unknown[0]!r}; its columns are "
+                    f"{', '.join(stream.schema)}",
+                    id=msg.id, code="bad_message",
+                )
+        start, end = stream.window()
+        reset: str | None = None
+        if msg.since is not None:
+            if msg.epoch is not None and msg.epoch != stream.epoch:
+                cursor, reset = start, "restart"
+            elif msg.since < start or msg.since > end:
+                cursor, reset = start, "gap"
+            else:
+                cursor = msg.since
+        elif msg.last is not None:
+            cursor = max(start, end - msg.last)
+        else:
+            cursor = start
+        old = session.subscriptions.pop(stream.name, None)
+        if old is not None:
+            self.drop(old)
+        sub = Subscription(session, stream, cursor, msg)
+        session.subscriptions[stream.name] = sub
+        self.subscribers.setdefault(stream.name, set()).add(sub)
+        session.send(P.Subscribed(stream.name, stream.epoch, stream.schema,
+                                  stream.controls.describe(), stream.state, cursor, msg.id))
+        if reset is not None:
+            session.send(P.Reset(stream.name, stream.epoch, cursor, reset))
+        sub.pump()
+
+    def drop(self, sub: Subscription) -> None:
+        sub.closed = True
+        subs = self.subscribers.get(sub.stream.name)
+        if subs is not None:
+            subs.discard(sub)
+
+    def subscriber_count(self, name: str) -> int:
+        return len(self.subscribers.get(name, ()))
+
+    # ------------------------------------------------------------------ fan-out
+
+    def frame_for(self, sub: Subscription, end: int) -> tuple[str | bytes, int]:
+        """The encoded frame of rows ``sub.cursor:end`` (capped), shared by equal cursors."""
+        stream = sub.stream
+        key = (stream.name, stream.epoch, sub.cursor, end, sub.columns, sub.format)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        schema = stream.schema
+        row_bytes = sum(_ROW_BYTES.get(d, 16) for d in schema.values()) or 8
+        stop = min(end, sub.cursor + max(1, MAX_FRAME_BYTES // row_bytes))
+        batch = stream.read(sub.cursor, stop, sub.columns)
+        msg = P.Data(stream.name, batch.offset or sub.cursor, batch)
+        frame = P.encode_server(msg, binary=sub.format == "binary")
+        result = (frame, sub.cursor + batch.rows)
+        if len(self._cache) > 64:
+            self._cache.clear()
+        self._cache[key] = result
+        return result
+
+    def _appended(self, stream: Stream) -> None:
+        """Called by ``Stream.append`` from any thread: schedule one wake per stream."""
+        loop = self.loop
+        if loop is None:
+            return
+        with self._pending_lock:
+            if stream.name in self._pending:
+                return
+            self._pending.add(stream.name)
+        if threading.get_ident() == self._loop_thread:
+            loop.call_soon(self._wake, stream)
+        else:
+            try:
+                loop.call_soon_threadsafe(self._wake, stream)
+            except RuntimeError:  # loop closed while a producer thread was appending
+                pass
+
+    def _wake(self, stream: Stream) -> None:
+        with self._pending_lock:
+            self._pending.discard(stream.name)
+        self._cache.clear()
+        for sub in list(self.subscribers.get(stream.name, ())):
+            sub.pump()
+
+    def _state_changed(self, stream: Stream) -> None:
+        loop = self.loop
+        if loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._broadcast_state(stream)
+        else:
+            try:
+                loop.call_soon_threadsafe(self._broadcast_state, stream)
+            except RuntimeError:
+                pass
+
+    def _broadcast_state(self, stream: Stream) -> None:
+        frame = P.encode_server(P.StateChanged(stream.name, stream.state))
+        for sub in list(self.subscribers.get(stream.name, ())):
+            sub.session.send_frame(frame)
+
+    def _sweep(self) -> None:
+        """Close peers that have not drained a frame within ``write_timeout`` seconds."""
+        now = time.monotonic()
+        for subs in self.subscribers.values():
+            for sub in list(subs):
+                if sub.busy_since is not None and now - sub.busy_since > self.write_timeout:
+                    log.info("closing %s: a frame of %r unread for %.0f s", sub.session.peer,
+                             sub.stream.name, now - sub.busy_since)
+                    sub.session.transport.close(1008, "peer is not reading its socket")
+                    sub.busy_since = None
+                    sub.closed = True
+        if self.loop is not None:
+            self._sweeper = self.loop.call_later(1.0, self._sweep)

@@ -1,0 +1,341 @@
+"""Bokeh figures for live streams: the one place that decides how a stream looks as a plot.
+
+:func:`plot_spec` builds an *empty* Bokeh figure for a stream and returns it as a JSON
+"plot spec" that the browser module (``static/livestream.js``, ``embedPlot``) embeds with
+``Bokeh.embed.embed_item`` and then feeds with ``ColumnDataSource.stream`` as column
+batches arrive over the WebSocket. The standalone dashboard gets it from
+``GET /api/streams/<name>/plot`` and the ``LivePlot`` widget from Python directly, so both
+draw the same figure.
+
+The plot spec is a plain JSON-serialisable dict::
+
+    {
+        "item": {...},                 # bokeh.embed.json_item(figure)
+        "source_id": "p1234",          # id of the figure's ColumnDataSource
+        "columns": {"time": "time", "price": "price"},   # stream column -> source column
+        "rollover": 10000,             # rows kept in the browser (ColumnDataSource rollover)
+        "x": "time",                   # the x column ("__offset__" for the row offset)
+        "y": ["price"],
+        "kind": "line",
+    }
+
+When the stream has no time column and no ``x`` is given, the x axis is the row offset:
+the source gets a column named ``"__offset__"`` (:data:`OFFSET_COLUMN`) that is not part of
+the stream; the browser synthesises it from each batch's ``offset`` (row ``i`` of a batch
+has offset ``batch.offset + i``), so x is the row's position in the stream, stable across
+reconnects.
+
+This module imports Bokeh but neither Tornado nor anything that does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from bokeh.embed import json_item
+from bokeh.models import ColumnDataSource, DataRange1d, HoverTool
+from bokeh.models.annotations import Title
+from bokeh.models.renderers import GlyphRenderer
+from bokeh.plotting import figure
+
+__all__ = [
+    "KINDS",
+    "NUMERIC_DTYPES",
+    "OFFSET_COLUMN",
+    "TIME_COLUMNS",
+    "plot_spec",
+]
+
+#: The synthetic x column holding each row's stream offset (filled in by the browser).
+OFFSET_COLUMN: Final = "__offset__"
+
+#: Column names taken as the x axis, in this order of preference, when ``x`` is not given.
+#: Their values are milliseconds since the Unix epoch (the protocol's time convention).
+TIME_COLUMNS: Final = ("time", "timestamp", "t")
+
+#: Schema dtypes that can be plotted as numbers.
+NUMERIC_DTYPES: Final = frozenset(
+    {
+        "float64",
+        "float32",
+        "float16",
+        "int64",
+        "int32",
+        "int16",
+        "int8",
+        "uint64",
+        "uint32",
+        "uint16",
+        "uint8",
+    }
+)
+
+#: Supported plot kinds.
+KINDS: Final = ("line", "scatter", "step", "area", "bar")
+
+# A palette that reads well on light and dark backgrounds (the figure is transparent).
+_PALETTE: Final = (
+    "#2563eb",
+    "#f97316",
+    "#16a34a",
+    "#dc2626",
+    "#9333ea",
+    "#0891b2",
+    "#ca8a04",
+    "#db2777",
+    "#4b5563",
+    "#65a30d",
+)
+
+_FONT: Final = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
+_MUTED_TEXT: Final = "#57606a"
+_GRID: Final = "#d0d7de"
+
+
+def _is_time(name: str, dtype: str) -> bool:
+    return name in TIME_COLUMNS or dtype.startswith("datetime")
+
+
+def _describe(schema: Mapping[str, str]) -> str:
+    if not schema:
+        return "the stream has no columns yet"
+    return "available columns: " + ", ".join(f"{n} ({d})" for n, d in schema.items())
+
+
+def _pick_x(schema: Mapping[str, str], x: str | None) -> str:
+    if x is None:
+        for name in TIME_COLUMNS:
+            if name in schema:
+                return name
+        return OFFSET_COLUMN
+    if x == OFFSET_COLUMN:
+        return x
+    if x not in schema:
+        raise ValueError(
+            f"x column {x!r} is not in the stream; {_describe(schema)}; "
+            f"pass one of them as x, or x={OFFSET_COLUMN!r} for the row offset"
+        )
+    dtype = schema[x]
+    if dtype not in NUMERIC_DTYPES and not _is_time(x, dtype):
+        raise ValueError(
+            f"x column {x!r} has dtype {dtype!r}, which cannot be plotted; "
+            f"x must be numeric or a time column; {_describe(schema)}"
+        )
+    return x
+
+
+def _pick_y(schema: Mapping[str, str], x: str, y: str | Sequence[str] | None) -> list[str]:
+    if y is None:
+        ys = [
+            name
+            for name, dtype in schema.items()
+            if name != x and dtype in NUMERIC_DTYPES and not _is_time(name, dtype)
+        ]
+        if not ys:
+            raise ValueError(
+                f"the stream has no numeric column to plot besides x={x!r}; "
+                f"{_describe(schema)}; pass y explicitly"
+            )
+        return ys
+    ys = [y] if isinstance(y, str) else list(y)
+    if not ys:
+        raise ValueError(f"y is empty; pass a column name or a list of them; {_describe(schema)}")
+    for name in ys:
+        if name not in schema:
+            raise ValueError(f"y column {name!r} is not in the stream; {_describe(schema)}")
+        if schema[name] not in NUMERIC_DTYPES:
+            raise ValueError(
+                f"y column {name!r} has dtype {schema[name]!r}, but a y column must be "
+                f"numeric; {_describe(schema)}"
+            )
+    return ys
+
+
+def _style(fig: figure) -> None:
+    fig.background_fill_color = None
+    fig.border_fill_color = None
+    fig.outline_line_color = None
+    fig.min_border_left = 8
+    fig.min_border_right = 12
+    fig.min_border_top = 8
+    fig.min_border_bottom = 8
+    fig.toolbar.autohide = True
+    fig.toolbar.logo = None
+    for axis in (*fig.xaxis, *fig.yaxis):
+        axis.axis_line_color = _GRID
+        axis.major_tick_line_color = _GRID
+        axis.minor_tick_line_color = None
+        axis.major_label_text_color = _MUTED_TEXT
+        axis.major_label_text_font = _FONT
+        axis.major_label_text_font_size = "11px"
+        axis.axis_label_text_color = _MUTED_TEXT
+        axis.axis_label_text_font = _FONT
+        axis.axis_label_text_font_size = "12px"
+        axis.axis_label_text_font_style = "normal"
+    for grid in (*fig.xgrid, *fig.ygrid):
+        grid.grid_line_color = _GRID
+        grid.grid_line_alpha = 0.6
+        grid.grid_line_dash = [2, 3]
+    fig.xgrid.grid_line_color = None
+    if isinstance(fig.title, Title):
+        fig.title.text_font = _FONT
+        fig.title.text_font_size = "14px"
+        fig.title.text_font_style = "bold"
+        fig.title.text_color = _MUTED_TEXT
+
+
+def plot_spec(
+    stream: str,
+    schema: dict[str, str],
+    *,
+    x: str | None = None,
+    y: str | list[str] | None = None,
+    kind: str = "line",
+    window: int = 10_000,
+    title: str | None = None,
+    webgl: bool = False,
+) -> dict[str, object]:
+    """Build an empty live figure for ``stream`` and return its plot spec (see the module doc).
+
+    Args:
+        stream: the stream's name (used for the figure's name and hover labels).
+        schema: the stream's schema, ``{column: dtype}`` in column order.
+        x: the x column. Default: the first of ``"time"``, ``"timestamp"``, ``"t"`` present
+            (a datetime axis; values are ms since the epoch), else the row offset
+            (``"__offset__"``, synthesised by the browser).
+        y: one column or a list of columns. Default: every numeric column except x and
+            time columns. Several columns get a legend (click an entry to hide it).
+        kind: ``"line"``, ``"scatter"``, ``"step"``, ``"area"`` (filled down to 0) or
+            ``"bar"``.
+        window: how many of the newest rows the browser keeps (``rollover``); the x range
+            follows the data in this window.
+        title: a title drawn above the plot; default none (the surrounding card or widget
+            names the stream).
+        webgl: draw with WebGL (the browser then also loads ``bokeh-gl.min.js``); worth it
+            above roughly 10,000 points.
+
+    Returns:
+        ``{"item", "source_id", "columns", "rollover", "x", "y", "kind"}``, JSON-serialisable.
+
+    Raises:
+        ValueError: ``x`` or ``y`` is not a plottable column of ``schema`` (the message lists
+            the available columns), ``kind`` is unknown, or ``window`` is not positive.
+
+    Example::
+
+        spec = plot_spec("prices", {"time": "float64", "price": "float64"}, window=5_000)
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r} is not supported; use one of {', '.join(KINDS)}")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be a positive number of rows, got {window!r}")
+
+    x_col = _pick_x(schema, x)
+    y_cols = _pick_y(schema, x_col, y)
+    datetime_x = x_col != OFFSET_COLUMN and _is_time(x_col, schema[x_col])
+
+    source_columns = [x_col, *[c for c in y_cols if c != x_col]]
+    source = ColumnDataSource(data={c: [] for c in source_columns}, name=f"{stream}:source")
+
+    fig = figure(
+        name=stream,
+        title=title,
+        x_axis_type="datetime" if datetime_x else "linear",
+        # Ranges follow the data the source holds; the rollover keeps that to the last
+        # `window` rows, so the view slides with the stream. No padding at the live edge.
+        x_range=DataRange1d(range_padding=0.0, only_visible=True),
+        y_range=DataRange1d(range_padding=0.08, only_visible=True),
+        sizing_mode="stretch_width",
+        height=320,
+        tools="pan,xwheel_zoom,box_zoom,reset,save",
+        active_drag=None,
+        active_scroll=None,
+        toolbar_location="right",
+        output_backend="webgl" if webgl else "canvas",
+    )
+    fig.xaxis.axis_label = None if datetime_x or x_col == OFFSET_COLUMN else x_col
+    if len(y_cols) == 1:
+        fig.yaxis.axis_label = y_cols[0]
+
+    several = len(y_cols) > 1
+    renderers: list[GlyphRenderer[Any]] = []
+    for i, col in enumerate(y_cols):
+        color = _PALETTE[i % len(_PALETTE)]
+        legend: dict[str, Any] = {"legend_label": col} if several else {}
+        if kind == "line":
+            renderers.append(
+                fig.line(x_col, col, source=source, color=color, line_width=2, **legend)
+            )
+        elif kind == "scatter":
+            renderers.append(
+                fig.scatter(x_col, col, source=source, color=color, size=5, alpha=0.75, **legend)
+            )
+        elif kind == "step":
+            renderers.append(
+                fig.step(
+                    x_col, col, source=source, color=color, line_width=2, mode="after", **legend
+                )
+            )
+        elif kind == "area":
+            fig.varea(
+                x=x_col, y1=0, y2=col, source=source, fill_color=color, fill_alpha=0.18, **legend
+            )
+            renderers.append(
+                fig.line(x_col, col, source=source, color=color, line_width=1.5, **legend)
+            )
+        else:  # bar
+            if x_col == OFFSET_COLUMN:
+                width: dict[str, Any] = {"width": 0.8}
+            else:
+                # The spacing of x values is unknown ahead of time: a fixed pixel width.
+                width = {"width": 3, "width_units": "screen"}
+            renderers.append(
+                fig.vbar(
+                    x=x_col,
+                    top=col,
+                    source=source,
+                    fill_color=color,
+                    line_color=None,
+                    fill_alpha=0.55 if several else 0.85,
+                    **width,
+                    **legend,
+                )
+            )
+
+    x_label = "time" if datetime_x else ("row" if x_col == OFFSET_COLUMN else x_col)
+    x_field = f"@{{{x_col}}}{{%F %T}}" if datetime_x else f"@{{{x_col}}}"
+    hover = HoverTool(
+        renderers=list(renderers),
+        tooltips=[(x_label, x_field), *[(c, f"@{{{c}}}{{0,0.[0000]}}") for c in y_cols]],
+        formatters={f"@{{{x_col}}}": "datetime"} if datetime_x else {},
+        mode="vline" if kind in ("line", "step", "area") else "mouse",
+    )
+    fig.add_tools(hover)
+    _style(fig)
+
+    if several:
+        for legend_model in fig.legend:
+            legend_model.update(
+                location="top_left",
+                click_policy="hide",
+                orientation="horizontal",
+                background_fill_alpha=0.0,
+                border_line_color=None,
+                label_text_font=_FONT,
+                label_text_font_size="12px",
+                label_text_color=_MUTED_TEXT,
+                spacing=12,
+                padding=4,
+                margin=4,
+            )
+
+    return {
+        "item": json_item(fig),
+        "source_id": source.id,
+        "columns": {c: c for c in source_columns},
+        "rollover": window,
+        "x": x_col,
+        "y": y_cols,
+        "kind": kind,
+    }

@@ -1,0 +1,272 @@
+"""Producers: functions, generators and coroutines that feed a stream on a schedule.
+
+``@stream.producer(every=0.05, params={...})`` wraps a function ``f(params)``:
+
+* a plain function runs in its own worker thread every ``every`` seconds, so a slow or
+  blocking producer never stalls the server or other producers;
+* a generator function is iterated in its worker thread, one batch per item (paced by
+  ``every`` when given);
+* an ``async def`` function or async generator runs on the server's event loop.
+
+Whatever it returns or yields (rows in any shape ``Stream.append`` takes, or ``None``) is
+appended. While the stream is paused the producer is not called. A producer that raises (or
+returns rows of the wrong schema) puts its stream in the ``error`` state with the message,
+which every viewer sees; a ``resume`` control starts it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .controls import Action, Param, Params
+from .errors import ConfigError
+
+__all__ = ["Producer"]
+
+log = logging.getLogger("livestream.producer")
+
+
+def _wants_params(fn: Callable[..., Any]) -> bool:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return True
+    positional = [
+        p for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return bool(positional)
+
+
+class Producer:
+    """A running producer attached to a stream. Returned by ``@stream.producer``.
+
+    ``pause()``, ``resume()``, ``stop()`` and ``start()`` control it from Python; viewers
+    control it through the stream's controls. Calling the producer object calls the wrapped
+    function directly (handy in tests).
+    """
+
+    def __init__(
+        self,
+        stream: Any,
+        fn: Callable[..., Any],
+        *,
+        every: float | None = None,
+        params: dict[str, Param] | None = None,
+        actions: dict[str, Any] | None = None,
+        start: bool = True,
+    ) -> None:
+        if every is not None and every < 0:
+            raise ConfigError(f"`every` must be a number of seconds >= 0; got {every!r}")
+        self.stream = stream
+        self.fn = fn
+        self.every = every
+        self.name = getattr(fn, "__name__", "producer")
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+        self.is_generator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+        if not self.is_generator and every is None:
+            raise ConfigError(
+                f"producer {self.name!r} is a plain function: give `every=` seconds between calls"
+                " (or make it a generator that yields batches)"
+            )
+        self._pass_params = _wants_params(fn)
+        acts = {}
+        for name, act in (actions or {}).items():
+            acts[name] = act if isinstance(act, Action) else Action(callback=act)
+        if stream._producer is not None and stream._producer is not self:
+            stream._producer.stop()
+        stream._producer = self
+        stream.declare(params or {}, acts)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._task: Any = None
+        self._generation = 0
+        self.calls = 0
+        if start:
+            self.start()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Producer {self.name!r} of stream {self.stream.name!r} status={self.stream._status}>"
+
+    # ------------------------------------------------------------------ control
+
+    def action(self, name: str, label: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator declaring a custom action: ``@tick.action("reset")``."""
+
+        def register(callback: Callable[..., Any]) -> Callable[..., Any]:
+            self.stream.declare(actions={name: Action(callback=callback, label=label)})
+            return callback
+
+        return register
+
+    def start(self) -> None:
+        """Start (or restart after an error or stop)."""
+        self.stop(wait=False)
+        self._stop = threading.Event()
+        self._generation += 1
+        stream = self.stream
+        stream.set_status("paused" if stream.paused else "running")
+        if self.is_async:
+            server = stream.server
+            if server is None or server.loop is None:
+                raise ConfigError(
+                    f"async producer {self.name!r} needs a running server loop; call "
+                    "livestream.serve() first or attach the stream to a server"
+                )
+            loop = server.loop
+            stop = self._stop
+
+            def spawn() -> None:
+                self._task = loop.create_task(self._run_async(stop))
+
+            loop.call_soon_threadsafe(spawn)
+        else:
+            self._thread = threading.Thread(
+                target=self._run_thread, args=(self._stop,),
+                name=f"livestream-producer-{stream.name}", daemon=True,
+            )
+            self._thread.start()
+
+    def stop(self, wait: bool = True, timeout: float = 5.0) -> None:
+        """Stop calling the function. With ``wait``, wait (bounded) for a running call."""
+        self._stop.set()
+        self._wake.set()
+        if self._task is not None:
+            task, self._task = self._task, None
+            loop = task.get_loop()
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(task.cancel)
+        thread = self._thread
+        if wait and thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        if self.stream._status in ("running", "paused"):
+            self.stream.set_status("stopped")
+
+    def pause(self) -> None:
+        """Pause the stream (viewers see it)."""
+        self.stream.pause()
+
+    def resume(self) -> None:
+        """Resume the stream (viewers see it)."""
+        self.stream.resume()
+
+    def wake(self) -> None:
+        """Called when controls change, so a waiting producer notices at once."""
+        self._wake.set()
+
+    # ------------------------------------------------------------------ running
+
+    def _params(self) -> Params:
+        return Params(dict(self.stream.controls.values))
+
+    def _emit(self, rows: Any) -> None:
+        if rows is not None:
+            self.stream.append(rows)
+
+    def _fail(self, exc: BaseException) -> None:
+        log.warning("producer %r of stream %r failed: %s", self.name, self.stream.name, exc,
+                    exc_info=exc)
+        self.stream.set_status("error", f"{type(exc).__name__}: {exc}")
+
+    def _wait(self, stop: threading.Event, deadline: float) -> bool:
+        """Wait until ``deadline`` or until unpaused; False when stopped."""
+        while not stop.is_set():
+            if self.stream.paused:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            delay = deadline - time.monotonic()
+            if delay <= 0:
+                return True
+            self._wake.wait(delay)
+            self._wake.clear()
+        return False
+
+    def _run_thread(self, stop: threading.Event) -> None:
+        args = (self._params(),) if self._pass_params else ()
+        try:
+            if self.is_generator:
+                gen = self.fn(*args)
+                next_at = time.monotonic()
+                while self._wait(stop, next_at):
+                    try:
+                        rows = next(gen)
+                    except StopIteration:
+                        break
+                    self.calls += 1
+                    self._emit(rows)
+                    next_at = (next_at + self.every) if self.every else time.monotonic()
+                    if self.every and next_at < time.monotonic() - self.every:
+                        next_at = time.monotonic()
+                gen.close()
+            else:
+                next_at = time.monotonic()
+                while self._wait(stop, next_at):
+                    params = (self._params(),) if self._pass_params else ()
+                    self.calls += 1
+                    self._emit(self.fn(*params))
+                    assert self.every is not None
+                    next_at += self.every
+                    if next_at < time.monotonic() - self.every:
+                        next_at = time.monotonic()  # fell behind: do not burst to catch up
+        except BaseException as exc:  # noqa: BLE001 - a producer's failure is reported, not raised
+            if not stop.is_set():
+                self._fail(exc)
+            return
+        if not stop.is_set():
+            self.stream.set_status("stopped")
+
+    async def _sleep_until(self, stop: threading.Event, deadline: float) -> bool:
+        while not stop.is_set():
+            if self.stream.paused:
+                await asyncio.sleep(0.05)
+                continue
+            delay = deadline - time.monotonic()
+            if delay <= 0:
+                return True
+            await asyncio.sleep(min(delay, 0.05))
+        return False
+
+    async def _run_async(self, stop: threading.Event) -> None:
+        try:
+            next_at = time.monotonic()
+            if inspect.isasyncgenfunction(self.fn):
+                agen = self.fn(*((self._params(),) if self._pass_params else ()))
+                try:
+                    while await self._sleep_until(stop, next_at):
+                        try:
+                            rows = await agen.__anext__()
+                        except StopAsyncIteration:
+                            break
+                        self.calls += 1
+                        self._emit(rows)
+                        next_at = (next_at + self.every) if self.every else time.monotonic()
+                finally:
+                    await agen.aclose()
+            else:
+                while await self._sleep_until(stop, next_at):
+                    params = (self._params(),) if self._pass_params else ()
+                    self.calls += 1
+                    self._emit(await self.fn(*params))
+                    assert self.every is not None
+                    next_at += self.every
+                    if next_at < time.monotonic() - self.every:
+                        next_at = time.monotonic()
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:  # noqa: BLE001 - reported in the stream state
+            if not stop.is_set():
+                self._fail(exc)
+            return
+        if not stop.is_set():
+            self.stream.set_status("stopped")

@@ -1,0 +1,369 @@
+"""A stream: its schema, its history ring numbered by row offset, its epoch, state and controls.
+
+Rows get consecutive offsets from 0. The history keeps the newest ``history`` rows (and, with
+``max_age``, only rows younger than that many seconds); ``start`` is the offset of the oldest
+row kept and ``end`` the offset the next row will get. ``append`` may be called from any
+thread: it validates and copies the batch into the ring under a short lock and then tells the
+hub, which never blocks the caller.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .columns import NUMERIC_DTYPES, Batch, conform, to_batch
+from .controls import Action, ControlSet, Param
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_HISTORY", "History", "Stream"]
+
+DEFAULT_HISTORY = 100_000
+
+
+class History:
+    """A ring of column arrays holding the newest ``capacity`` rows, addressed by offset."""
+
+    def __init__(self, schema: dict[str, str], capacity: int, max_age: float | None = None) -> None:
+        if capacity < 1:
+            raise ConfigError(f"history must keep at least 1 row; got {capacity}")
+        self.schema = dict(schema)
+        self.capacity = capacity
+        self.max_age = max_age
+        self.start = 0
+        self.end = 0
+        self._cols = {
+            name: np.empty(capacity, dtype=NUMERIC_DTYPES.get(dtype, object))
+            for name, dtype in schema.items()
+        }
+        self._stamps = np.zeros(capacity, dtype="<f8") if max_age is not None else None
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def append(self, batch: Batch, now: float) -> int:
+        """Store a conformed batch; returns the offset of its first row."""
+        first = self.end
+        n = batch.rows
+        skip = max(0, n - self.capacity)  # only the newest `capacity` rows can stay
+        cap = self.capacity
+        pos = (first + skip) % cap
+        count = n - skip
+        head = min(count, cap - pos)
+        for name, ring in self._cols.items():
+            src = batch.columns[name][skip:]
+            ring[pos : pos + head] = src[:head]
+            if count > head:
+                ring[: count - head] = src[head:]
+        if self._stamps is not None:
+            self._stamps[pos : pos + head] = now
+            if count > head:
+                self._stamps[: count - head] = now
+        self.end = first + n
+        self.start = max(self.start, self.end - cap)
+        return first
+
+    def trim(self, now: float) -> None:
+        """Drop rows older than ``max_age`` seconds."""
+        if self._stamps is None or self.max_age is None:
+            return
+        cutoff = now - self.max_age
+        while self.start < self.end and self._stamps[self.start % self.capacity] < cutoff:
+            # Rows are stored in time order, so binary search the contiguous run.
+            lo, hi = self.start, self.end
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if self._stamps[mid % self.capacity] < cutoff:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            self.start = lo
+
+    def read(self, since: int, stop: int | None = None, columns: tuple[str, ...] | None = None) -> Batch:
+        """Copy rows ``since:stop`` (clipped to what is kept) into a new batch."""
+        since = max(since, self.start)
+        stop = self.end if stop is None else min(stop, self.end)
+        names = columns if columns is not None else tuple(self._cols)
+        n = max(0, stop - since)
+        pos = since % self.capacity
+        head = min(n, self.capacity - pos)
+        out: dict[str, np.ndarray] = {}
+        for name in names:
+            ring = self._cols[name]
+            if head == n:
+                out[name] = ring[pos : pos + n].copy()
+            else:
+                out[name] = np.concatenate([ring[pos:], ring[: n - head]])
+        return Batch(out, self.schema, offset=since)
+
+
+class Stream:
+    """A named stream of rows. Create one with ``livestream.stream(name)`` or ``Server.stream``.
+
+    ``append(data)`` adds rows from any thread; ``producer(...)`` decorates a function that
+    produces them. ``schema`` is declared (``{"time": "float64", ...}``) or inferred from the
+    first batch; later batches must match it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        schema: dict[str, str] | None = None,
+        history: int = DEFAULT_HISTORY,
+        max_age: float | None = None,
+        params: dict[str, Param] | None = None,
+        actions: dict[str, Action] | None = None,
+        server: Any = None,
+    ) -> None:
+        self.name = name
+        self.epoch = uuid.uuid4().hex[:12]
+        self.history_rows = history
+        self.max_age = max_age
+        self.server = server
+        self.controls = ControlSet(dict(params or {}), dict(actions or {}))
+        self._lock = threading.Lock()
+        self._history: History | None = None
+        self._status = "idle"
+        self._paused = False
+        self._error: str | None = None
+        self._producer: Any = None
+        self._rate: deque[tuple[float, int]] = deque(maxlen=40)
+        self.created = time.time()
+        # Set by the hub: called (from any thread) after rows were added / state changed.
+        self.on_append: Callable[[Stream], None] | None = None
+        self.on_state: Callable[[Stream], None] | None = None
+        if schema is not None:
+            bad = {n: d for n, d in schema.items() if d not in (*NUMERIC_DTYPES, "str", "object")}
+            if bad:
+                raise ConfigError(f"schema has unknown dtypes {bad}; use one of float64, float32, "
+                                  "int32, int64, uint8, bool, str, object")
+            self._history = History(schema, history, max_age)
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.name!r} rows={self.rows} offset={self.end} status={self._status}>"
+
+    # ------------------------------------------------------------------ data
+
+    @property
+    def schema(self) -> dict[str, str]:
+        """{column: dtype}, empty until the first batch when not declared."""
+        h = self._history
+        return dict(h.schema) if h is not None else {}
+
+    @property
+    def start(self) -> int:
+        """Offset of the oldest row kept."""
+        h = self._history
+        return h.start if h is not None else 0
+
+    @property
+    def end(self) -> int:
+        """Offset the next appended row will get (= rows appended so far)."""
+        h = self._history
+        return h.end if h is not None else 0
+
+    @property
+    def rows(self) -> int:
+        """Rows currently kept in history."""
+        h = self._history
+        return len(h) if h is not None else 0
+
+    def append(self, data: Any) -> int:
+        """Append rows (a dict of columns or of one row's values, a list of row dicts, numpy
+        arrays or a pandas DataFrame). Returns the offset of the first appended row.
+
+        Safe from any thread; never waits for viewers. Raises
+        :class:`~livestream.errors.SchemaMismatch` naming the column when the batch does
+        not match the stream's schema.
+        """
+        batch = to_batch(data)
+        if batch.rows == 0:
+            return self.end
+        now = time.monotonic()
+        with self._lock:
+            h = self._history
+            if h is None:
+                h = History(batch.schema, self.history_rows, self.max_age)
+                self._history = h
+            else:
+                batch = conform(batch, h.schema, self.name)
+            first = h.append(batch, now)
+            h.trim(now)
+            if not self._rate or now - self._rate[-1][0] >= 0.25:
+                self._rate.append((now, h.end))
+        callback = self.on_append
+        if callback is not None:
+            callback(self)
+        return first
+
+    def read(self, since: int, stop: int | None = None, columns: tuple[str, ...] | None = None) -> Batch:
+        """Copy rows from offset ``since`` (clipped to history) up to ``stop``."""
+        with self._lock:
+            h = self._history
+            if h is None:
+                return Batch({}, {}, offset=0)
+            if h.max_age is not None:
+                h.trim(time.monotonic())
+            return h.read(since, stop, columns)
+
+    def window(self) -> tuple[int, int]:
+        """(start, end) under the lock, for a consistent view."""
+        with self._lock:
+            h = self._history
+            if h is None:
+                return 0, 0
+            if h.max_age is not None:
+                h.trim(time.monotonic())
+            return h.start, h.end
+
+    def tail(self, n: int) -> Batch:
+        """The newest ``n`` rows."""
+        start, end = self.window()
+        return self.read(max(start, end - n))
+
+    def to_pandas(self) -> Any:
+        """The whole history window as a DataFrame indexed by offset."""
+        start, _ = self.window()
+        return self.read(start).to_pandas()
+
+    def rate(self) -> float:
+        """Rows per second appended over the last few seconds."""
+        now = time.monotonic()
+        with self._lock:
+            samples = list(self._rate)
+            end = self.end
+        recent = [s for s in samples if now - s[0] <= 5.0]
+        if not recent:
+            return 0.0
+        t0, e0 = recent[0]
+        span = now - t0
+        return (end - e0) / span if span > 0.2 else 0.0
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The wire ``state``: status, paused, params, and error when in error."""
+        out: dict[str, Any] = {
+            "status": self._status,
+            "paused": self._paused,
+            "params": dict(self.controls.values),
+        }
+        if self._error is not None:
+            out["error"] = self._error
+        return out
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Current parameter values."""
+        return dict(self.controls.values)
+
+    def set_status(self, status: str, error: str | None = None) -> None:
+        """Change the producer status (``idle``, ``running``, ``paused``, ``stopped``, ``error``)."""
+        self._status = status
+        self._error = error if status == "error" else None
+        self._notify_state()
+
+    def _notify_state(self) -> None:
+        callback = self.on_state
+        if callback is not None:
+            callback(self)
+
+    def declare(self, params: dict[str, Param] | None = None, actions: dict[str, Action] | None = None) -> None:
+        """Add parameter and action declarations (used by the producer decorator)."""
+        merged = ControlSet({**self.controls.params, **(params or {})},
+                            {**self.controls.actions, **(actions or {})})
+        merged.values.update({k: v for k, v in self.controls.values.items() if k in merged.values})
+        self.controls = merged
+        self._notify_state()
+
+    def control(self, action: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Apply a control (``pause``, ``resume``, ``set`` or a declared action); returns the
+        new state. Raises ``InvalidParam`` / ``UnknownAction`` without changing anything."""
+        params = params or {}
+        self.controls.check_action(action)
+        if action == "set":
+            values = self.controls.validate_set(params)
+            self.controls.values.update(values)
+        elif action == "pause":
+            self._paused = True
+            if self._status in ("running", "idle"):
+                self._status = "paused"
+        elif action == "resume":
+            self._paused = False
+            if self._status == "paused":
+                self._status = "running" if self._producer is not None else "idle"
+            producer = self._producer
+            if producer is not None and self._status in ("error", "stopped"):
+                producer.start()
+        else:
+            act = self.controls.actions[action]
+            if act.callback is not None:
+                from .controls import Params
+
+                act.callback(Params(dict(self.controls.values)))
+        if self._producer is not None:
+            self._producer.wake()
+        self._notify_state()
+        return self.state
+
+    def pause(self) -> None:
+        """Pause the stream's producer (as a viewer's Pause button does)."""
+        self.control("pause")
+
+    def resume(self) -> None:
+        """Resume the stream's producer."""
+        self.control("resume")
+
+    def set(self, **params: Any) -> None:
+        """Set declared parameters, validated as a viewer's change would be."""
+        self.control("set", params)
+
+    def producer(
+        self,
+        func: Callable[..., Any] | None = None,
+        *,
+        every: float | None = None,
+        params: dict[str, Param] | None = None,
+        actions: dict[str, Any] | None = None,
+        start: bool = True,
+    ) -> Any:
+        """Decorate a function that produces rows for this stream.
+
+        ``every`` seconds the function is called with the current parameters and whatever it
+        returns (rows in any shape ``append`` takes, or ``None``) is appended. Generator and
+        async functions work too. See :class:`livestream.producer.Producer`.
+        """
+        from .producer import Producer
+
+        def wrap(fn: Callable[..., Any]) -> Producer:
+            return Producer(self, fn, every=every, params=params, actions=actions, start=start)
+
+        return wrap(func) if func is not None else wrap
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON summary for ``list`` and the HTTP API."""
+        start, end = self.window()
+        return {
+            "name": self.name,
+            "schema": self.schema,
+            "rows": end - start,
+            "offset": end,
+            "start": start,
+            "epoch": self.epoch,
+            "state": self.state,
+            "controls": self.controls.describe(),
+            "rate": round(self.rate(), 3),
+        }
+
