@@ -49,7 +49,6 @@ DTYPES: tuple[str, ...] = (*NUMERIC_DTYPES, "str", "object")
 
 _FLOATS = ("float64", "float32")
 _INTS = ("int32", "int64", "uint8")
-_EPOCH_NS = np.datetime64(0, "ns")
 
 
 class Batch:
@@ -207,7 +206,7 @@ def _datetime_ms(value: Any) -> float:
     if isinstance(value, _dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=_dt.UTC)
-        return value.timestamp() * 1000.0
+        return float(value.timestamp()) * 1000.0
     if isinstance(value, _dt.date):
         return _dt.datetime(value.year, value.month, value.day, tzinfo=_dt.UTC).timestamp() * 1000.0
     raise TypeError(value)
@@ -487,9 +486,10 @@ def _describe(schema: Mapping[str, str]) -> str:
 def conform(batch: Batch, schema: Mapping[str, str], stream: str = "") -> Batch:
     """Return ``batch`` with its columns ordered and cast to ``schema``.
 
-    Safe widenings are applied (int to float, int32 to int64, uint8 to any int, float
-    columns of whole numbers to int); anything else raises :class:`SchemaMismatch`
-    naming the column.
+    These conversions are applied: ints and floats to either float (float32 rounds), ints
+    to other ints and floats of whole numbers to ints when every value fits, anything to
+    object, str-only object columns to str, columns without a value (all None/NaN, or no
+    rows) to any dtype; anything else raises :class:`SchemaMismatch` naming the column.
     """
     where = f" for stream {stream!r}" if stream else ""
     if batch.dtypes == dict(schema) and list(batch.columns) == list(schema):
@@ -510,6 +510,12 @@ def conform(batch: Batch, schema: Mapping[str, str], stream: str = "") -> Batch:
         arr, have = batch.columns[name], batch.dtypes[name]
         if have == want or (want == "object"):
             cols[name] = arr
+            continue
+        if len(arr) == 0 and (want == "str" or want in NUMERIC_DTYPES):
+            # No values, nothing to convert: JSON cannot say what type an empty list has.
+            cols[name] = (
+                _object_array([]) if want == "str" else np.empty(0, dtype=NUMERIC_DTYPES[want])
+            )
             continue
         ok = False
         if want in _FLOATS and have in (*_FLOATS, *_INTS):

@@ -19,7 +19,7 @@ import re
 import reprlib
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeGuard, Union
 
 import numpy as np
 
@@ -330,7 +330,7 @@ def _is_id(value: object) -> bool:
 def _get_id(obj: dict[str, Any]) -> Id:
     value = obj.get("id")
     if _is_id(value):
-        return value  # type: ignore[no-any-return]
+        return value
     raise BadMessage(f"`id` must be a string or an integer; got {_show(value)}")
 
 
@@ -401,7 +401,7 @@ def _split_frame(frame: bytes | bytearray | memoryview) -> tuple[dict[str, Any],
     return header, view[min(start, total) :]
 
 
-def _is_count(value: object) -> bool:
+def _is_count(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 

@@ -39,7 +39,7 @@ from .hub import Hub, Session
 from .security import Refusal, Security
 from .stream import DEFAULT_HISTORY, Stream
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Server"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Server", "serve", "shutdown", "stream"]
 
 log = logging.getLogger("livestream.server")
 
@@ -476,3 +476,44 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# ---------------------------------------------------------------------- the default server
+
+_default: Server | None = None
+_default_lock = threading.Lock()
+
+
+def serve(host: str = "127.0.0.1", port: int = 0, **options: Any) -> Server:
+    """Start the process's default server on a background thread (once) and return it.
+
+    Called again, it returns the running default server; to change its options, call
+    :func:`shutdown` first. Options are those of :class:`Server` (``token``, ``history``,
+    ``allow_origins``, ...). ``livestream.stream()`` starts it on first use.
+    """
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Server(host, port, **options).start()
+            import atexit
+
+            atexit.register(shutdown)
+        return _default
+
+
+def shutdown() -> None:
+    """Stop the default server (streams, producers and connections with it)."""
+    global _default
+    with _default_lock:
+        server, _default = _default, None
+    if server is not None:
+        server.stop()
+
+
+def stream(name: str, **options: Any) -> Stream:
+    """The stream ``name`` on the default server, created when new (starting the server).
+
+    Options: ``history`` (rows kept, default 100,000), ``max_age`` (seconds kept),
+    ``schema`` ({column: dtype}), ``params`` and ``actions`` (declared controls).
+    """
+    return serve().stream(name, **options)
