@@ -21,6 +21,7 @@ consumer that reads slowly makes the server wait rather than filling memory here
 from __future__ import annotations
 
 import asyncio
+import builtins
 import itertools
 import logging
 import random
@@ -365,7 +366,7 @@ class AsyncClient:
         assert isinstance(reply, P.Ack)
         return reply.state or {}
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def list(self) -> builtins.list[dict[str, Any]]:
         """The server's streams."""
         reply = await self._request(P.ListStreams())
         assert isinstance(reply, P.Streams)
@@ -375,7 +376,7 @@ class AsyncClient:
         await self._request(P.Ping())
 
     async def subscribe(self, stream: str, *, last: int | None = None, since: int | None = None,
-                        epoch: str | None = None, columns: list[str] | None = None) -> AsyncSubscription:
+                        epoch: str | None = None, columns: builtins.list[str] | None = None) -> AsyncSubscription:
         """Subscribe to ``stream``; iterate the result for batches.
 
         With neither ``last`` nor ``since`` the whole history window comes first.
@@ -450,7 +451,8 @@ class Subscription:
                 return await self._inner.next(timeout)
             except StopAsyncIteration:
                 raise StopIteration from None
-        return self._client._run(take(), None)
+        batch: Batch = self._client._run(take(), None)
+        return batch
 
     def to_pandas(self, timeout: float = 5.0) -> Any:
         """Rows received and not yet taken, as a DataFrame indexed by offset (waits up to
@@ -503,11 +505,11 @@ class Client:
 
     @property
     def roles(self) -> tuple[str, ...]:
-        return self._async.roles
+        return tuple(self._async.roles)
 
     @property
     def reconnects(self) -> int:
-        return self._async.reconnects
+        return int(self._async.reconnects)
 
     def publish(self, stream: str, data: Any) -> int:
         """Append rows to ``stream``; returns the offset of the first row."""
@@ -518,12 +520,12 @@ class Client:
         trigger an action; returns the new state."""
         return dict(self._run(self._async.control(stream, action, **params), self.timeout + 5))
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> builtins.list[dict[str, Any]]:
         """The server's streams with schema, rows, offset and state."""
         return list(self._run(self._async.list(), self.timeout + 5))
 
     def subscribe(self, stream: str, *, last: int | None = None, since: int | None = None,
-                  epoch: str | None = None, columns: list[str] | None = None) -> Subscription:
+                  epoch: str | None = None, columns: builtins.list[str] | None = None) -> Subscription:
         """Subscribe; iterate the result for :class:`~livestream.columns.Batch` objects."""
         inner = self._run(self._async.subscribe(stream, last=last, since=since, epoch=epoch,
                                                 columns=columns), self.timeout + 5)

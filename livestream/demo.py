@@ -26,7 +26,7 @@ def market(stream: Stream, *, every: float = 0.05, seed: int | None = None) -> A
     (-0.5 to 0.5 per second), ``symbol``; action ``shock`` jumps the price by 5%.
     """
     rng = random.Random(seed)
-    price = {"value": SYMBOLS["ACME"], "symbol": "ACME"}
+    price: dict[str, Any] = {"value": SYMBOLS["ACME"], "symbol": "ACME"}
 
     def shock(params: Any) -> None:
         price["value"] *= 1.05 if rng.random() < 0.5 else 0.95

@@ -130,7 +130,8 @@ class Session:
 
     def reject(self, err: ProtocolError) -> None:
         """Answer a refused message and close the connection if it keeps sending them."""
-        self.send(P.Error(err.code, err.message, err.id))
+        err_id = err.id if isinstance(err.id, (str, int)) else None
+        self.send(P.Error(err.code, err.message, err_id))
         now = time.monotonic()
         self._bad.append(now)
         while self._bad and now - self._bad[0] > BAD_MESSAGE_WINDOW:
@@ -159,8 +160,9 @@ class Session:
             self.reject(err)
         except Exception:  # noqa: BLE001 - never leak internals to the client
             log.exception("internal error handling %r", type(msg).__name__)
+            msg_id: P.Id = getattr(msg, "id", None)
             self.send(P.Error("internal", "the server failed to handle this message; see its log",
-                              getattr(msg, "id", None)))
+                              msg_id))
 
     def _dispatch(self, msg: P.ClientMessage) -> None:
         hub = self.hub

@@ -14,13 +14,16 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
 from .columns import NUMERIC_DTYPES, Batch, conform, to_batch
 from .controls import Action, ControlSet, Param
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .producer import Producer
 
 __all__ = ["DEFAULT_HISTORY", "History", "Stream"]
 
@@ -330,6 +333,20 @@ class Stream:
         """Set declared parameters, validated as a viewer's change would be."""
         self.control("set", params)
 
+    @overload
+    def producer(
+        self, func: Callable[..., Any], *, every: float | None = None,
+        params: dict[str, Param] | None = None, actions: dict[str, Any] | None = None,
+        start: bool = True,
+    ) -> Producer: ...
+
+    @overload
+    def producer(
+        self, func: None = None, *, every: float | None = None,
+        params: dict[str, Param] | None = None, actions: dict[str, Any] | None = None,
+        start: bool = True,
+    ) -> Callable[[Callable[..., Any]], Producer]: ...
+
     def producer(
         self,
         func: Callable[..., Any] | None = None,
@@ -338,7 +355,7 @@ class Stream:
         params: dict[str, Param] | None = None,
         actions: dict[str, Any] | None = None,
         start: bool = True,
-    ) -> Any:
+    ) -> Producer | Callable[[Callable[..., Any]], Producer]:
         """Decorate a function that produces rows for this stream.
 
         ``every`` seconds the function is called with the current parameters and whatever it
