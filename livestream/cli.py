@@ -168,7 +168,15 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def _format_value(v: Any) -> str:
+_TIME_COLUMNS = ("time", "timestamp", "t", "ts", "date", "datetime")
+
+
+def _format_value(name: str, v: Any) -> str:
+    if isinstance(v, float) and name.lower() in _TIME_COLUMNS and 1e11 < v < 1e14:
+        import datetime as dt
+
+        # Times travel as ms since the epoch; show them as people read them.
+        return dt.datetime.fromtimestamp(v / 1000, dt.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
     if isinstance(v, float):
         return f"{v:.6g}"
     return str(v)
@@ -191,7 +199,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
                         if not header_done:
                             print("  ".join(f"{k:>14}" for k in row), flush=True)
                             header_done = True
-                        print("  ".join(f"{_format_value(v):>14}" for v in row.values()), flush=True)
+                        print("  ".join(f"{_format_value(k, v):>14}" for k, v in row.items()), flush=True)
                     count += 1
                     if args.count and count >= args.count:
                         return 0

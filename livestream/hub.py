@@ -76,7 +76,10 @@ class Subscription:
             self.cursor = start
         if self.cursor >= end:
             return
-        frame, stop = self.session.hub.frame_for(self, end)
+        frame, first, stop = self.session.hub.frame_for(self, end)
+        if first > self.cursor:
+            # Rows aged out between window() and read(): say so rather than skip silently.
+            self.session.send(P.Reset(stream.name, stream.epoch, first, "gap"))
         self.cursor = stop
         if self.credit is not None:
             self.credit -= 1
@@ -230,7 +233,7 @@ class Hub:
         self._loop_thread: int | None = None
         self._pending: set[str] = set()
         self._pending_lock = threading.Lock()
-        self._cache: dict[tuple[Any, ...], tuple[str | bytes, int]] = {}
+        self._cache: dict[tuple[Any, ...], tuple[str | bytes, int, int]] = {}
         self._lock = threading.Lock()
         self._sweeper: asyncio.TimerHandle | None = None
         self.on_stream_created: list[Callable[[Stream], None]] = []
@@ -330,7 +333,7 @@ class Hub:
 
     # ------------------------------------------------------------------ fan-out
 
-    def frame_for(self, sub: Subscription, end: int) -> tuple[str | bytes, int]:
+    def frame_for(self, sub: Subscription, end: int) -> tuple[str | bytes, int, int]:
         """The encoded frame of rows ``sub.cursor:end`` (capped), shared by equal cursors."""
         stream = sub.stream
         key = (stream.name, stream.epoch, sub.cursor, end, sub.columns, sub.format)
@@ -341,9 +344,10 @@ class Hub:
         row_bytes = sum(_ROW_BYTES.get(d, 16) for d in schema.values()) or 8
         stop = min(end, sub.cursor + max(1, MAX_FRAME_BYTES // row_bytes))
         batch = stream.read(sub.cursor, stop, sub.columns)
-        msg = P.Data(stream.name, batch.offset or sub.cursor, batch)
+        first = sub.cursor if batch.offset is None else batch.offset
+        msg = P.Data(stream.name, first, batch)
         frame = P.encode_server(msg, binary=sub.format == "binary")
-        result = (frame, sub.cursor + batch.rows)
+        result = (frame, first, first + batch.rows)
         if len(self._cache) > 64:
             self._cache.clear()
         self._cache[key] = result
