@@ -14,20 +14,67 @@
         feed.publish("sensors", {"time": t, "temp": 21.4})
 """
 
-from .client import AsyncClient, Client, Subscription, connect
-from .columns import Batch, to_batch
-from .controls import Action, Bool, Choice, Float, Int
-from .errors import (
-    ConfigError,
-    ConnectionClosed,
-    LivestreamError,
-    ProtocolError,
-    SchemaMismatch,
-    ServerError,
-)
-from .producer import Producer
-from .server import Server, serve, shutdown, stream
-from .stream import Stream
+from importlib import import_module as _import_module
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
+# Names are re-exported lazily, so that importing a pure submodule such as
+# ``livestream.protocol`` does not load tornado (STYLE.md rule 1).
+_EXPORTS = {
+    "AsyncClient": "client",
+    "Client": "client",
+    "Subscription": "client",
+    "connect": "client",
+    "Batch": "columns",
+    "to_batch": "columns",
+    "Action": "controls",
+    "Bool": "controls",
+    "Choice": "controls",
+    "Float": "controls",
+    "Int": "controls",
+    "ConfigError": "errors",
+    "ConnectionClosed": "errors",
+    "LivestreamError": "errors",
+    "ProtocolError": "errors",
+    "SchemaMismatch": "errors",
+    "ServerError": "errors",
+    "Producer": "producer",
+    "Server": "server",
+    "serve": "server",
+    "shutdown": "server",
+    "stream": "server",
+    "Stream": "stream",
+}
+
+if _TYPE_CHECKING:
+    from .client import AsyncClient, Client, Subscription, connect
+    from .columns import Batch, to_batch
+    from .controls import Action, Bool, Choice, Float, Int
+    from .errors import (
+        ConfigError,
+        ConnectionClosed,
+        LivestreamError,
+        ProtocolError,
+        SchemaMismatch,
+        ServerError,
+    )
+    from .producer import Producer
+    from .server import Server, serve, shutdown, stream
+    from .stream import Stream
+
+
+def __getattr__(name: str) -> _Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'livestream' has no attribute {name!r}")
+    value = getattr(_import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 

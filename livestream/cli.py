@@ -140,7 +140,10 @@ def _rows(handle: TextIO, fmt: str) -> Iterator[dict[str, Any]]:
 def cmd_publish(args: argparse.Namespace) -> int:
     from .client import connect
 
-    handle: TextIO = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    try:
+        handle: TextIO = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise SystemExit(f"livestream: cannot read {args.file}: {exc.strerror or exc}") from None
     fmt = args.format or ("csv" if args.file.endswith(".csv") else "jsonl")
     sent = 0
     try:

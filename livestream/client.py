@@ -373,6 +373,7 @@ class AsyncClient:
         return reply.streams
 
     async def ping(self) -> None:
+        """Round-trip a ``ping`` (raises when the server does not answer in ``timeout``)."""
         await self._request(P.Ping())
 
     async def subscribe(self, stream: str, *, last: int | None = None, since: int | None = None,

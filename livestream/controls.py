@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .errors import ConfigError, InvalidParam, UnknownAction
 
 __all__ = ["Action", "Bool", "Choice", "ControlSet", "Float", "Int", "Param", "Params"]
@@ -29,9 +31,11 @@ class Param:
     kind = "param"
 
     def validate(self, name: str, value: Any) -> Any:  # pragma: no cover - overridden
+        """``value`` as this parameter takes it; raises ``InvalidParam`` naming ``name``."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
+        """The wire description: {"type", "default", and "min", "max", ... where they apply}."""
         out: dict[str, Any] = {"type": self.kind, "default": self.default}
         if self.label:
             out["label"] = self.label
@@ -39,9 +43,18 @@ class Param:
 
 
 def _number(name: str, value: Any, kind: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InvalidParam(f"parameter {name!r} takes a {kind}; got {value!r}")
-    return value
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _check_bounds(name: str, v: float, lo: float | None, hi: float | None, value: Any) -> None:
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        if lo is not None and hi is not None:
+            want = f"between {lo} and {hi}"
+        else:
+            want = f"at least {lo}" if lo is not None else f"at most {hi}"
+        raise InvalidParam(f"parameter {name!r} must be {want}; got {value!r}")
 
 
 def _describe_bounded(p: Any) -> dict[str, Any]:
@@ -63,13 +76,13 @@ class Float(Param):
         self.default = float(self.validate("default", self.default))
 
     def validate(self, name: str, value: Any) -> float:
-        v = float(_number(name, value, "number"))
+        try:
+            v = float(_number(name, value, "number"))
+        except OverflowError:  # an int beyond float range, e.g. 10**400 from JSON
+            v = math.inf
         if not math.isfinite(v):
             raise InvalidParam(f"parameter {name!r} takes a finite number; got {value!r}")
-        if (self.min is not None and v < self.min) or (self.max is not None and v > self.max):
-            raise InvalidParam(
-                f"parameter {name!r} must be between {self.min} and {self.max}; got {value!r}"
-            )
+        _check_bounds(name, v, self.min, self.max, value)
         return v
 
     def describe(self) -> dict[str, Any]:
@@ -94,10 +107,7 @@ class Int(Param):
             if not v.is_integer():
                 raise InvalidParam(f"parameter {name!r} takes a whole number; got {value!r}")
             v = int(v)
-        if (self.min is not None and v < self.min) or (self.max is not None and v > self.max):
-            raise InvalidParam(
-                f"parameter {name!r} must be between {self.min} and {self.max}; got {value!r}"
-            )
+        _check_bounds(name, v, self.min, self.max, value)
         return int(v)
 
     def describe(self) -> dict[str, Any]:
@@ -109,6 +119,9 @@ class Bool(Param):
     """A true/false parameter; shown as a toggle."""
 
     kind = "bool"
+
+    def __post_init__(self) -> None:
+        self.validate("default", self.default)
 
     def validate(self, name: str, value: Any) -> bool:
         if not isinstance(value, bool):
@@ -130,13 +143,14 @@ class Choice(Param):
         self.validate("default", self.default)
 
     def validate(self, name: str, value: Any) -> Any:
-        if value not in self.choices or isinstance(value, bool) != any(
-            isinstance(c, bool) and c == value for c in self.choices
-        ):
-            raise InvalidParam(
-                f"parameter {name!r} must be one of {list(self.choices)!r}; got {value!r}"
-            )
-        return value
+        # True == 1 in Python, but a bool choice matches only a bool, and a number only a
+        # number; JSON may send 1 for the choice 1.0, so the declared choice is returned.
+        for choice in self.choices:
+            if choice == value and isinstance(choice, bool) == isinstance(value, bool):
+                return choice
+        raise InvalidParam(
+            f"parameter {name!r} must be one of {list(self.choices)!r}; got {value!r}"
+        )
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
@@ -152,6 +166,7 @@ class Action:
     label: str | None = None
 
     def describe(self) -> dict[str, Any]:
+        """The wire description: {"label"} when it has one."""
         return {"label": self.label} if self.label else {}
 
 
@@ -194,9 +209,16 @@ class ControlSet:
                     f"parameter {name!r} must be declared with ls.Float, ls.Int, ls.Bool or "
                     f"ls.Choice; got {p!r}"
                 )
-        for name in self.actions:
+        for name, act in self.actions.items():
             if name in BUILTIN_ACTIONS:
                 raise ConfigError(f"action name {name!r} is built in; choose another name")
+            if not isinstance(act, Action):
+                if not callable(act):
+                    raise ConfigError(
+                        f"action {name!r} must be ls.Action(callback) or a function "
+                        f"callback(params); got {act!r}"
+                    )
+                self.actions[name] = Action(callback=act)
         self.values: dict[str, Any] = {n: p.default for n, p in self.params.items()}
 
     def describe(self) -> dict[str, Any]:

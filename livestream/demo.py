@@ -58,7 +58,7 @@ def market(stream: Stream, *, every: float = 0.05, seed: int | None = None) -> A
 def sensors(stream: Stream, *, every: float = 0.1, seed: int | None = None) -> Any:
     """Attach a multi-sensor producer: three temperatures and a humidity, with noise.
 
-    Parameters: ``noise`` (0-2 °C), ``heating`` (bool-like choice of setpoint offset).
+    Parameters: ``noise`` (0-2 °C) and ``setpoint`` (15-30 °C, the indoor target).
     """
     rng = random.Random(seed)
     start = time.time()

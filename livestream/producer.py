@@ -44,6 +44,24 @@ def _wants_params(fn: Callable[..., Any]) -> bool:
     return bool(positional)
 
 
+class _LiveParams(Params):
+    """The stream's current parameter values, read at each access.
+
+    A generator gets its ``params`` once, when it starts, so it needs a view that follows
+    later ``set`` controls rather than a snapshot.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    @property
+    def _values(self) -> dict[str, Any]:  # type: ignore[override]
+        return self._stream.controls.values  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"Params({dict(self._values)!r})"
+
+
 class Producer:
     """A running producer attached to a stream. Returned by ``@stream.producer``.
 
@@ -115,15 +133,19 @@ class Producer:
         self._stop = threading.Event()
         self._generation += 1
         stream = self.stream
-        stream.set_status("paused" if stream.paused else "running")
         if self.is_async:
             server = stream.server
-            if server is None or server.loop is None:
+            if server is None:
                 raise ConfigError(
-                    f"async producer {self.name!r} needs a running server loop; call "
-                    "livestream.serve() first or attach the stream to a server"
+                    f"async producer {self.name!r} needs a server loop; create the stream "
+                    "with livestream.stream() or Server.stream()"
                 )
             loop = server.loop
+            if loop is None:
+                # Server.start_async starts it once the server's loop runs.
+                stream.set_status("idle")
+                return
+            stream.set_status("paused" if stream.paused else "running")
             stop = self._stop
 
             def spawn() -> None:
@@ -131,6 +153,7 @@ class Producer:
 
             loop.call_soon_threadsafe(spawn)
         else:
+            stream.set_status("paused" if stream.paused else "running")
             self._thread = threading.Thread(
                 target=self._run_thread, args=(self._stop,),
                 name=f"livestream-producer-{stream.name}", daemon=True,
@@ -193,7 +216,7 @@ class Producer:
         return False
 
     def _run_thread(self, stop: threading.Event) -> None:
-        args = (self._params(),) if self._pass_params else ()
+        args = (_LiveParams(self.stream),) if self._pass_params else ()
         try:
             if self.is_generator:
                 gen = self.fn(*args)
@@ -241,7 +264,7 @@ class Producer:
         try:
             next_at = time.monotonic()
             if inspect.isasyncgenfunction(self.fn):
-                agen = self.fn(*((self._params(),) if self._pass_params else ()))
+                agen = self.fn(*((_LiveParams(self.stream),) if self._pass_params else ()))
                 try:
                     while await self._sleep_until(stop, next_at):
                         try:

@@ -349,6 +349,7 @@ class Server:
     # ------------------------------------------------------------------ app
 
     def make_app(self) -> tornado.web.Application:
+        """The Tornado application with every route (see the module docstring)."""
         args = {"server": self}
         return tornado.web.Application(
             [

@@ -163,8 +163,7 @@ class Stream:
     @property
     def start(self) -> int:
         """Offset of the oldest row kept."""
-        h = self._history
-        return h.start if h is not None else 0
+        return self.window()[0]  # trims by max_age first
 
     @property
     def end(self) -> int:
@@ -175,8 +174,8 @@ class Stream:
     @property
     def rows(self) -> int:
         """Rows currently kept in history."""
-        h = self._history
-        return len(h) if h is not None else 0
+        start, end = self.window()  # trims by max_age first
+        return end - start
 
     def append(self, data: Any) -> int:
         """Append rows (a dict of columns or of one row's values, a list of row dicts, numpy

@@ -1,0 +1,271 @@
+"""The history ring (offsets, wrap-around, reads, age) and the Stream around it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from support import no_thread_leaks_fixture, wait_until  # noqa: F401 - fixtures
+
+from livestream import Batch, ConfigError, SchemaMismatch, Stream, to_batch
+from livestream.stream import History
+
+TIMEOUT_S = 10.0
+
+
+def ints(*values: int) -> Batch:
+    return to_batch({"i": np.array(values, dtype="<i8")})
+
+
+def ring(history: History, since: int = 0, stop: int | None = None) -> list[int]:
+    return history.read(since, stop).columns["i"].tolist()
+
+
+# --------------------------------------------------------------------------- History
+
+
+def test_offsets_number_rows_from_zero() -> None:
+    h = History({"i": "int64"}, capacity=10)
+    assert (h.start, h.end, len(h)) == (0, 0, 0)
+    assert h.append(ints(0, 1, 2), now=0.0) == 0
+    assert h.append(ints(3, 4), now=0.0) == 3
+    assert (h.start, h.end, len(h)) == (0, 5, 5)
+    batch = h.read(0)
+    assert batch.offset == 0
+    assert batch.columns["i"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_wrap_around_keeps_the_newest_rows_in_order() -> None:
+    h = History({"i": "int64"}, capacity=5)
+    expected: list[int] = []
+    value = 0
+    for size in (3, 4, 1, 2, 5, 3, 4):  # crosses the end of the ring several times
+        rows = list(range(value, value + size))
+        value += size
+        assert h.append(ints(*rows), now=0.0) == rows[0]
+        expected += rows
+        assert h.end == len(expected)
+        assert h.start == max(0, len(expected) - 5)
+        assert ring(h) == expected[-5:]
+        assert h.read(0).offset == h.start
+
+
+def test_batch_larger_than_capacity_keeps_only_its_newest_rows() -> None:
+    h = History({"i": "int64"}, capacity=4)
+    assert h.append(ints(100, 101, 102), now=0.0) == 0  # the ring position is now 3, not 0
+    assert h.append(ints(*range(10)), now=0.0) == 3
+    assert (h.start, h.end) == (9, 13)
+    assert ring(h) == [6, 7, 8, 9]
+    assert h.read(0).offset == 9
+
+
+def test_read_is_clipped_to_start_end() -> None:
+    h = History({"i": "int64"}, capacity=4)
+    h.append(ints(*range(10)), now=0.0)  # keeps offsets 6..9
+    assert ring(h, 0) == [6, 7, 8, 9]  # before start: from start
+    assert ring(h, 7, 9) == [7, 8]  # [since, stop)
+    assert ring(h, 8, 100) == [8, 9]  # past end: to end
+    assert h.read(8, 100).offset == 8
+    assert ring(h, 10) == []  # at end: nothing
+    assert ring(h, 9, 7) == []  # stop before since: nothing
+    assert h.read(7, 8).rows == 1
+
+
+def test_read_selects_columns() -> None:
+    h = History({"a": "int64", "b": "float64", "s": "str"}, capacity=3)
+    h.append(to_batch({"a": [1, 2], "b": [0.5, 1.5], "s": ["x", "y"]}), now=0.0)
+    batch = h.read(0, columns=("s", "a"))
+    assert list(batch.columns) == ["s", "a"]
+    assert batch.columns["s"].tolist() == ["x", "y"]
+
+
+def test_max_age_trims_rows_older_than_it() -> None:
+    h = History({"i": "int64"}, capacity=100, max_age=1.0)
+    h.append(ints(0, 1), now=10.0)
+    h.append(ints(2), now=10.5)
+    h.append(ints(3, 4), now=11.2)
+    h.trim(now=10.9)
+    assert (h.start, h.end) == (0, 5)
+    h.trim(now=11.1)  # the rows stamped 10.0 are now 1.1 s old
+    assert (h.start, h.end) == (2, 5)
+    assert ring(h) == [2, 3, 4]
+    h.trim(now=11.6)
+    assert ring(h) == [3, 4]
+    h.trim(now=13.0)
+    assert (h.start, h.end) == (5, 5)
+    assert ring(h) == []
+
+
+def test_max_age_on_a_stream_in_real_time() -> None:
+    stream = Stream("aged", max_age=0.2)
+    stream.append({"i": [0, 1, 2]})
+    assert stream.window() == (0, 3)
+    appended = time.monotonic()
+    wait_until(lambda: time.monotonic() - appended > 0.25, timeout=3)
+    assert (stream.rows, stream.start, stream.end) == (0, 3, 3)  # without a read first
+    wait_until(
+        lambda: stream.window() == (3, 3),
+        timeout=3,
+        message="rows older than max_age=0.2 s to be dropped",
+    )
+    assert stream.read(0).rows == 0
+    assert stream.append({"i": [3]}) == 3  # offsets go on after a trim
+    assert stream.read(0).columns["i"].tolist() == [3]
+
+
+def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="at least 1 row"):
+        History({"i": "int64"}, capacity=0)
+
+
+# --------------------------------------------------------------------------- Stream schema
+
+
+def test_schema_is_inferred_from_the_first_batch() -> None:
+    stream = Stream("inferred")
+    assert stream.schema == {}
+    assert (stream.start, stream.end, stream.rows) == (0, 0, 0)
+    assert stream.append({"t": [1.5, 2.5], "n": [1, 2], "s": ["a", "b"], "ok": [True, False]}) == 0
+    assert stream.schema == {"t": "float64", "n": "int64", "s": "str", "ok": "bool"}
+    assert list(stream.schema) == ["t", "n", "s", "ok"]
+    # Later batches are conformed: ints go into a float column.
+    assert stream.append({"t": [3], "n": [3], "s": ["c"], "ok": [True]}) == 2
+    assert stream.read(2).columns["t"].dtype == np.dtype("<f8")
+
+
+def test_declared_schema_orders_and_casts_batches() -> None:
+    stream = Stream("declared", schema={"t": "float64", "n": "int32", "label": "str"})
+    assert stream.schema == {"t": "float64", "n": "int32", "label": "str"}
+    stream.append({"label": ["x"], "n": [7], "t": [1]})  # other order, int for float
+    batch = stream.read(0)
+    assert list(batch.columns) == ["t", "n", "label"]
+    assert batch.dtypes == {"t": "float64", "n": "int32", "label": "str"}
+    assert batch.columns["t"].tolist() == [1.0]
+    assert batch.columns["n"].dtype == np.dtype("<i4")
+
+
+def test_declared_schema_with_an_unknown_dtype_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown dtypes"):
+        Stream("bad", schema={"t": "float128"})
+
+
+@pytest.mark.parametrize(
+    ("batch", "column"),
+    [
+        ({"t": ["text"], "n": [1]}, "t"),  # wrong type
+        ({"t": [1.0]}, "n"),  # missing column
+        ({"t": [1.0], "n": [1], "extra": [0]}, "extra"),  # column not in the schema
+        ({"t": [1.0], "n": [1.5]}, "n"),  # a fraction into an int column
+    ],
+)
+def test_schema_mismatch_names_the_column_and_appends_nothing(batch: dict, column: str) -> None:
+    stream = Stream("typed")
+    stream.append({"t": [0.5], "n": [1]})
+    with pytest.raises(SchemaMismatch, match=f"'{column}'") as info:
+        stream.append(batch)
+    assert "'typed'" in str(info.value)  # and the stream
+    assert stream.window() == (0, 1)
+    assert stream.append({"t": [2.0], "n": [2]}) == 1
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def test_append_from_8_threads_gives_contiguous_offsets_and_loses_no_row() -> None:
+    stream = Stream("concurrent", history=100_000)
+    threads_n, batches_n = 8, 150
+    barrier = threading.Barrier(threads_n)
+    results: list[list[tuple[int, int]]] = [[] for _ in range(threads_n)]
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            barrier.wait(TIMEOUT_S)
+            seq = 0
+            for b in range(batches_n):
+                size = 1 + (b * 7 + k) % 5
+                first = stream.append({"who": [k] * size, "seq": list(range(seq, seq + size))})
+                results[k].append((first, size))
+                seq += size
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(threads_n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(TIMEOUT_S)
+    assert not any(w.is_alive() for w in workers), "appending threads did not finish"
+    assert not errors, errors
+
+    spans = sorted(span for per_thread in results for span in per_thread)
+    total = sum(size for _, size in spans)
+    position = 0
+    for first, size in spans:
+        assert first == position, f"batch at offset {first}, expected {position}: gap or overlap"
+        position += size
+    assert stream.window() == (0, total)
+
+    batch = stream.read(0)
+    who, seq = batch.columns["who"], batch.columns["seq"]
+    for k in range(threads_n):
+        mine = seq[who == k].tolist()
+        assert mine == list(range(len(mine))), f"thread {k}: rows lost, repeated or reordered"
+        for first, size in results[k]:  # each batch sits where append said it did
+            assert who[first : first + size].tolist() == [k] * size
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def test_tail_and_to_pandas() -> None:
+    stream = Stream("tailed", history=5)
+    stream.append({"x": [float(v) for v in range(8)]})  # keeps offsets 3..7
+    tail = stream.tail(2)
+    assert tail.offset == 6
+    assert tail.columns["x"].tolist() == [6.0, 7.0]
+    assert stream.tail(100).columns["x"].tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]
+
+    frame = stream.to_pandas()
+    assert isinstance(frame, pd.DataFrame)
+    assert list(frame.index) == [3, 4, 5, 6, 7]
+    assert frame.index.name == "offset"
+    assert frame["x"].tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]
+
+
+def test_an_empty_stream_reads_as_nothing() -> None:
+    stream = Stream("empty")
+    assert stream.read(0).rows == 0
+    assert stream.tail(3).rows == 0
+    assert len(stream.to_pandas()) == 0
+    assert stream.rate() == 0.0
+
+
+def test_rate_reports_rows_per_second() -> None:
+    stream = Stream("rated")
+    stream.append({"x": [0.0] * 10})
+    assert stream.rate() == 0.0  # one sample says nothing yet
+    started = time.monotonic()
+    appended = 0
+    while time.monotonic() - started < 0.8:
+        stream.append({"x": [1.0] * 10})
+        appended += 10
+        time.sleep(0.01)
+    measured = appended / (time.monotonic() - started)
+    rate = stream.rate()
+    assert 0.4 * measured < rate < 2.5 * measured, (rate, measured)
+
+
+def test_describe_summarises_the_stream() -> None:
+    stream = Stream("described", history=3)
+    stream.append({"x": [1, 2, 3, 4]})
+    info = stream.describe()
+    assert info["name"] == "described"
+    assert info["schema"] == {"x": "int64"}
+    assert (info["rows"], info["offset"], info["start"]) == (3, 4, 1)
+    assert info["epoch"] == stream.epoch
+    assert info["state"] == {"status": "idle", "paused": False, "params": {}}
+    assert info["controls"] == {"params": {}, "actions": {}}
