@@ -42,7 +42,6 @@ _EXPORTS = {
     "Server": "server",
     "serve": "server",
     "shutdown": "server",
-    "stream": "server",
     "Stream": "stream",
 }
 
@@ -59,8 +58,24 @@ if _TYPE_CHECKING:
         ServerError,
     )
     from .producer import Producer
-    from .server import Server, serve, shutdown, stream
+    from .server import Server, serve, shutdown
     from .stream import Stream
+
+
+# The submodule ``livestream.stream`` is loaded first so that the function below, not the
+# module, is what ``livestream.stream`` names (importing a submodule sets that attribute).
+from . import stream as _stream_module  # noqa: E402
+
+
+def stream(name: str, **options: _Any) -> _stream_module.Stream:
+    """The stream ``name`` on the default server, created when new (starting the server).
+
+    Options: ``history`` (rows kept, default 100,000), ``max_age`` (seconds kept),
+    ``schema`` ({column: dtype}), ``params`` and ``actions`` (declared controls).
+    """
+    from .server import stream as _stream
+
+    return _stream(name, **options)
 
 
 def __getattr__(name: str) -> _Any:

@@ -280,6 +280,8 @@ def _from_list(name: str, values: Sequence[Any]) -> tuple[np.ndarray, str]:
             has_none = True
         elif isinstance(v, (bool, np.bool_)):
             kinds.add("bool")
+        elif isinstance(v, (_dt.timedelta, np.timedelta64)):  # before int: numpy's is one
+            kinds.add("timedelta")
         elif isinstance(v, (int, np.integer)):
             kinds.add("int")
         elif isinstance(v, (float, np.floating)):
@@ -288,8 +290,6 @@ def _from_list(name: str, values: Sequence[Any]) -> tuple[np.ndarray, str]:
             kinds.add("str")
         elif isinstance(v, (_dt.datetime, _dt.date, np.datetime64)):
             kinds.add("datetime")
-        elif isinstance(v, (_dt.timedelta, np.timedelta64)):
-            kinds.add("timedelta")
         else:
             kinds.add("object")
     if not kinds:

@@ -57,6 +57,14 @@ def _check_bounds(name: str, v: float, lo: float | None, hi: float | None, value
         raise InvalidParam(f"parameter {name!r} must be {want}; got {value!r}")
 
 
+def _valid_default(p: Param) -> Any:
+    """The declared default, validated; a bad one is a programming error (ConfigError)."""
+    try:
+        return p.validate("default", p.default)
+    except InvalidParam as exc:
+        raise ConfigError(f"{type(p).__name__}: the default is not valid: {exc.message}") from None
+
+
 def _describe_bounded(p: Any) -> dict[str, Any]:
     out = Param.describe(p)
     out.update({k: getattr(p, k) for k in ("min", "max", "step") if getattr(p, k) is not None})
@@ -73,7 +81,7 @@ class Float(Param):
     kind = "float"
 
     def __post_init__(self) -> None:
-        self.default = float(self.validate("default", self.default))
+        self.default = float(_valid_default(self))
 
     def validate(self, name: str, value: Any) -> float:
         try:
@@ -99,7 +107,7 @@ class Int(Param):
     kind = "int"
 
     def __post_init__(self) -> None:
-        self.default = self.validate("default", self.default)
+        self.default = _valid_default(self)
 
     def validate(self, name: str, value: Any) -> int:
         v = _number(name, value, "whole number")
@@ -121,7 +129,7 @@ class Bool(Param):
     kind = "bool"
 
     def __post_init__(self) -> None:
-        self.validate("default", self.default)
+        _valid_default(self)
 
     def validate(self, name: str, value: Any) -> bool:
         if not isinstance(value, bool):
@@ -140,7 +148,7 @@ class Choice(Param):
         if not self.choices:
             raise ConfigError("Choice needs a non-empty `choices` list")
         self.choices = list(self.choices)
-        self.validate("default", self.default)
+        self.default = _valid_default(self)
 
     def validate(self, name: str, value: Any) -> Any:
         # True == 1 in Python, but a bool choice matches only a bool, and a number only a

@@ -16,6 +16,11 @@ from .stream import Stream
 
 __all__ = ["install", "market", "sensors"]
 
+#: Declared up front so a dashboard opened before the first tick knows the columns.
+MARKET_SCHEMA = {"time": "float64", "price": "float64", "volume": "int64"}
+SENSOR_SCHEMA = {"time": "float64", "lab": "float64", "server_room": "float64",
+                 "outdoor": "float64", "humidity": "float64"}
+
 SYMBOLS = {"ACME": 100.0, "GLOBEX": 42.0, "INITECH": 7.5}
 
 
@@ -88,6 +93,6 @@ def sensors(stream: Stream, *, every: float = 0.1, seed: int | None = None) -> A
 def install(server: Any) -> dict[str, Any]:
     """Create the ``prices`` and ``sensors`` streams with their producers on ``server``."""
     return {
-        "prices": market(server.stream("prices", history=50_000)),
-        "sensors": sensors(server.stream("sensors", history=50_000)),
+        "prices": market(server.stream("prices", history=50_000, schema=MARKET_SCHEMA)),
+        "sensors": sensors(server.stream("sensors", history=50_000, schema=SENSOR_SCHEMA)),
     }

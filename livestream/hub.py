@@ -403,7 +403,8 @@ class Hub:
                     log.info("closing %s: a frame of %r unread for %.0f s", sub.session.peer,
                              sub.stream.name, now - sub.busy_since)
                     sub.session.transport.close(1008, "peer is not reading its socket")
-                    sub.busy_since = None
-                    sub.closed = True
+                    # Forget the session now: the transport may wait seconds for a close
+                    # handshake the stalled peer will never read.
+                    sub.session.close()
         if self.loop is not None:
             self._sweeper = self.loop.call_later(1.0, self._sweep)

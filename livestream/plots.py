@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from bokeh.embed import json_item
-from bokeh.models import ColumnDataSource, DataRange1d, HoverTool
+from bokeh.models import BasicTicker, ColumnDataSource, DataRange1d, HoverTool
 from bokeh.models.annotations import Title
 from bokeh.models.renderers import GlyphRenderer
 from bokeh.plotting import figure
@@ -255,6 +255,9 @@ def plot_spec(
         output_backend="webgl" if webgl else "canvas",
     )
     fig.xaxis.axis_label = None if datetime_x or x_col == OFFSET_COLUMN else x_col
+    if x_col == OFFSET_COLUMN:
+        for axis in fig.xaxis:
+            axis.ticker = BasicTicker(min_interval=1)  # row numbers: no fractional ticks
     if len(y_cols) == 1:
         fig.yaxis.axis_label = y_cols[0]
 
@@ -315,19 +318,23 @@ def plot_spec(
     _style(fig)
 
     if several:
+        # Inside the frame: BokehJS repaints an outside legend only on layout changes, so its
+        # swatches stay blank when it was first drawn before any data. The browser module
+        # replaces this legend with an HTML one above the plot (livestream.js, embedPlot).
         for legend_model in fig.legend:
             legend_model.update(
                 location="top_left",
                 click_policy="hide",
                 orientation="horizontal",
-                background_fill_alpha=0.0,
+                background_fill_alpha=0.75,
                 border_line_color=None,
                 label_text_font=_FONT,
                 label_text_font_size="12px",
                 label_text_color=_MUTED_TEXT,
-                spacing=12,
+                spacing=14,
                 padding=4,
-                margin=4,
+                margin=6,
+                glyph_width=14,
             )
 
     return {

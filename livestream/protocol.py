@@ -377,7 +377,7 @@ def decode_batch_frame(
 ) -> tuple[dict[str, Any], Batch]:
     """Split a binary frame into its JSON header (without ``columns``) and its :class:`Batch`.
 
-    Column arrays are read-only views into ``frame`` (no copy).
+    Column arrays are views into ``frame``, not copies (read-only when ``frame`` is bytes).
     """
     header, area = _split_frame(frame)
     return header, _read_batch(header, area, schema)
@@ -527,9 +527,16 @@ def decode_client(frame: str | bytes | bytearray | memoryview) -> ClientMessage:
             raise BadMessage("give `since` (resume) or `last` (newest rows), not both", id=id)
         columns = obj.get("columns")
         if columns is not None:
-            if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            if (
+                not isinstance(columns, list)
+                or not columns
+                or not all(isinstance(c, str) for c in columns)
+            ):
+                # An empty list would select nothing: every data frame would be empty.
                 raise BadMessage(
-                    f"`columns` must be a list of column names; got {_show(columns)}", id=id
+                    "`columns` must be a non-empty list of column names (leave it out for "
+                    f"every column); got {_show(columns)}",
+                    id=id,
                 )
             columns = tuple(columns)
         fmt = obj.get("format", "binary")

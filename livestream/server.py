@@ -60,6 +60,15 @@ def _token_of(handler: tornado.web.RequestHandler) -> str | None:
     return handler.get_query_argument("token", None)
 
 
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    # Refusals are expected traffic (and answered with a clear message), not warnings.
+    status = handler.get_status()
+    level = logging.ERROR if status >= 500 else logging.INFO if status >= 400 else logging.DEBUG
+    request = handler.request
+    log.log(level, "%d %s %s (%s) %.1f ms", status, request.method, request.path,
+            request.remote_ip, 1000.0 * request.request_time())
+
+
 class _Guarded:
     """Host, origin and token checks shared by the HTTP and WebSocket handlers."""
 
@@ -368,6 +377,7 @@ class Server:
             websocket_ping_timeout=self.ping_interval or None,
             max_body_size=self.max_message_size,
             compress_response=False,
+            log_function=_log_request,
         )
 
     async def start_async(self) -> Server:

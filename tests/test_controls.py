@@ -48,7 +48,7 @@ def test_a_bound_message_says_which_bound() -> None:
 
 def test_float_default_is_validated() -> None:
     assert Float(1).default == 1.0 and isinstance(Float(1).default, float)
-    with pytest.raises(InvalidParam):
+    with pytest.raises(ConfigError, match="default"):
         Float(0.5, min=0, max=0.2)
 
 
@@ -70,9 +70,9 @@ def test_int_refuses(value: Any) -> None:
 
 
 def test_int_default_is_validated() -> None:
-    with pytest.raises(InvalidParam):
+    with pytest.raises(ConfigError, match="default"):
         Int(1.5)
-    with pytest.raises(InvalidParam):
+    with pytest.raises(ConfigError, match="at least 1"):
         Int(0, min=1)
 
 
@@ -89,7 +89,7 @@ def test_bool_takes_only_true_or_false() -> None:
 
 
 def test_bool_default_is_validated() -> None:
-    with pytest.raises(InvalidParam):
+    with pytest.raises(ConfigError, match="default"):
         Bool("yes")
 
 
@@ -118,7 +118,7 @@ def test_choice_does_not_confuse_bools_and_numbers() -> None:
 def test_choice_needs_choices_and_a_valid_default() -> None:
     with pytest.raises(ConfigError, match="non-empty"):
         Choice("a", choices=[])
-    with pytest.raises(InvalidParam):
+    with pytest.raises(ConfigError, match="one of"):
         Choice("c", choices=["a", "b"])
 
 

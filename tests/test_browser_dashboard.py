@@ -1,0 +1,224 @@
+"""The standalone dashboard in Debian's Chromium, driven by Playwright, against a real server.
+
+What a person does on ``/streams/<name>``: watch the plot grow, pause the producer from one
+tab and see another tab agree, resume it, get told when a control is refused or the token
+is wrong, and keep a gapless plot across a dropped connection. The plot's data is read from
+BokehJS itself (``Bokeh.documents`` and the source id the page puts in ``data-source-id``).
+
+Chromium must be installed at /usr/bin/chromium (scripts/test.sh installs it); these tests
+fail, never skip, without it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from livestream import Float
+from livestream.server import Server
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+WAIT_MS = 10_000
+
+SOURCE_LENGTH = """() => {
+  const el = document.querySelector("[data-source-id]");
+  if (!el || !window.Bokeh) return -1;
+  for (const doc of Bokeh.documents) {
+    const source = doc.get_model_by_id(el.dataset.sourceId);
+    if (source) return source.get_length();
+  }
+  return -1;
+}"""
+
+SOURCE_COLUMN = """(name) => {
+  const el = document.querySelector("[data-source-id]");
+  for (const doc of Bokeh.documents) {
+    const source = doc.get_model_by_id(el.dataset.sourceId);
+    if (source) return {type: source.data[name].constructor.name, values: Array.from(source.data[name])};
+  }
+  return null;
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def open_page(browser: Browser) -> Iterator[Callable[[str], Page]]:
+    """Open a URL in a fresh page; fails the test on a JavaScript error in any page."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+
+    def open_(url: str) -> Page:
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url)
+        return page
+
+    yield open_
+    context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+@pytest.fixture
+def wave(server: Server) -> Any:
+    """A stream ``wave`` fed 50 rows/s: time (ms), y, and k counting rows from 1."""
+    stream = server.stream("wave", history=20_000)
+    count = {"k": 0}
+
+    @stream.producer(every=0.02, params={"amp": Float(1.0, min=0.0, max=5.0, label="Amplitude")})
+    def tick(params: Any) -> dict[str, Any]:
+        count["k"] += 1
+        return {
+            "time": time.time() * 1000.0,
+            "y": params["amp"] * math.sin(count["k"] / 20),
+            "k": count["k"],
+        }
+
+    return stream
+
+
+def dashboard(server: Server, name: str, token: str | None = None) -> str:
+    return f"{server.base_url}/streams/{name}?token={token or server.token}"
+
+
+def source_length(page: Page) -> int:
+    return int(page.evaluate(SOURCE_LENGTH))
+
+
+def wait_plot_rows(page: Page, at_least: int) -> int:
+    page.wait_for_function(f"() => ({SOURCE_LENGTH})() >= {at_least}", timeout=WAIT_MS)
+    return source_length(page)
+
+
+def settled_length(page: Page, quiet_ms: int = 500) -> int:
+    """The plot's length once it stopped changing for ``quiet_ms`` (rows that were already
+    on their way when a pause landed may still arrive)."""
+    deadline = time.monotonic() + WAIT_MS / 1000
+    length = source_length(page)
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(quiet_ms)
+        now = source_length(page)
+        if now == length:
+            return now
+        length = now
+    raise AssertionError(f"the plot never stopped growing ({length} rows)")
+
+
+def test_plot_source_grows_with_typed_columns(
+    server: Server, wave: Any, open_page: Callable[[str], Page]
+) -> None:
+    page = open_page(dashboard(server, "wave"))
+    first = wait_plot_rows(page, 5)
+    later = wait_plot_rows(page, first + 10)
+    assert later > first
+    time_column = page.evaluate(SOURCE_COLUMN, "time")
+    assert time_column["type"] == "Float64Array"
+    assert all(b > a for a, b in itertools.pairwise(time_column["values"]))
+    expect(page.locator(".ls-table tbody tr")).to_have_count(15, timeout=WAIT_MS)
+
+
+def test_pause_stops_growth_and_a_second_page_agrees_then_resume(
+    server: Server, wave: Any, open_page: Callable[[str], Page]
+) -> None:
+    a = open_page(dashboard(server, "wave"))
+    b = open_page(dashboard(server, "wave"))
+    wait_plot_rows(a, 5)
+    wait_plot_rows(b, 5)
+
+    a.get_by_role("button", name="Pause").click()
+    for page in (a, b):
+        expect(page.locator("#header-status .ls-stream-pill")).to_have_attribute(
+            "data-status", "paused", timeout=WAIT_MS
+        )
+    expect(b.get_by_role("button", name="Resume")).to_have_attribute("aria-pressed", "true")
+    a.bring_to_front()
+    paused_at = settled_length(a)
+    a.wait_for_timeout(1500)
+    assert source_length(a) == paused_at, "the plot kept growing while the stream was paused"
+
+    b.get_by_role("button", name="Resume").click()
+    expect(a.locator("#header-status .ls-stream-pill")).to_have_attribute(
+        "data-status", "running", timeout=WAIT_MS
+    )
+    wait_plot_rows(a, paused_at + 10)
+
+
+def test_refused_control_shows_the_server_message(
+    server: Server, wave: Any, open_page: Callable[[str], Page]
+) -> None:
+    page = open_page(dashboard(server, "wave"))
+    amplitude = page.locator('[data-param="amp"] input[type=number]')
+    expect(amplitude).to_have_value("1", timeout=WAIT_MS)
+    amplitude.fill("50")
+    amplitude.press("Enter")
+    alert = page.locator(".ls-controls .ls-alert")
+    expect(alert).to_be_visible(timeout=WAIT_MS)
+    expect(alert).to_contain_text("between 0")
+    expect(amplitude).to_have_value("1")  # back to the value the server holds
+
+
+def test_wrong_token_says_so_and_does_not_retry(
+    server: Server, wave: Any, open_page: Callable[[str], Page], browser: Browser
+) -> None:
+    page = open_page(dashboard(server, "wave", token="not-the-token"))
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    banner = page.locator("#page-alert")
+    expect(banner).to_be_visible(timeout=WAIT_MS)
+    expect(banner).to_contain_text("token")
+    expect(page.locator("#header-status .ls-conn-pill")).to_have_attribute("data-status", "error")
+    page.wait_for_timeout(1500)
+    assert sockets == [], f"kept trying a rejected token: {sockets}"
+
+    home = open_page(f"{server.base_url}/?token=not-the-token")
+    expect(home.locator(".ls-stream-list .ls-alert")).to_contain_text("token", timeout=WAIT_MS)
+
+
+def test_dropped_connection_resumes_without_gap_or_duplicate(
+    server: Server, wave: Any, open_page: Callable[[str], Page]
+) -> None:
+    page = open_page(dashboard(server, "wave"))
+    before = wait_plot_rows(page, 20)
+    page.evaluate("() => window.livestreamPage.conn._ws.close()")
+    expect(page.locator("#header-status .ls-conn-pill")).to_have_attribute(
+        "data-status", "open", timeout=WAIT_MS
+    )
+    wait_plot_rows(page, before + 50)
+    k = page.evaluate(SOURCE_COLUMN, "k")["values"]
+    steps = {b - a for a, b in itertools.pairwise(k)}
+    assert steps == {1}, f"rows missing or repeated across the reconnect: steps {sorted(steps)}"
+
+
+def test_a_stream_created_after_the_page_opened_appears(
+    server: Server, open_page: Callable[[str], Page]
+) -> None:
+    page = open_page(dashboard(server, "late"))
+    expect(page.locator(".ls-dashboard-alert")).to_contain_text("unknown stream", timeout=WAIT_MS)
+    stream = server.stream("late", history=1000)
+    for i in range(30):
+        stream.append({"x": [float(i)], "y": [i * 0.5]})
+    wait_plot_rows(page, 30)
+    expect(page.locator(".ls-dashboard-alert")).to_be_hidden()
