@@ -138,10 +138,26 @@ class _ApiHandler(_Guarded, tornado.web.RequestHandler):
         self.roles: tuple[str, ...] = ()
 
     def prepare(self) -> None:
+        origin = self.request.headers.get("Origin")
         try:
-            self.roles = self._guard()
+            if self.request.method == "OPTIONS":
+                self._guard(need_token=False)  # a preflight carries no credentials
+            else:
+                self.roles = self._guard()
         except Refusal as refusal:
             self._fail(refusal.status, refusal.code, refusal.message)
+            return
+        if origin is not None:
+            # The origin passed the allow-list: let pages there (a notebook) read the answer.
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Vary", "Origin")
+
+    def options(self, *args: str) -> None:
+        self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
+        self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
 
     def _fail(self, status: int, code: str, message: str) -> None:
         self.set_status(status)
@@ -251,7 +267,18 @@ class PlotHandler(_ApiHandler):
 class HealthHandler(tornado.web.RequestHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
+        self.set_header("Access-Control-Allow-Origin", "*")  # says nothing secret
         self.finish('{"ok": true}')
+
+
+class StaticHandler(tornado.web.StaticFileHandler):
+    """Our browser module and BokehJS: public files, readable from any page (a notebook on
+    another port loads them as cross-origin ES modules, which needs CORS)."""
+
+    def set_extra_headers(self, path: str) -> None:
+        self.set_header("Access-Control-Allow-Origin", "*")
+        if path.endswith((".js", ".css", ".html")) and "bokeh" not in path:
+            self.set_header("Cache-Control", "no-cache")
 
 
 class PageHandler(_Guarded, tornado.web.RequestHandler):
@@ -367,8 +394,8 @@ class Server:
                 (r"/api/streams/([^/]+)/plot", PlotHandler, args),
                 (r"/api/streams/([^/]+)", StreamHandler, args),
                 (r"/healthz", HealthHandler),
-                (r"/static/js/(.*)", tornado.web.StaticFileHandler, {"path": _bokeh_static()}),
-                (r"/static/(.*)", tornado.web.StaticFileHandler, {"path": str(STATIC_DIR)}),
+                (r"/static/js/(.*)", StaticHandler, {"path": _bokeh_static()}),
+                (r"/static/(.*)", StaticHandler, {"path": str(STATIC_DIR)}),
                 (r"/", PageHandler, {"server": self, "page": "index.html"}),
                 (r"/streams/([^/]+)", PageHandler, {"server": self, "page": "stream.html"}),
             ],
