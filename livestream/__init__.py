@@ -43,6 +43,12 @@ _EXPORTS = {
     "serve": "server",
     "shutdown": "server",
     "Stream": "stream",
+    "Controls": "widgets",
+    "Dashboard": "widgets",
+    "LivePlot": "widgets",
+    "LiveTable": "widgets",
+    "LiveValue": "widgets",
+    "Status": "widgets",
 }
 
 if _TYPE_CHECKING:
@@ -60,6 +66,7 @@ if _TYPE_CHECKING:
     from .producer import Producer
     from .server import Server, serve, shutdown
     from .stream import Stream
+    from .widgets import Controls, Dashboard, LivePlot, LiveTable, LiveValue, Status
 
 
 # The submodule ``livestream.stream`` is loaded first so that the function below, not the
@@ -94,6 +101,12 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "Status",
+    "LiveValue",
+    "LiveTable",
+    "LivePlot",
+    "Dashboard",
+    "Controls",
     "Action",
     "AsyncClient",
     "Batch",

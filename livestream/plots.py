@@ -346,3 +346,36 @@ def plot_spec(
         "y": y_cols,
         "kind": kind,
     }
+
+
+def custom_spec(
+    figure: Any,
+    source: ColumnDataSource,
+    *,
+    columns: Mapping[str, str] | None = None,
+    window: int = 10_000,
+) -> dict[str, object]:
+    """A plot spec for the user's own Bokeh ``figure`` (or layout) and ``source`` in it.
+
+    ``columns`` maps stream columns to source columns (default: the source's own column
+    names, each fed by the stream column of the same name). The browser streams rows into
+    ``source`` with ``rollover=window``.
+    """
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be a positive number of rows, got {window!r}")
+    mapping = dict(columns) if columns is not None else {c: c for c in source.data}
+    missing = [c for c in mapping.values() if c not in source.data]
+    if missing:
+        raise ValueError(
+            f"source column {missing[0]!r} is not in the ColumnDataSource; its columns are "
+            f"{', '.join(source.data) or 'none'}: add it (e.g. data={{{missing[0]!r}: []}})"
+        )
+    return {
+        "item": json_item(figure),
+        "source_id": source.id,
+        "columns": mapping,
+        "rollover": window,
+        "x": None,
+        "y": [],
+        "kind": "custom",
+    }

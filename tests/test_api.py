@@ -34,6 +34,13 @@ PUBLIC = {
     "Client",
     "AsyncClient",
     "Subscription",
+    # notebook widgets
+    "LivePlot",
+    "LiveTable",
+    "LiveValue",
+    "Controls",
+    "Status",
+    "Dashboard",
     # data
     "Batch",
     "to_batch",

@@ -1,0 +1,226 @@
+"""Notebook widgets: live plots, tables, values, controls and status, as real ipywidgets.
+
+Each widget is an ``anywidget.AnyWidget`` whose browser side (``static/livestream.js`` and
+``static/widget.js``) opens the WebSocket to the livestream server itself: no kernel round
+trip per update, so plots keep moving while a cell runs. Widgets compose with ipywidgets'
+``VBox``/``HBox``; all widgets of a page share one socket per server.
+
+::
+
+    prices = ls.stream("prices")
+    ls.LivePlot(prices, y="price")                 # a live Bokeh line plot
+    ls.Dashboard(prices, x="time", y="price")      # plot + value + table + controls + status
+
+``stream`` may be a :class:`~livestream.stream.Stream` (of the default server or any running
+:class:`~livestream.server.Server`) or a stream name with ``url=`` and ``token=`` of a
+standalone server (``livestream serve``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import anywidget
+import traitlets
+
+from .errors import ConfigError
+from .stream import Stream
+
+__all__ = ["Controls", "Dashboard", "LivePlot", "LiveTable", "LiveValue", "LiveWidget", "Status"]
+
+_STATIC = Path(__file__).parent / "static"
+
+
+def _module_source() -> str:
+    # One module: the shared browser code plus the anywidget adapter.
+    return (_STATIC / "livestream.js").read_text("utf-8") + "\n" + (_STATIC / "widget.js").read_text("utf-8")
+
+
+def _endpoint(stream: Stream | str, url: str | None, token: str | None) -> tuple[str, str, str, Any]:
+    """(stream name, http base URL, token, server or None) for what the user passed."""
+    if isinstance(stream, Stream):
+        server = stream.server
+        if server is None or server.port is None:
+            raise ConfigError(
+                f"stream {stream.name!r} is not served: create it with ls.stream() or "
+                "Server.stream() on a running server"
+            )
+        return stream.name, url or server.base_url, token or server.token, server
+    if not isinstance(stream, str):
+        raise ConfigError(f"stream must be a Stream or a stream name; got {type(stream).__name__}")
+    if url is None:
+        from .server import serve
+
+        server = serve()
+        return stream, server.base_url, token or server.token, server
+    parts = urlsplit(url)
+    if token is None:
+        token = (parse_qs(parts.query).get("token") or [""])[0]
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    path = parts.path.rstrip("/")
+    if path.endswith("/ws"):
+        path = path[:-3]
+    return stream, f"{scheme}://{parts.netloc}{path}", token or "", None
+
+
+class LiveWidget(anywidget.AnyWidget):
+    """Base of the livestream widgets (one browser module renders every ``kind``).
+
+    ``status`` ("connecting", "open", "reconnecting", "error", "closed"), ``message`` and
+    ``route`` are reported by the browser.
+    """
+
+    _esm = traitlets.Unicode(_module_source()).tag(sync=True)
+    _css = traitlets.Unicode((_STATIC / "livestream.css").read_text("utf-8")).tag(sync=True)
+
+    kind = traitlets.Unicode("").tag(sync=True)
+    url = traitlets.Unicode("").tag(sync=True)
+    token = traitlets.Unicode("").tag(sync=True)
+    stream = traitlets.Unicode("").tag(sync=True)
+    options = traitlets.Dict().tag(sync=True)
+    status = traitlets.Unicode("").tag(sync=True)
+    message = traitlets.Unicode("").tag(sync=True)
+    route = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, stream: Stream | str = "", *, url: str | None = None,
+                 token: str | None = None, options: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        name, base, tok, server = _endpoint(stream, url, token)
+        self._server = server
+        super().__init__(stream=name, url=base, token=tok, options=dict(options or {}),
+                         kind=self._kind, **kwargs)
+
+    _kind = ""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} stream={self.stream!r} url={self.url!r} status={self.status!r}>"
+
+
+def _plot_options(stream: Stream | str, server: Any, *, x: str | None, y: str | Sequence[str] | None,
+                  kind: str, window: int, title: str | None, webgl: bool | None,
+                  figure: Any, source: Any, columns: Mapping[str, str] | None,
+                  height: int | None) -> dict[str, Any]:
+    from . import plots
+
+    if figure is not None:
+        if source is None:
+            raise ConfigError("with your own `figure`, pass the `source` (its ColumnDataSource) too")
+        return {"spec": plots.custom_spec(figure, source, columns=columns, window=window)}
+    if isinstance(stream, Stream) and stream.schema:
+        y_list = [y] if isinstance(y, str) else (list(y) if y is not None else None)
+        spec = plots.plot_spec(stream.name, stream.schema, x=x, y=y_list, kind=kind, window=window,
+                               title=title, webgl=bool(webgl) if webgl is not None else window > 20_000,
+                               **({"height": height} if height else {}))
+        return {"spec": spec}
+    # Schema not known yet (no rows): the browser fetches the spec once rows exist.
+    opts: dict[str, Any] = {"kind": kind, "window": window}
+    if x:
+        opts["x"] = x
+    if y:
+        opts["y"] = [y] if isinstance(y, str) else list(y)
+    return opts
+
+
+class LivePlot(LiveWidget):
+    """A live Bokeh plot of a stream.
+
+    ``kind``: ``line``, ``scatter``, ``step``, ``area``, ``bar`` or ``ohlc`` (candlesticks
+    built in the browser from a tick stream, ``interval`` ms per bar); ``x`` defaults to a
+    time column (a datetime axis that follows the newest data), ``y`` to every numeric
+    column; ``window`` is how many points the browser keeps (``rollover``); ``webgl``
+    defaults to on for windows over 20,000 points.
+
+    Bring your own plot: pass ``figure`` (any Bokeh figure or layout) and ``source`` (a
+    ColumnDataSource in it) and ``columns`` ({stream column: source column}); the stream's
+    rows are streamed into that source.
+    """
+
+    _kind = "plot"
+
+    def __init__(self, stream: Stream | str, *, x: str | None = None,
+                 y: str | Sequence[str] | None = None, kind: str = "line", window: int = 10_000,
+                 title: str | None = None, webgl: bool | None = None, height: int | None = None,
+                 interval: float | None = None, figure: Any = None, source: Any = None,
+                 columns: Mapping[str, str] | None = None, url: str | None = None,
+                 token: str | None = None, **kwargs: Any) -> None:
+        name, base, tok, server = _endpoint(stream, url, token)
+        options = _plot_options(stream, server, x=x, y=y, kind=kind, window=window, title=title,
+                                webgl=webgl, figure=figure, source=source, columns=columns,
+                                height=height)
+        if interval is not None:
+            options["interval"] = interval
+        super().__init__(stream, url=url, token=token, options=options, **kwargs)
+
+    @property
+    def source_id(self) -> str | None:
+        """The id of the plot's ColumnDataSource (also the view's ``data-source-id``)."""
+        spec = self.options.get("spec")
+        return spec.get("source_id") if isinstance(spec, dict) else None
+
+
+class LiveTable(LiveWidget):
+    """The newest ``rows`` rows of a stream, formatted by dtype."""
+
+    _kind = "table"
+
+    def __init__(self, stream: Stream | str, *, rows: int = 20, columns: Sequence[str] | None = None,
+                 url: str | None = None, token: str | None = None, **kwargs: Any) -> None:
+        options: dict[str, Any] = {"rows": rows}
+        if columns:
+            options["columns"] = list(columns)
+        super().__init__(stream, url=url, token=token, options=options, **kwargs)
+
+
+class LiveValue(LiveWidget):
+    """The newest value of one column, big, with its change and direction."""
+
+    _kind = "value"
+
+    def __init__(self, stream: Stream | str, column: str | None = None, *, label: str | None = None,
+                 digits: int | None = None, url: str | None = None, token: str | None = None,
+                 **kwargs: Any) -> None:
+        options = {k: v for k, v in {"column": column, "label": label, "digits": digits}.items()
+                   if v is not None}
+        super().__init__(stream, url=url, token=token, options=options, **kwargs)
+
+
+class Controls(LiveWidget):
+    """Pause/resume and the producer's declared parameters and actions, kept in step with
+    every other viewer through the broadcast state."""
+
+    _kind = "controls"
+
+    def __init__(self, stream: Stream | str, *, url: str | None = None, token: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(stream, url=url, token=token, **kwargs)
+
+
+class Status(LiveWidget):
+    """Connection and producer status, rows/s and lag."""
+
+    _kind = "status"
+
+    def __init__(self, stream: Stream | str, *, compact: bool = False, url: str | None = None,
+                 token: str | None = None, **kwargs: Any) -> None:
+        super().__init__(stream, url=url, token=token, options={"compact": compact}, **kwargs)
+
+
+class Dashboard(LiveWidget):
+    """Plot, big value, table, controls and status for one stream, in one call."""
+
+    _kind = "dashboard"
+
+    def __init__(self, stream: Stream | str, *, x: str | None = None,
+                 y: str | Sequence[str] | None = None, kind: str = "line", window: int = 10_000,
+                 rows: int = 10, value: str | None = None, title: str | None = None,
+                 url: str | None = None, token: str | None = None, **kwargs: Any) -> None:
+        name, base, tok, server = _endpoint(stream, url, token)
+        options = _plot_options(stream, server, x=x, y=y, kind=kind, window=window, title=title,
+                                webgl=None, figure=None, source=None, columns=None, height=None)
+        options["rows"] = rows
+        if value:
+            options["value"] = value
+        super().__init__(stream, url=url, token=token, options=options, **kwargs)
