@@ -378,7 +378,13 @@ def to_batch(data: Any) -> Batch:
         pd = None
     if pd is not None and isinstance(data, pd.DataFrame):
         frame = data
-        if not isinstance(frame.index, pd.RangeIndex):
+        index = frame.index
+        if isinstance(index, pd.MultiIndex) or (
+            not isinstance(index, pd.RangeIndex)
+            and (index.name is not None or isinstance(index, pd.DatetimeIndex))
+        ):
+            # A named or datetime index is data (a time index, a symbol); a plain integer
+            # index left over from filtering is not, and would change the schema.
             frame = frame.reset_index()
         cols: dict[str, np.ndarray] = {}
         dtypes: dict[str, str] = {}

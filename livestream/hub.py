@@ -76,6 +76,8 @@ class Subscription:
             self.cursor = start
         if self.cursor >= end:
             return
+        if self.columns is not None and not self._columns_exist():
+            return
         frame, first, stop = self.session.hub.frame_for(self, end)
         if first > self.cursor:
             # Rows aged out between window() and read(): say so rather than skip silently.
@@ -89,6 +91,26 @@ class Subscription:
             self.busy_since = None
             return
         done.add_done_callback(self._written)  # type: ignore[attr-defined]
+
+    def _columns_exist(self) -> bool:
+        """False (and the subscription ended with an error) when ``columns`` names a column
+        the stream does not have: possible when it was subscribed before the stream had a
+        schema. Reading it would raise inside the fan-out and starve the other subscribers."""
+        schema = self.stream.schema
+        unknown = [c for c in self.columns or () if c not in schema]
+        if not unknown:
+            return True
+        session, name = self.session, self.stream.name
+        session.hub.drop(self)
+        if session.subscriptions.get(name) is self:
+            del session.subscriptions[name]
+        session.send(P.Error(
+            "bad_message",
+            f"stream {name!r} has no column {unknown[0]!r}; its columns are "
+            f"{', '.join(schema)}. The subscription is ended: subscribe again with columns "
+            "from that list.",
+        ))
+        return False
 
     def _written(self, fut: Any) -> None:
         self.busy_since = None
@@ -375,7 +397,11 @@ class Hub:
             self._pending.discard(stream.name)
         self._cache.clear()
         for sub in list(self.subscribers.get(stream.name, ())):
-            sub.pump()
+            try:
+                sub.pump()
+            except Exception:  # noqa: BLE001 - one subscriber's failure must not starve the rest
+                log.exception("fan-out to %s failed; dropping that subscription", sub.session.peer)
+                self.drop(sub)
 
     def _state_changed(self, stream: Stream) -> None:
         loop = self.loop
