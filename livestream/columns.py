@@ -379,9 +379,10 @@ def to_batch(data: Any) -> Batch:
     if pd is not None and isinstance(data, pd.DataFrame):
         frame = data
         index = frame.index
-        if isinstance(index, pd.MultiIndex) or (
-            not isinstance(index, pd.RangeIndex)
-            and (index.name is not None or isinstance(index, pd.DatetimeIndex))
+        if (
+            isinstance(index, (pd.MultiIndex, pd.DatetimeIndex))
+            or index.dtype.kind not in "iu"
+            or (index.name is not None and not isinstance(index, pd.RangeIndex))
         ):
             # A named or datetime index is data (a time index, a symbol); a plain integer
             # index left over from filtering is not, and would change the schema.
