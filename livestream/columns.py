@@ -174,7 +174,11 @@ def _jsonable(value: Any) -> Any:
         return value.item()
     if isinstance(value, (_dt.datetime, _dt.date)):
         return value.isoformat()
-    return value
+    if value is None or isinstance(value, (str, int, float, list, dict)):
+        return value
+    # Anything else (Decimal, UUID, a custom object) travels as its text, so one odd value
+    # cannot make a stream's frames unencodable for every subscriber.
+    return str(value)
 
 
 def _ticks(arr: np.ndarray, kind: str) -> tuple[np.ndarray, float]:

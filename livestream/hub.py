@@ -423,14 +423,16 @@ class Hub:
     def _sweep(self) -> None:
         """Close peers that have not drained a frame within ``write_timeout`` seconds."""
         now = time.monotonic()
-        for subs in self.subscribers.values():
-            for sub in list(subs):
-                if sub.busy_since is not None and now - sub.busy_since > self.write_timeout:
-                    log.info("closing %s: a frame of %r unread for %.0f s", sub.session.peer,
-                             sub.stream.name, now - sub.busy_since)
-                    sub.session.transport.close(1008, "peer is not reading its socket")
-                    # Forget the session now: the transport may wait seconds for a close
-                    # handshake the stalled peer will never read.
-                    sub.session.close()
-        if self.loop is not None:
-            self._sweeper = self.loop.call_later(1.0, self._sweep)
+        try:
+            for subs in list(self.subscribers.values()):
+                for sub in list(subs):
+                    if sub.busy_since is not None and now - sub.busy_since > self.write_timeout:
+                        log.info("closing %s: a frame of %r unread for %.0f s", sub.session.peer,
+                                 sub.stream.name, now - sub.busy_since)
+                        sub.session.transport.close(1008, "peer is not reading its socket")
+                        # Forget the session now: the transport may wait seconds for a close
+                        # handshake the stalled peer will never read.
+                        sub.session.close()
+        finally:
+            if self.loop is not None:
+                self._sweeper = self.loop.call_later(1.0, self._sweep)

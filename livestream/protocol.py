@@ -281,7 +281,7 @@ def _show(value: object) -> str:
 
 
 def _dumps(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str)
 
 
 def _parse_json_object(text: str | bytes, what: str) -> dict[str, Any]:

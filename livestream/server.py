@@ -222,10 +222,10 @@ class StreamHandler(_ApiHandler):
             elif isinstance(data, dict) and isinstance(data.get("rows"), list):
                 data = data["rows"]
             P.validate_stream_name(name)
-            stream = self.server.hub.stream(name)
             from .columns import to_batch
 
-            batch = to_batch(data)
+            batch = to_batch(data)  # before the stream exists: a refused body creates none
+            stream = self.server.hub.stream(name)
             offset = stream.append(batch)
         except (UnicodeDecodeError, ValueError) as exc:
             self._fail(400, "bad_message", "the body must be JSON: a row object, a list of row "
@@ -257,6 +257,8 @@ class PlotHandler(_ApiHandler):
                 y=y.split(",") if y else None,
                 kind=self.get_query_argument("kind", "line"),
                 window=int(self.get_query_argument("window", "10000")),
+                height=int(self.get_query_argument("height", "320")),
+                interval=float(self.get_query_argument("interval", "1000")),
             )
         except ValueError as exc:
             self._fail(400, "bad_request", str(exc))
