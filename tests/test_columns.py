@@ -740,3 +740,14 @@ def test_a_filtered_dataframe_keeps_its_schema() -> None:
     named = frame.rename_axis("tick")
     kept_named = named[named.price != 3.0]
     assert to_batch(kept_named).schema == {"tick": "int64", "price": "float64"}
+
+
+def test_odd_object_values_travel_as_text() -> None:
+    import decimal
+
+    from livestream.protocol import Data, decode_server, encode_server
+
+    batch = to_batch({"amount": [decimal.Decimal("1.10"), None]})
+    for binary in (True, False):
+        back = decode_server(encode_server(Data("s", 0, batch), binary=binary))
+        assert back.batch.columns["amount"].tolist() == ["1.10", None]
