@@ -19,6 +19,18 @@ The plot spec is a plain JSON-serialisable dict::
         "kind": "line",
     }
 
+Kind ``"ohlc"`` draws candlesticks that the browser builds from a tick stream: its source has
+the columns ``time`` (the bar's start), ``open``, ``high``, ``low``, ``close`` and ``color``
+(:data:`OHLC_COLORS`), one row per bar, and the spec adds ``"interval"`` (x units per bar:
+milliseconds on a time axis) and ``"colors"``. ``columns`` then names the two stream columns
+read, ``{x: "time", price: "close"}``; ``rollover`` counts bars, not ticks. The browser folds
+each tick into the newest bar (patching it in place) or starts a new one (streamed with
+``rollover``), so one bar grows while ticks arrive.
+
+A figure of your own (:func:`custom_spec`) gets the same spec with ``kind`` ``"custom"``,
+``x`` ``None`` and ``y`` ``[]``: the browser streams into its one source, mapping each stream
+column to the source column ``columns`` names, and leaves the figure's look alone.
+
 When the stream has no time column and no ``x`` is given, the x axis is the row offset:
 the source gets a column named ``"__offset__"`` (:data:`OFFSET_COLUMN`) that is not part of
 the stream; the browser synthesises it from each batch's ``offset`` (row ``i`` of a batch
@@ -30,20 +42,32 @@ This module imports Bokeh but neither Tornado nor anything that does I/O.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from bokeh.embed import json_item
-from bokeh.models import BasicTicker, ColumnDataSource, DataRange1d, HoverTool
+from bokeh.models import (
+    AdaptiveTicker,
+    BasicTicker,
+    ColumnDataSource,
+    DataRange1d,
+    DatetimeTicker,
+    HoverTool,
+)
 from bokeh.models.annotations import Title
 from bokeh.models.renderers import GlyphRenderer
 from bokeh.plotting import figure
+from bokeh.transform import dodge
 
 __all__ = [
     "KINDS",
     "NUMERIC_DTYPES",
     "OFFSET_COLUMN",
+    "OHLC_COLORS",
+    "OHLC_COLUMNS",
     "TIME_COLUMNS",
+    "custom_spec",
     "plot_spec",
 ]
 
@@ -72,7 +96,13 @@ NUMERIC_DTYPES: Final = frozenset(
 )
 
 #: Supported plot kinds.
-KINDS: Final = ("line", "scatter", "step", "area", "bar")
+KINDS: Final = ("line", "scatter", "step", "area", "bar", "ohlc")
+
+#: The columns of an ``"ohlc"`` plot's source, one row per bar (``time`` is the bar's start).
+OHLC_COLUMNS: Final = ("time", "open", "high", "low", "close", "color")
+
+#: Candle colours: a bar that closed at or above its open is ``up``.
+OHLC_COLORS: Final = {"up": "#16a34a", "down": "#dc2626"}
 
 # A palette that reads well on light and dark backgrounds (the figure is transparent).
 _PALETTE: Final = (
@@ -152,6 +182,25 @@ def _pick_y(schema: Mapping[str, str], x: str, y: str | Sequence[str] | None) ->
     return ys
 
 
+def _time_ticker() -> DatetimeTicker:
+    """Bokeh's datetime ticker with steps no more than 2x apart below an hour (it adds 2.5 ms
+    and 3 s steps to 2 then 5). The browser asks for few ticks on a narrow plot; with Bokeh's
+    2 -> 5 jump a sliding window then sometimes holds a single tick, which Bokeh's datetime
+    formatter labels with the year alone."""
+    ticker = DatetimeTicker()
+    tickers = list(ticker.tickers)
+    tickers[0] = AdaptiveTicker(mantissas=[1, 2, 2.5, 5], max_interval=500.0, num_minor_ticks=0)
+    tickers[1] = AdaptiveTicker(
+        mantissas=[1, 2, 3, 5, 10, 15, 20, 30],
+        base=60,
+        min_interval=1000.0,
+        max_interval=1_800_000.0,
+        num_minor_ticks=0,
+    )
+    ticker.tickers = tickers
+    return ticker
+
+
 def _style(fig: figure) -> None:
     fig.background_fill_color = None
     fig.border_fill_color = None
@@ -195,6 +244,8 @@ def plot_spec(
     window: int = 10_000,
     title: str | None = None,
     webgl: bool = False,
+    height: int = 320,
+    interval: float = 1000,
 ) -> dict[str, object]:
     """Build an empty live figure for ``stream`` and return its plot spec (see the module doc).
 
@@ -205,31 +256,63 @@ def plot_spec(
             (a datetime axis; values are ms since the epoch), else the row offset
             (``"__offset__"``, synthesised by the browser).
         y: one column or a list of columns. Default: every numeric column except x and
-            time columns. Several columns get a legend (click an entry to hide it).
-        kind: ``"line"``, ``"scatter"``, ``"step"``, ``"area"`` (filled down to 0) or
-            ``"bar"``.
+            time columns. Several columns get a legend (click an entry to hide it). For
+            ``"ohlc"``: the one price column, default ``"price"``.
+        kind: ``"line"``, ``"scatter"``, ``"step"``, ``"area"`` (filled down to 0),
+            ``"bar"``, or ``"ohlc"`` (candlesticks built in the browser from ticks).
         window: how many of the newest rows the browser keeps (``rollover``); the x range
-            follows the data in this window.
+            follows the data in this window. For ``"ohlc"``: how many bars.
         title: a title drawn above the plot; default none (the surrounding card or widget
             names the stream).
         webgl: draw with WebGL (the browser then also loads ``bokeh-gl.min.js``); worth it
             above roughly 10,000 points.
+        height: the figure's height in pixels (its width follows its container).
+        interval: ``"ohlc"`` only: the length of one bar in x units (milliseconds on a
+            time axis); default 1000, one bar per second.
 
     Returns:
-        ``{"item", "source_id", "columns", "rollover", "x", "y", "kind"}``, JSON-serialisable.
+        ``{"item", "source_id", "columns", "rollover", "x", "y", "kind"}``, JSON-serialisable
+        (plus ``"interval"`` and ``"colors"`` for ``"ohlc"``).
 
     Raises:
         ValueError: ``x`` or ``y`` is not a plottable column of ``schema`` (the message lists
-            the available columns), ``kind`` is unknown, or ``window`` is not positive.
+            the available columns), ``kind`` is unknown, or ``window``, ``height`` or
+            ``interval`` is not positive.
 
     Example::
 
         spec = plot_spec("prices", {"time": "float64", "price": "float64"}, window=5_000)
+        bars = plot_spec("prices", {"time": "float64", "price": "float64"}, kind="ohlc",
+                         interval=5_000, window=200)
     """
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r} is not supported; use one of {', '.join(KINDS)}")
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be a positive number of rows, got {window!r}")
+    if isinstance(height, bool) or not isinstance(height, int) or height < 50:
+        raise ValueError(f"height must be a whole number of pixels, at least 50; got {height!r}")
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, int | float)
+        or not math.isfinite(interval)
+        or interval <= 0
+    ):
+        raise ValueError(
+            f"interval must be a positive number (x units per bar: ms on a time axis), "
+            f"got {interval!r}"
+        )
+    if kind == "ohlc":
+        return _ohlc_spec(
+            stream,
+            schema,
+            x=x,
+            y=y,
+            window=window,
+            title=title,
+            webgl=webgl,
+            height=height,
+            interval=float(interval),
+        )
 
     x_col = _pick_x(schema, x)
     y_cols = _pick_y(schema, x_col, y)
@@ -247,7 +330,7 @@ def plot_spec(
         x_range=DataRange1d(range_padding=0.0, only_visible=True),
         y_range=DataRange1d(range_padding=0.08, only_visible=True),
         sizing_mode="stretch_width",
-        height=320,
+        height=height,
         tools="pan,xwheel_zoom,box_zoom,reset,save",
         active_drag=None,
         active_scroll=None,
@@ -255,6 +338,8 @@ def plot_spec(
         output_backend="webgl" if webgl else "canvas",
     )
     fig.xaxis.axis_label = None if datetime_x or x_col == OFFSET_COLUMN else x_col
+    if datetime_x:
+        fig.xaxis.ticker = _time_ticker()
     if x_col == OFFSET_COLUMN:
         for axis in fig.xaxis:
             axis.ticker = BasicTicker(min_interval=1)  # row numbers: no fractional ticks
@@ -348,27 +433,187 @@ def plot_spec(
     }
 
 
+def _pick_price(schema: Mapping[str, str], x: str, y: str | Sequence[str] | None) -> str:
+    if y is None:
+        if "price" not in schema:
+            raise ValueError(
+                f"an ohlc plot needs a price column: the stream has no column 'price'; "
+                f"{_describe(schema)}; pass y=<the price column>"
+            )
+        return "price"
+    ys = [y] if isinstance(y, str) else list(y)
+    if len(ys) != 1:
+        raise ValueError(
+            f"an ohlc plot draws one price column; got y={ys!r}; pass one of "
+            f"{', '.join(n for n, d in schema.items() if d in NUMERIC_DTYPES and n != x) or 'none'}"
+        )
+    return _pick_y(schema, x, ys)[0]
+
+
+def _ohlc_spec(
+    stream: str,
+    schema: Mapping[str, str],
+    *,
+    x: str | None,
+    y: str | Sequence[str] | None,
+    window: int,
+    title: str | None,
+    webgl: bool,
+    height: int,
+    interval: float,
+) -> dict[str, object]:
+    x_col = _pick_x(schema, x)
+    price = _pick_price(schema, x_col, y)
+    if price == x_col:
+        raise ValueError(f"the price column {price!r} is also x; pass another y")
+    datetime_x = x_col != OFFSET_COLUMN and _is_time(x_col, schema[x_col])
+    source = ColumnDataSource(data={c: [] for c in OHLC_COLUMNS}, name=f"{stream}:bars")
+    fig = figure(
+        name=stream,
+        title=title,
+        x_axis_type="datetime" if datetime_x else "linear",
+        x_range=DataRange1d(range_padding=0.02, only_visible=True),
+        y_range=DataRange1d(range_padding=0.08, only_visible=True),
+        sizing_mode="stretch_width",
+        height=height,
+        tools="pan,xwheel_zoom,box_zoom,reset,save",
+        active_drag=None,
+        active_scroll=None,
+        toolbar_location="right",
+        output_backend="webgl" if webgl else "canvas",
+    )
+    fig.yaxis.axis_label = price
+    if datetime_x:
+        fig.xaxis.ticker = _time_ticker()
+    fig.xaxis.axis_label = None if datetime_x else ("row" if x_col == OFFSET_COLUMN else x_col)
+    # `time` is the bar's start; the candle is drawn centred on its interval.
+    middle = dodge("time", interval / 2, range=fig.x_range)
+    fig.segment(
+        x0=middle, y0="high", x1=middle, y1="low", source=source, color="color", line_width=1
+    )
+    candles = fig.vbar(
+        x=middle,
+        width=interval * 0.7,
+        top="open",
+        bottom="close",
+        source=source,
+        fill_color="color",
+        line_color="color",
+        line_width=1,
+    )
+    fmt = "{0,0.[0000]}"
+    x_field = "@time{%F %T}" if datetime_x else "@time"
+    fig.add_tools(
+        HoverTool(
+            renderers=[candles],
+            tooltips=[
+                ("bar from" if datetime_x else x_col, x_field),
+                ("open", f"@open{fmt}"),
+                ("high", f"@high{fmt}"),
+                ("low", f"@low{fmt}"),
+                ("close", f"@close{fmt}"),
+            ],
+            formatters={"@time": "datetime"} if datetime_x else {},
+            mode="vline",
+        )
+    )
+    _style(fig)
+    return {
+        "item": json_item(fig),
+        "source_id": source.id,
+        "columns": {x_col: "time", price: "close"},
+        "rollover": window,
+        "x": x_col,
+        "y": [price],
+        "kind": "ohlc",
+        "interval": interval,
+        "colors": dict(OHLC_COLORS),
+    }
+
+
 def custom_spec(
     figure: Any,
     source: ColumnDataSource,
     *,
     columns: Mapping[str, str] | None = None,
     window: int = 10_000,
+    schema: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
     """A plot spec for the user's own Bokeh ``figure`` (or layout) and ``source`` in it.
 
     ``columns`` maps stream columns to source columns (default: the source's own column
-    names, each fed by the stream column of the same name). The browser streams rows into
-    ``source`` with ``rollover=window``.
+    names, each fed by the stream column of the same name); ``"__offset__"`` as a stream
+    column is the row offset. The browser streams rows into ``source`` with
+    ``rollover=window`` and leaves the figure's look as it is.
+
+    One source per plot: every glyph that should move must draw from ``source`` (a layout
+    such as ``column(price_fig, volume_fig)`` sharing it is fine). A second source in the
+    figure stays as Python built it; for two streams, make two plots.
+
+    Args:
+        figure: a Bokeh figure or layout (anything :func:`bokeh.embed.json_item` takes).
+        source: the ColumnDataSource, used by ``figure``, that the stream feeds. Every one of
+            its columns must be fed (BokehJS keeps all columns the same length).
+        columns: ``{stream column: source column}``.
+        window: how many rows the browser keeps.
+        schema: the stream's schema when known: stream columns are checked against it.
+
+    Raises:
+        ValueError: a source column is missing, not fed, or fed twice; a stream column is not
+            in ``schema``; ``source`` is not part of ``figure``; ``window`` is not positive.
+
+    Example::
+
+        source = ColumnDataSource(data={"t": [], "p": []})
+        fig = figure(x_axis_type="datetime")
+        fig.line("t", "p", source=source)
+        spec = custom_spec(fig, source, columns={"time": "t", "price": "p"})
     """
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be a positive number of rows, got {window!r}")
+    if not isinstance(source, ColumnDataSource):
+        raise ValueError(
+            f"source must be a bokeh ColumnDataSource, got {type(source).__name__}; pass the "
+            "source your glyphs draw from"
+        )
+    have = ", ".join(source.data) or "none"
     mapping = dict(columns) if columns is not None else {c: c for c in source.data}
+    if not mapping:
+        raise ValueError(
+            "nothing to stream: the source has no columns and no `columns` mapping was given; "
+            "create it with empty columns, e.g. ColumnDataSource(data={'time': [], 'price': []})"
+        )
     missing = [c for c in mapping.values() if c not in source.data]
     if missing:
         raise ValueError(
             f"source column {missing[0]!r} is not in the ColumnDataSource; its columns are "
-            f"{', '.join(source.data) or 'none'}: add it (e.g. data={{{missing[0]!r}: []}})"
+            f"{have}: add it (e.g. data={{{missing[0]!r}: []}})"
+        )
+    fed = list(mapping.values())
+    twice = sorted({c for c in fed if fed.count(c) > 1})
+    if twice:
+        raise ValueError(
+            f"source column {twice[0]!r} is fed by several stream columns "
+            f"({', '.join(k for k, v in mapping.items() if v == twice[0])}); map one to it"
+        )
+    unfed = [c for c in source.data if c not in fed]
+    if unfed:
+        raise ValueError(
+            f"source column {unfed[0]!r} is not fed by any stream column (the mapping feeds "
+            f"{', '.join(fed)}); streamed columns must all grow together: map a stream column "
+            f"to it in `columns`, or drop it from the source"
+        )
+    if schema is not None:
+        unknown = [c for c in mapping if c != OFFSET_COLUMN and c not in schema]
+        if unknown:
+            raise ValueError(
+                f"stream column {unknown[0]!r} (in `columns`) is not in the stream; "
+                f"{_describe(schema)}"
+            )
+    if source not in figure.references():
+        raise ValueError(
+            f"the source {source.name or source.id} is not used by the figure: pass the "
+            "ColumnDataSource its glyphs draw from"
         )
     return {
         "item": json_item(figure),

@@ -145,6 +145,10 @@ class _ApiHandler(_Guarded, tornado.web.RequestHandler):
             else:
                 self.roles = self._guard()
         except Refusal as refusal:
+            if origin is not None and refusal.code in ("missing_token", "bad_token"):
+                # The origin passed; let the page read why its token failed (a widget says so).
+                self.set_header("Access-Control-Allow-Origin", origin)
+                self.set_header("Vary", "Origin")
             self._fail(refusal.status, refusal.code, refusal.message)
             return
         if origin is not None:

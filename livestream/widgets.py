@@ -36,10 +36,16 @@ _STATIC = Path(__file__).parent / "static"
 
 def _module_source() -> str:
     # One module: the shared browser code plus the anywidget adapter.
-    return (_STATIC / "livestream.js").read_text("utf-8") + "\n" + (_STATIC / "widget.js").read_text("utf-8")
+    return (
+        (_STATIC / "livestream.js").read_text("utf-8")
+        + "\n"
+        + (_STATIC / "widget.js").read_text("utf-8")
+    )
 
 
-def _endpoint(stream: Stream | str, url: str | None, token: str | None) -> tuple[str, str, str, Any]:
+def _endpoint(
+    stream: Stream | str, url: str | None, token: str | None
+) -> tuple[str, str, str, Any]:
     """(stream name, http base URL, token, server or None) for what the user passed."""
     if isinstance(stream, Stream):
         server = stream.server
@@ -85,13 +91,20 @@ class LiveWidget(anywidget.AnyWidget):
     message = traitlets.Unicode("").tag(sync=True)
     route = traitlets.Unicode("").tag(sync=True)
 
-    def __init__(self, stream: Stream | str = "", *, url: str | None = None,
-                 token: str | None = None, options: Mapping[str, Any] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        stream: Stream | str = "",
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         name, base, tok, server = _endpoint(stream, url, token)
         self._server = server
-        super().__init__(stream=name, url=base, token=tok, options=dict(options or {}),
-                         kind=self._kind, **kwargs)
+        super().__init__(
+            stream=name, url=base, token=tok, options=dict(options or {}), kind=self._kind, **kwargs
+        )
 
     _kind = ""
 
@@ -99,24 +112,74 @@ class LiveWidget(anywidget.AnyWidget):
         return f"<{type(self).__name__} stream={self.stream!r} url={self.url!r} status={self.status!r}>"
 
 
-def _plot_options(stream: Stream | str, server: Any, *, x: str | None, y: str | Sequence[str] | None,
-                  kind: str, window: int, title: str | None, webgl: bool | None,
-                  figure: Any, source: Any, columns: Mapping[str, str] | None,
-                  height: int | None) -> dict[str, Any]:
+#: Windows above this many points are drawn with WebGL unless ``webgl`` says otherwise.
+_WEBGL_THRESHOLD = 20_000
+
+
+def _plot_options(
+    stream: Stream | str,
+    *,
+    x: str | None,
+    y: str | Sequence[str] | None,
+    kind: str,
+    window: int,
+    title: str | None,
+    webgl: bool | None,
+    figure: Any,
+    source: Any,
+    columns: Mapping[str, str] | None,
+    height: int | None,
+    interval: float | None,
+) -> dict[str, Any]:
+    """The ``options`` of a plot view: a ready plot spec when the schema is known (errors
+    surface in Python, at once), else what the browser asks the server's plot endpoint for
+    once the stream has rows."""
     from . import plots
 
-    if figure is not None:
-        if source is None:
-            raise ConfigError("with your own `figure`, pass the `source` (its ColumnDataSource) too")
-        return {"spec": plots.custom_spec(figure, source, columns=columns, window=window)}
-    if isinstance(stream, Stream) and stream.schema:
-        y_list = [y] if isinstance(y, str) else (list(y) if y is not None else None)
-        spec = plots.plot_spec(stream.name, stream.schema, x=x, y=y_list, kind=kind, window=window,
-                               title=title, webgl=bool(webgl) if webgl is not None else window > 20_000,
-                               **({"height": height} if height else {}))
-        return {"spec": spec}
+    schema = stream.schema if isinstance(stream, Stream) else None
+    try:
+        if figure is not None:
+            if source is None:
+                raise ConfigError(
+                    "with your own `figure`, pass the `source` (its ColumnDataSource) too"
+                )
+            return {
+                "spec": plots.custom_spec(
+                    figure, source, columns=columns, window=window, schema=schema or None
+                )
+            }
+        if source is not None or columns is not None:
+            raise ConfigError("`source` and `columns` go with your own `figure`; pass figure= too")
+        use_webgl = bool(webgl) if webgl is not None else window > _WEBGL_THRESHOLD
+        extra: dict[str, Any] = {}
+        if height is not None:
+            extra["height"] = height
+        if interval is not None:
+            extra["interval"] = interval
+        if schema:
+            y_list = [y] if isinstance(y, str) else (list(y) if y is not None else None)
+            spec = plots.plot_spec(
+                stream.name if isinstance(stream, Stream) else str(stream),
+                schema,
+                x=x,
+                y=y_list,
+                kind=kind,
+                window=window,
+                title=title,
+                webgl=use_webgl,
+                **extra,
+            )
+            return {"spec": spec}
+        if kind not in plots.KINDS:
+            raise ValueError(f"kind {kind!r} is not supported; use one of {', '.join(plots.KINDS)}")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     # Schema not known yet (no rows): the browser fetches the spec once rows exist.
-    opts: dict[str, Any] = {"kind": kind, "window": window}
+    opts: dict[str, Any] = {"kind": kind, "window": window, **extra}
+    if use_webgl:
+        opts["webgl"] = True
+    if title:
+        opts["title"] = title
     if x:
         opts["x"] = x
     if y:
@@ -128,30 +191,62 @@ class LivePlot(LiveWidget):
     """A live Bokeh plot of a stream.
 
     ``kind``: ``line``, ``scatter``, ``step``, ``area``, ``bar`` or ``ohlc`` (candlesticks
-    built in the browser from a tick stream, ``interval`` ms per bar); ``x`` defaults to a
-    time column (a datetime axis that follows the newest data), ``y`` to every numeric
-    column; ``window`` is how many points the browser keeps (``rollover``); ``webgl``
-    defaults to on for windows over 20,000 points.
+    built in the browser from a tick stream, ``interval`` ms per bar, ``y`` the price
+    column); ``x`` defaults to a time column (a datetime axis that follows the newest data),
+    ``y`` to every numeric column; ``window`` is how many points (for ``ohlc``: bars) the
+    browser keeps (``rollover``); ``webgl`` defaults to on for windows over 20,000 points;
+    ``height`` is in pixels.
 
-    Bring your own plot: pass ``figure`` (any Bokeh figure or layout) and ``source`` (a
-    ColumnDataSource in it) and ``columns`` ({stream column: source column}); the stream's
-    rows are streamed into that source.
+    Bring your own plot: pass ``figure`` (any Bokeh figure or layout) and ``source`` (the
+    ColumnDataSource its glyphs draw from) and ``columns`` ({stream column: source
+    column}); the stream's rows are streamed into that one source, and the figure keeps
+    its own look::
+
+        source = ColumnDataSource(data={"t": [], "p": []})
+        fig = figure(x_axis_type="datetime", height=250)
+        fig.line("t", "p", source=source)
+        ls.LivePlot(prices, figure=fig, source=source, columns={"time": "t", "price": "p"})
+
+    Raises:
+        ConfigError: a column that is not in the stream (the message lists those that
+            are), an unknown ``kind``, or a ``figure`` without its ``source``.
     """
 
     _kind = "plot"
 
-    def __init__(self, stream: Stream | str, *, x: str | None = None,
-                 y: str | Sequence[str] | None = None, kind: str = "line", window: int = 10_000,
-                 title: str | None = None, webgl: bool | None = None, height: int | None = None,
-                 interval: float | None = None, figure: Any = None, source: Any = None,
-                 columns: Mapping[str, str] | None = None, url: str | None = None,
-                 token: str | None = None, **kwargs: Any) -> None:
-        name, base, tok, server = _endpoint(stream, url, token)
-        options = _plot_options(stream, server, x=x, y=y, kind=kind, window=window, title=title,
-                                webgl=webgl, figure=figure, source=source, columns=columns,
-                                height=height)
-        if interval is not None:
-            options["interval"] = interval
+    def __init__(
+        self,
+        stream: Stream | str,
+        *,
+        x: str | None = None,
+        y: str | Sequence[str] | None = None,
+        kind: str = "line",
+        window: int = 10_000,
+        title: str | None = None,
+        webgl: bool | None = None,
+        height: int | None = None,
+        interval: float | None = None,
+        figure: Any = None,
+        source: Any = None,
+        columns: Mapping[str, str] | None = None,
+        url: str | None = None,
+        token: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        options = _plot_options(
+            stream,
+            x=x,
+            y=y,
+            kind=kind,
+            window=window,
+            title=title,
+            webgl=webgl,
+            figure=figure,
+            source=source,
+            columns=columns,
+            height=height,
+            interval=interval,
+        )
         super().__init__(stream, url=url, token=token, options=options, **kwargs)
 
     @property
@@ -166,8 +261,16 @@ class LiveTable(LiveWidget):
 
     _kind = "table"
 
-    def __init__(self, stream: Stream | str, *, rows: int = 20, columns: Sequence[str] | None = None,
-                 url: str | None = None, token: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        stream: Stream | str,
+        *,
+        rows: int = 20,
+        columns: Sequence[str] | None = None,
+        url: str | None = None,
+        token: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         options: dict[str, Any] = {"rows": rows}
         if columns:
             options["columns"] = list(columns)
@@ -179,11 +282,22 @@ class LiveValue(LiveWidget):
 
     _kind = "value"
 
-    def __init__(self, stream: Stream | str, column: str | None = None, *, label: str | None = None,
-                 digits: int | None = None, url: str | None = None, token: str | None = None,
-                 **kwargs: Any) -> None:
-        options = {k: v for k, v in {"column": column, "label": label, "digits": digits}.items()
-                   if v is not None}
+    def __init__(
+        self,
+        stream: Stream | str,
+        column: str | None = None,
+        *,
+        label: str | None = None,
+        digits: int | None = None,
+        url: str | None = None,
+        token: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        options = {
+            k: v
+            for k, v in {"column": column, "label": label, "digits": digits}.items()
+            if v is not None
+        }
         super().__init__(stream, url=url, token=token, options=options, **kwargs)
 
 
@@ -193,8 +307,14 @@ class Controls(LiveWidget):
 
     _kind = "controls"
 
-    def __init__(self, stream: Stream | str, *, url: str | None = None, token: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        stream: Stream | str,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(stream, url=url, token=token, **kwargs)
 
 
@@ -203,24 +323,63 @@ class Status(LiveWidget):
 
     _kind = "status"
 
-    def __init__(self, stream: Stream | str, *, compact: bool = False, url: str | None = None,
-                 token: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        stream: Stream | str,
+        *,
+        compact: bool = False,
+        url: str | None = None,
+        token: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(stream, url=url, token=token, options={"compact": compact}, **kwargs)
 
 
 class Dashboard(LiveWidget):
-    """Plot, big value, table, controls and status for one stream, in one call."""
+    """Plot, big value, table, controls and status for one stream, in one call.
+
+    Plot options as for :class:`LivePlot` (``kind="ohlc"`` with ``interval`` for a market
+    feed); ``rows``: table rows; ``value``: the column of the big number (default: the
+    plot's first y).
+    """
 
     _kind = "dashboard"
 
-    def __init__(self, stream: Stream | str, *, x: str | None = None,
-                 y: str | Sequence[str] | None = None, kind: str = "line", window: int = 10_000,
-                 rows: int = 10, value: str | None = None, title: str | None = None,
-                 url: str | None = None, token: str | None = None, **kwargs: Any) -> None:
-        name, base, tok, server = _endpoint(stream, url, token)
-        options = _plot_options(stream, server, x=x, y=y, kind=kind, window=window, title=title,
-                                webgl=None, figure=None, source=None, columns=None, height=None)
+    def __init__(
+        self,
+        stream: Stream | str,
+        *,
+        x: str | None = None,
+        y: str | Sequence[str] | None = None,
+        kind: str = "line",
+        window: int = 10_000,
+        rows: int = 10,
+        value: str | None = None,
+        title: str | None = None,
+        interval: float | None = None,
+        height: int | None = None,
+        url: str | None = None,
+        token: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        options = _plot_options(
+            stream,
+            x=x,
+            y=y,
+            kind=kind,
+            window=window,
+            title=title,
+            webgl=None,
+            figure=None,
+            source=None,
+            columns=None,
+            height=height,
+            interval=interval,
+        )
         options["rows"] = rows
         if value:
             options["value"] = value
+        elif kind == "ohlc":
+            # The big number of a market feed is its last price, not its volume.
+            options["value"] = y if isinstance(y, str) else (y[0] if y else "price")
         super().__init__(stream, url=url, token=token, options=options, **kwargs)

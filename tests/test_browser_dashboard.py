@@ -5,6 +5,10 @@ tab and see another tab agree, resume it, get told when a control is refused or 
 is wrong, and keep a gapless plot across a dropped connection. The plot's data is read from
 BokehJS itself (``Bokeh.documents`` and the source id the page puts in ``data-source-id``).
 
+The documentation's screenshots (docs/images/dashboard.png and dashboard-phone.png) come
+from ``test_dashboard_screenshots_for_the_docs``: run it with LIVESTREAM_SCREENSHOTS=1 to
+write them there (otherwise it writes to a temporary directory, since they change every run).
+
 Chromium must be installed at /usr/bin/chromium (scripts/test.sh installs it); these tests
 fail, never skip, without it.
 """
@@ -13,14 +17,17 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import struct
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from livestream import Float
+from livestream import Float, demo
 from livestream.server import Server
 
 pytestmark = pytest.mark.browser
@@ -222,3 +229,50 @@ def test_a_stream_created_after_the_page_opened_appears(
         stream.append({"x": [float(i)], "y": [i * 0.5]})
     wait_plot_rows(page, 30)
     expect(page.locator(".ls-dashboard-alert")).to_be_hidden()
+
+
+# ------------------------------------------------------------------------------ screenshots
+
+#: Where the documentation's screenshots live; the test writes them there when the
+#: environment variable LIVESTREAM_SCREENSHOTS is set to 1 (they change on every run, so a
+#: plain test run writes them to a temporary directory instead).
+DOCS_IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
+SCREENS = {"dashboard.png": (1280, 800), "dashboard-phone.png": (390, 844)}
+
+
+def capture_dashboard(browser: Browser, server: Server, out_dir: Path) -> list[Path]:
+    """Screenshots of ``/streams/prices`` with the demo market feed, once a few seconds of
+    ticks are on the plot: one per viewport in :data:`SCREENS`. Returns the files."""
+    written = []
+    for name, (width, height) in SCREENS.items():
+        context = browser.new_context(viewport={"width": width, "height": height})
+        try:
+            page = context.new_page()
+            page.goto(dashboard(server, "prices"))
+            wait_plot_rows(page, 160)  # 8 s of ticks at 20/s
+            expect(page.locator(".ls-table tbody tr")).to_have_count(15, timeout=WAIT_MS)
+            expect(page.locator(".ls-value-number")).not_to_have_text("—", timeout=WAIT_MS)
+            page.mouse.move(0, 0)
+            page.wait_for_timeout(300)  # let the last frame paint
+            path = out_dir / name
+            page.screenshot(path=str(path))
+            written.append(path)
+        finally:
+            context.close()
+    return written
+
+
+def test_dashboard_screenshots_for_the_docs(
+    server: Server, browser: Browser, tmp_path: Path
+) -> None:
+    demo.install(server)
+    out_dir = DOCS_IMAGES if os.environ.get("LIVESTREAM_SCREENSHOTS") == "1" else tmp_path
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path, (width, height) in zip(
+        capture_dashboard(browser, server, out_dir), SCREENS.values(), strict=True
+    ):
+        with path.open("rb") as f:
+            header = f.read(24)
+        assert header[:8] == b"\x89PNG\r\n\x1a\n"
+        assert struct.unpack(">II", header[16:24]) == (width, height)
+        assert path.stat().st_size > 20_000, f"{path.name} looks blank"

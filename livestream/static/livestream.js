@@ -634,10 +634,9 @@ export async function diagnose(httpBase, token, { timeout = 4000 } = {}) {
   if (streams.status === "fulfilled") return { kind: "ok", message: "" };
   const err = /** @type {LivestreamError} */ (streams.reason);
   if (err.status === 401 || err.status === 403) {
-    const hint = token
-      ? "Open the dashboard with the URL that `livestream serve` printed (it ends with ?token=…)."
-      : "This page has no token: add ?token=… from the URL that `livestream serve` printed.";
-    return { kind: "rejected", message: `Access denied (HTTP ${err.status}): ${err.message}. ${hint}` };
+    // The server's message says what to check (it names where the token comes from).
+    const why = err.message.replace(/[.\s]+$/, "");
+    return { kind: "rejected", message: `Access denied (HTTP ${err.status}): ${why}.` };
   }
   if (health.status === "rejected" && /** @type {LivestreamError} */ (health.reason).code === "unreachable") {
     return {
@@ -1626,13 +1625,76 @@ export async function ensureBokeh(httpBase, { version, gl = false, widgets = fal
 /**
  * @typedef {object} PlotSpec  What `GET /api/streams/<name>/plot` returns (livestream/plots.py).
  * @property {{doc: any, root_id: string, target_id: string | null, version?: string}} item
- * @property {string} source_id
- * @property {Record<string, string>} columns  stream column → source column
- * @property {number} rollover
- * @property {string} [x]
+ *   `bokeh.embed.json_item` of a figure or a layout
+ * @property {string} source_id  the ColumnDataSource the stream feeds (one per plot)
+ * @property {Record<string, string>} columns  stream column → source column; for `ohlc`, the
+ *   two stream columns read: `{[x]: "time", [price]: "close"}`
+ * @property {number} rollover  rows (for `ohlc`: bars) kept in the browser
+ * @property {string | null} [x]  null for a figure of the user's own (`kind` "custom")
  * @property {string[]} [y]
- * @property {string} [kind]
+ * @property {string} [kind]  line, scatter, step, area, bar, ohlc, or custom
+ * @property {number} [interval]  `ohlc`: x units (ms on a time axis) per bar
+ * @property {{up: string, down: string}} [colors]  `ohlc`: candle colours
  */
+
+/**
+ * @typedef {{time: number, open: number, high: number, low: number, close: number}} OhlcBar
+ *   One candlestick: `time` is the start of its interval.
+ */
+
+/**
+ * Fold ticks into OHLC bars of `interval` x units (milliseconds on a time axis). A bar
+ * covers `[k * interval, (k + 1) * interval)`; its open is its first tick, close its last,
+ * high and low the extremes. `bars` (oldest first, as `source` holds them) is updated in
+ * place: a tick in the newest bar's interval updates it, a later one starts a new bar, a
+ * late tick updates high and low of the older bar it belongs to (dropped when that bar is
+ * no longer held). Ticks whose time or price is not finite are skipped.
+ * @param {OhlcBar[]} bars  the bars so far, oldest first (changed in place)
+ * @param {ArrayLike<number>} times @param {ArrayLike<number>} prices
+ * @param {number} interval
+ * @returns {{changed: Set<number>, added: number}} `changed`: indices of bars that existed
+ *   before the call and changed; `added`: how many bars were appended at the end
+ */
+export function foldTicks(bars, times, prices, interval) {
+  const before = bars.length;
+  /** @type {Set<number>} */
+  const changed = new Set();
+  for (let i = 0; i < times.length; i++) {
+    const t = Number(times[i]);
+    const p = Number(prices[i]);
+    if (!Number.isFinite(t) || !Number.isFinite(p)) continue;
+    const start = Math.floor(t / interval) * interval;
+    const last = bars.length - 1;
+    if (last < 0 || start > bars[last].time) {
+      bars.push({ time: start, open: p, high: p, low: p, close: p });
+      continue;
+    }
+    let at = last;
+    if (start < bars[last].time) {
+      // A late tick: find its bar (binary search: bars are in time order).
+      let lo = 0;
+      let hi = last - 1;
+      at = -1;
+      while (lo <= hi) {
+        const mid = (lo + hi) >> 1;
+        const bt = bars[mid].time;
+        if (bt === start) {
+          at = mid;
+          break;
+        }
+        if (bt < start) lo = mid + 1;
+        else hi = mid - 1;
+      }
+      if (at < 0) continue; // older than the bars held, or in a gap between them
+    }
+    const bar = bars[at];
+    if (p > bar.high) bar.high = p;
+    if (p < bar.low) bar.low = p;
+    if (at === last) bar.close = p;
+    if (at < before) changed.add(at);
+  }
+  return { changed, added: bars.length - before };
+}
 
 /**
  * @typedef {object} PlotHandle
@@ -1690,19 +1752,33 @@ function pageTheme(el) {
  * Embed a plot built by livestream/plots.py into `el` and return a handle that streams batches
  * into its ColumnDataSource (`source.stream(columns, rollover)`, at most once per animation
  * frame). `el.dataset.sourceId` is set to the source's id.
+ *
+ * The spec's `kind` decides how rows become source rows: most kinds copy the mapped columns
+ * (`spec.columns`, stream → source; `__offset__` is made from each batch's offset); `ohlc`
+ * folds ticks into candlesticks (see {@link foldTicks}): the newest bar is patched in place
+ * (`source.patch`) while its ticks arrive, and new bars are streamed with `rollover`;
+ * `custom` (a figure or layout of the user's own) keeps the figure's own look. BokehJS is
+ * loaded from the server first, with bokeh-gl when the item draws with WebGL.
  * @param {HTMLElement} el
  * @param {PlotSpec} spec
  * @param {{httpBase?: string, theme?: "light"|"dark"|"auto", autoHide?: boolean, htmlLegend?: boolean}} [options]
  *   `httpBase`: where to load BokehJS from when the page lacks it (default: this module's
  *   server); `autoHide`: when the first rows arrive, hide y columns whose scale is over 10×
  *   off the first one's (they stay in the legend: click to show); `htmlLegend`: replace the
- *   figure's legend with one above the plot, in the page's style (default true)
+ *   figure's legend with one above the plot, in the page's style (default true); `theme`:
+ *   recolour axes and text for a light or dark page (default "auto"; a custom figure is
+ *   only recoloured when a theme is named)
  * @returns {Promise<PlotHandle>}
  */
 export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), theme = "auto", autoHide = false, htmlLegend = true } = {}) {
-  const gl = JSON.stringify(spec.item.doc ?? {}).includes('"webgl"');
+  const gl = usesWebgl(spec);
   const bokeh = await ensureBokeh(httpBase, { version: spec.item.version, gl });
+  const custom = spec.kind === "custom";
+  const ohlc = spec.kind === "ohlc";
+  const interval = Number(spec.interval ?? 1000);
+  if (ohlc && !(interval > 0)) throw new LivestreamError(`an ohlc plot needs a positive interval, got ${spec.interval}`, "bad_plot");
   el.dataset.sourceId = spec.source_id;
+  el.dataset.kind = spec.kind ?? "";
   el.classList.add("ls-plot-target");
   const legendEl = h("div", { class: "ls-legend", role: "group", "aria-label": "Series", hidden: true });
   const target = h("div", { class: "ls-plot-root" });
@@ -1712,16 +1788,19 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), theme 
   const source = document_?.get_model_by_id(spec.source_id);
   if (!source) {
     views.clear();
+    forgetDocument(bokeh, document_);
     throw new LivestreamError(`the plot has no ColumnDataSource with id ${spec.source_id}`, "bad_plot");
   }
-  const colorScheme = typeof matchMedia === "function" ? matchMedia("(prefers-color-scheme: dark)") : null;
+  const colorScheme = typeof matchMedia === "function" && !(custom && theme === "auto") ? matchMedia("(prefers-color-scheme: dark)") : null;
   const restyle = () => applyPlotTheme(document_, theme === "auto" ? pageTheme(el) : theme);
-  restyle();
+  if (!custom || theme !== "auto") restyle();
   colorScheme?.addEventListener?.("change", restyle);
-  // Fewer x ticks on narrow screens, so time labels never overlap.
-  const figure = views.roots[0]?.model;
+  // Fewer x ticks on narrow screens, so time labels never overlap (our own figures only).
+  // At least 3: with the tickers of plots.py (steps at most 2x apart) a window then always
+  // holds two ticks or more; a lone tick would get a year-only label from Bokeh.
+  const figure = custom ? null : views.roots[0]?.model;
   const fitTicks = () => {
-    const n = Math.max(2, Math.min(8, Math.floor(el.clientWidth / 130)));
+    const n = Math.max(3, Math.min(8, Math.floor(el.clientWidth / 110)));
     for (const axis of figure?.below ?? []) {
       if (axis?.ticker && "desired_num_ticks" in (axis.ticker.properties ?? {}) && axis.ticker.desired_num_ticks !== n) {
         axis.ticker.desired_num_ticks = n;
@@ -1729,34 +1808,86 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), theme 
     }
   };
   fitTicks();
-  const resizes = typeof ResizeObserver === "function" ? new ResizeObserver(() => fitTicks()) : null;
+  const resizes = figure && typeof ResizeObserver === "function" ? new ResizeObserver(() => fitTicks()) : null;
   resizes?.observe(el);
-  let hidePending = autoHide && (spec.y?.length ?? 0) > 1;
-  const legend = htmlLegend && (spec.y?.length ?? 0) > 1 ? buildLegend(legendEl, document_, source, spec) : null;
+  const several = !custom && !ohlc && (spec.y?.length ?? 0) > 1;
+  let hidePending = autoHide && several;
+  const legend = htmlLegend && several ? buildLegend(legendEl, document_, source, spec) : null;
 
   const mapping = Object.entries(spec.columns);
+  const colors = spec.colors ?? { up: "#16a34a", down: "#dc2626" };
+  const xColumn = spec.x ?? OFFSET_COLUMN;
+  const priceColumn = spec.y?.[0] ?? "price";
+  /** @type {OhlcBar[]} the bars the source holds, oldest first (ohlc only) */
+  let bars = [];
   /** @type {Batch[]} */
   let queued = [];
   let disposed = false;
+
+  /** @param {Batch} batch @param {string} name @returns {ArrayLike<number> | null} */
+  const numbers = (batch, name) => {
+    if (name === OFFSET_COLUMN) {
+      const offsets = new Float64Array(batch.rows);
+      for (let i = 0; i < batch.rows; i++) offsets[i] = batch.offset + i;
+      return offsets;
+    }
+    const col = batch.columns[name];
+    return col === undefined ? null : /** @type {ArrayLike<number>} */ (col);
+  };
+  /** @param {Batch} batch */
+  const streamBars = (batch) => {
+    const times = numbers(batch, xColumn);
+    const prices = numbers(batch, priceColumn);
+    if (!times || !prices) {
+      console.warn(`livestream: the ohlc plot needs columns "${xColumn}" and "${priceColumn}"; the data of "${batch.stream}" lacks one`);
+      return;
+    }
+    const held = bars.length;
+    const { changed, added } = foldTicks(bars, times, prices, interval);
+    const color = (/** @type {OhlcBar} */ b) => (b.close >= b.open ? colors.up : colors.down);
+    if (changed.size) {
+      /** @type {Record<string, Array<[number, unknown]>>} */
+      const patches = { open: [], high: [], low: [], close: [], color: [] };
+      for (const i of changed) {
+        const b = bars[i];
+        patches.open.push([i, b.open]);
+        patches.high.push([i, b.high]);
+        patches.low.push([i, b.low]);
+        patches.close.push([i, b.close]);
+        patches.color.push([i, color(b)]);
+      }
+      source.patch(patches);
+    }
+    if (added) {
+      const fresh = bars.slice(held);
+      source.stream({
+        time: Float64Array.from(fresh, (b) => b.time),
+        open: Float64Array.from(fresh, (b) => b.open),
+        high: Float64Array.from(fresh, (b) => b.high),
+        low: Float64Array.from(fresh, (b) => b.low),
+        close: Float64Array.from(fresh, (b) => b.close),
+        color: fresh.map(color),
+      }, spec.rollover);
+      if (bars.length > spec.rollover) bars = bars.slice(bars.length - spec.rollover);
+    }
+  };
   const flush = () => {
     if (disposed || queued.length === 0) return;
     const batch = mergeBatches(queued);
     queued = [];
+    if (ohlc) {
+      streamBars(batch);
+      return;
+    }
     /** @type {Record<string, Column>} */
     const data = {};
     for (const [streamColumn, sourceColumn] of mapping) {
-      if (streamColumn === OFFSET_COLUMN) {
-        const offsets = new Float64Array(batch.rows);
-        for (let i = 0; i < batch.rows; i++) offsets[i] = batch.offset + i;
-        data[sourceColumn] = offsets;
-      } else {
-        const col = batch.columns[streamColumn];
-        if (col === undefined) {
-          console.warn(`livestream: plot column "${streamColumn}" is missing from the data of "${batch.stream}"`);
-          return;
-        }
-        data[sourceColumn] = col;
+      const col = streamColumn === OFFSET_COLUMN ? numbers(batch, streamColumn) : batch.columns[streamColumn];
+      if (col === undefined || col === null) {
+        console.warn(`livestream: plot column "${streamColumn}" is missing from the data of "${batch.stream}"`);
+        return;
       }
+      data[sourceColumn] = /** @type {Column} */ (col);
     }
     if (hidePending) {
       hidePending = false;
@@ -1779,15 +1910,18 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), theme 
     },
     clear() {
       queued = [];
+      bars = [];
       /** @type {Record<string, unknown[]>} */
       const empty = {};
-      for (const [, sourceColumn] of mapping) empty[sourceColumn] = [];
+      for (const name of Object.keys(source.data ?? {})) empty[name] = [];
+      for (const [, sourceColumn] of mapping) empty[sourceColumn] ??= [];
       source.data = empty;
     },
     dispose() {
       if (disposed) return;
       disposed = true;
       queued = [];
+      bars = [];
       colorScheme?.removeEventListener?.("change", restyle);
       resizes?.disconnect();
       try {
@@ -1795,14 +1929,28 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), theme 
       } catch (err) {
         console.warn("livestream: closing plot views failed", err);
       }
-      // BokehJS has no API to forget a document; without this every re-render leaks one.
-      const docs = bokeh.documents;
-      const i = Array.isArray(docs) ? docs.indexOf(document_) : -1;
-      if (i >= 0) docs.splice(i, 1);
+      forgetDocument(bokeh, document_);
       el.replaceChildren();
       delete el.dataset.sourceId;
+      delete el.dataset.kind;
     },
   };
+}
+
+/** Whether a plot spec draws with WebGL (then BokehJS needs its bokeh-gl bundle). @param {PlotSpec} spec */
+export function usesWebgl(spec) {
+  return JSON.stringify(spec.item?.doc ?? {}).includes('"webgl"');
+}
+
+/**
+ * Drop a document from `Bokeh.documents`: BokehJS has no API to forget one, and without this
+ * every re-rendered plot leaks its document and models.
+ * @param {any} bokeh @param {any} doc
+ */
+function forgetDocument(bokeh, doc) {
+  const docs = bokeh?.documents;
+  const i = Array.isArray(docs) && doc ? docs.indexOf(doc) : -1;
+  if (i >= 0) docs.splice(i, 1);
 }
 
 /**
@@ -1969,6 +2117,15 @@ function formatDuration(ms) {
   if (a < 60000) return `${(ms / 1000).toFixed(1)} s`;
   if (a < 3600000) return `${Math.floor(ms / 60000)} min ${Math.round((ms % 60000) / 1000)} s`;
   return `${(ms / 3600000).toFixed(1)} h`;
+}
+
+/** A bar length for a label: 250 ms, 1 s, 1.5 min, 4 h. @param {number} ms */
+function formatInterval(ms) {
+  const trim = (/** @type {number} */ v) => String(Number(v.toFixed(1)));
+  if (ms < 1000) return `${trim(ms)} ms`;
+  if (ms < 60000) return `${trim(ms / 1000)} s`;
+  if (ms < 3600000) return `${trim(ms / 60000)} min`;
+  return `${trim(ms / 3600000)} h`;
 }
 
 /** @param {number} rate */
@@ -2589,6 +2746,10 @@ export function renderControls(el, conn, stream, { quietErrors = false } = {}) {
  * @property {PlotSpec} [spec]  a plot spec; default: fetched from the server's plot endpoint
  * @property {string} [x] @property {string | string[]} [y] @property {string} [kind]
  * @property {number} [window]  passed to the plot endpoint when `spec` is not given
+ * @property {number} [interval]  `ohlc`: x units (ms) per bar, for the plot endpoint
+ * @property {number} [height]  pixels, for the plot endpoint
+ * @property {boolean} [webgl]  draw a fetched spec with WebGL
+ * @property {string} [title]  a title for a fetched spec's figure
  * @property {"light"|"dark"|"auto"} [theme]
  * @property {boolean} [autoHide]  hide y columns on a very different scale at first (see embedPlot)
  * @property {boolean} [quietErrors]  leave connection and unknown-stream errors to the container
@@ -2622,7 +2783,7 @@ export function renderPlot(el, conn, stream, options = {}) {
   const fetchSpec = () => {
     const y = Array.isArray(options.y) ? options.y.join(",") : options.y;
     return /** @type {Promise<PlotSpec>} */ (fetchJSON(apiUrl(conn.httpBase, `/api/streams/${encodeURIComponent(stream)}/plot`, conn.token, {
-      x: options.x, y, kind: options.kind, window: options.window,
+      x: options.x, y, kind: options.kind, window: options.window, interval: options.interval, height: options.height,
     })));
   };
   /** @param {"exists" | "rows"} what @returns {Promise<void>} */
@@ -2666,6 +2827,7 @@ export function renderPlot(el, conn, stream, options = {}) {
       }
     }
     if (disposed) throw new LivestreamError("the plot was disposed", "disposed");
+    if (!options.spec) spec = withFigureOptions(spec, options);
     const target = h("div", { class: "ls-plot-canvas" });
     el.replaceChildren(target);
     const handle = await embedPlot(target, spec, { httpBase: conn.httpBase, theme: options.theme, autoHide: options.autoHide });
@@ -2676,7 +2838,9 @@ export function renderPlot(el, conn, stream, options = {}) {
     plot = handle;
     el.dataset.sourceId = spec.source_id;
     subscription = conn.subscribe(stream, {
-      last: spec.rollover,
+      // Candles are built from ticks: take every tick the server holds, since how many
+      // make `rollover` bars is unknown. Other kinds take the rows they keep.
+      last: spec.kind === "ohlc" ? undefined : spec.rollover,
       columns: Object.keys(spec.columns).filter((c) => c !== OFFSET_COLUMN),
       onData: (batch) => handle.append(batch),
       onReset: () => handle.clear(),
@@ -2699,6 +2863,32 @@ export function renderPlot(el, conn, stream, options = {}) {
       delete el.dataset.sourceId;
     },
   };
+}
+
+/**
+ * A fetched plot spec with the options the plot endpoint does not take: WebGL output and a
+ * title, set on the JSON of the item's figure before it is embedded.
+ * @param {PlotSpec} spec @param {PlotOptions} options @returns {PlotSpec}
+ */
+function withFigureOptions(spec, options) {
+  if (!options.webgl && !options.title) return spec;
+  const doc = structuredClone(spec.item.doc);
+  for (const root of doc?.roots ?? []) {
+    const attrs = root?.attributes;
+    if (!attrs || root.name !== "Figure") continue;
+    if (options.webgl) attrs.output_backend = "webgl";
+    if (options.title) {
+      const title = attrs.title;
+      if (isObject(title) && isObject(title.attributes)) title.attributes.text = options.title;
+      else {
+        attrs.title = {
+          type: "object", name: "Title", id: `${root.id}-title`,
+          attributes: { text: options.title, text_font_size: "14px", text_font_style: "bold", text_color: PLOT_COLORS.light.text },
+        };
+      }
+    }
+  }
+  return { ...spec, item: { ...spec.item, doc } };
 }
 
 /**
@@ -2775,7 +2965,10 @@ export function renderDashboard(el, conn, stream, options = {}) {
   const valueColumn = options.value ?? (Array.isArray(options.y) ? options.y[0] : options.y);
   const value = renderValue(valueCard.body, conn, stream, { column: valueColumn, ...parts });
   plot.ready.then((p) => {
-    const sub = `${p.spec.y?.length === 1 ? `${p.spec.y[0]} · ` : ""}last ${formatNumber(p.spec.rollover)} rows`;
+    const what = p.spec.kind === "ohlc"
+      ? `${formatInterval(p.spec.interval ?? 1000)} candles`
+      : `last ${formatNumber(p.spec.rollover)} rows`;
+    const sub = `${p.spec.y?.length === 1 ? `${p.spec.y[0]} · ` : ""}${what}`;
     plotCard.header.append(h("span", { class: "ls-card-subtitle", text: sub }));
   }, () => {});
   return {

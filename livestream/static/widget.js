@@ -12,10 +12,16 @@
  * @property {(event: string, cb?: (...args: any[]) => void) => void} off
  */
 
+/** Kinds that show connection problems and producer errors themselves. */
+const SELF_REPORTING = new Set(["status", "dashboard"]);
+
 /**
  * Render one widget view: `kind` picks the renderer; `url`, `token` and `stream` say what to
  * show; `options` carries the renderer's options (a plot's spec among them). The view
- * reports its connection state back to Python in `status` and `message`.
+ * reports its connection state back to Python in `status` and `message`, and says what is
+ * wrong in the widget itself: above the content, a banner shows a refused token, an
+ * unreachable or lost server, and a producer in error (status and dashboard views have
+ * their own places for these), so a widget is never a silent blank.
  * @param {{model: WidgetModel, el: HTMLElement}} ctx
  * @returns {Promise<() => void>} cleanup, called when the view is removed (cell re-run)
  */
@@ -23,12 +29,46 @@ async function renderWidget({ model, el }) {
   const kind = String(model.get("kind"));
   const stream = String(model.get("stream") || "");
   const options = /** @type {Record<string, any>} */ (model.get("options") || {});
-  el.classList.add("ls-root", "ls-widget", `ls-widget-${kind}`);
-  const conn = connect({ url: String(model.get("url")), token: String(model.get("token")) });
+  const classes = ["ls-root", "ls-widget", `ls-widget-${kind}`];
+  el.classList.add(...classes);
+  const banner = h("div", { class: "ls-alert ls-widget-alert", role: "alert", hidden: true });
+  const body = h("div", { class: "ls-widget-body" });
+  el.replaceChildren(banner, body);
+  /** @type {Connection} */
+  let conn;
+  try {
+    conn = connect({ url: String(model.get("url")), token: String(model.get("token")) });
+  } catch (err) {
+    // A malformed URL: nothing to connect to, say so.
+    const message = /** @type {Error} */ (err).message;
+    banner.hidden = false;
+    banner.textContent = message;
+    el.dataset.livestreamStatus = "error";
+    model.set("status", "error");
+    model.set("message", message);
+    model.save_changes();
+    return () => {
+      el.replaceChildren();
+      el.classList.remove(...classes);
+    };
+  }
   el.dataset.livestreamRoute = "direct";
+  const ownBanner = !SELF_REPORTING.has(kind);
+  let connectionText = "";
+  let connectionLevel = "error";
+  let streamText = "";
+  const showBanner = () => {
+    const text = connectionText || streamText;
+    banner.hidden = !ownBanner || !text;
+    banner.textContent = text;
+    banner.dataset.level = connectionText ? connectionLevel : "error";
+  };
   /** @param {string} status @param {string} [message] */
   const report = (status, message = "") => {
     el.dataset.livestreamStatus = status;
+    connectionText = status === "error" || status === "reconnecting" ? message : "";
+    connectionLevel = status === "error" ? "error" : "warning";
+    showBanner();
     if (model.get("status") === status && model.get("message") === message) return;
     model.set("status", status);
     model.set("message", message);
@@ -36,37 +76,53 @@ async function renderWidget({ model, el }) {
     model.save_changes();
   };
   const stopStatus = conn.onStatus(report);
-  report(conn.status, conn.message);
+  // The producer's state (running, paused, error) for the banner; controls show it in
+  // their own alert, so they do not need it here.
+  const watch = ownBanner && kind !== "controls" && stream
+    ? conn.subscribe(stream, {
+      last: 0,
+      onState(state) {
+        streamText = state.status === "error" ? `Stream error: ${state.error ?? "the producer failed"}` : "";
+        showBanner();
+      },
+      onError() { /* the view below says what is wrong with the stream */ },
+    })
+    : null;
   /** @type {{dispose: () => void}} */
   let handle;
   switch (kind) {
     case "plot":
-      handle = renderPlot(el, conn, stream, options);
+      handle = renderPlot(body, conn, stream, options);
       break;
     case "table":
-      handle = renderTable(el, conn, stream, options);
+      handle = renderTable(body, conn, stream, options);
       break;
     case "value":
-      handle = renderValue(el, conn, stream, options);
+      handle = renderValue(body, conn, stream, options);
       break;
     case "controls":
-      handle = renderControls(el, conn, stream, options);
+      handle = renderControls(body, conn, stream, options);
       break;
     case "status":
-      handle = renderStatus(el, conn, stream || undefined, options);
+      handle = renderStatus(body, conn, stream || undefined, options);
       break;
     case "dashboard":
-      handle = renderDashboard(el, conn, stream, options);
+      handle = renderDashboard(body, conn, stream, options);
       break;
     default:
-      el.textContent = `livestream: unknown widget kind ${JSON.stringify(kind)}`;
+      banner.hidden = false;
+      banner.textContent = `livestream: unknown widget kind ${JSON.stringify(kind)}; update the livestream package so that Python and the browser module match`;
       handle = { dispose() {} };
   }
   return () => {
     stopStatus();
+    watch?.unsubscribe();
     handle.dispose();
     conn.release();
-    el.classList.remove("ls-root", "ls-widget", `ls-widget-${kind}`);
+    el.replaceChildren();
+    el.classList.remove(...classes);
+    delete el.dataset.livestreamStatus;
+    delete el.dataset.livestreamRoute;
   };
 }
 

@@ -1,0 +1,604 @@
+"""The notebook widgets' browser side (widget.js + livestream.js) in Chromium, without Jupyter.
+
+Each test builds the real Python widget (``LivePlot(stream, ...)`` and friends), takes what
+anywidget would send to the browser (its ``_esm``, ``_css`` and the synced traits ``kind``,
+``url``, ``token``, ``stream``, ``options``), and renders it in a page that stands in for the
+notebook, with a minimal anywidget-like model (get / set / save_changes / on / off over a
+plain object: the host's API, not ours). The page is an empty shell served by a throwaway
+``http.server`` on another loopback port, so it is cross-origin to the livestream server as
+a notebook is. (A page fulfilled by Playwright's router, or about:blank, will not do: Chromium's
+Local Network Access checks count such a page as public and block its requests to
+127.0.0.1, and about:blank's opaque origin is refused by the server.) Each widget's module
+is imported from its own blob URL, as anywidget does, so every widget runs its own copy of
+the module, and they must still share the page's one WebSocket.
+
+The plot data is read from BokehJS itself (``Bokeh.documents`` and the element's
+``data-source-id``), and compared with the rows the server holds.
+
+Chromium must be installed at /usr/bin/chromium; these tests fail, never skip, without it.
+"""
+
+from __future__ import annotations
+
+import http.server
+import math
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from bokeh.layouts import column
+from bokeh.models import ColumnDataSource
+from bokeh.plotting import figure
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+import livestream as ls
+from livestream import Float
+from livestream.plots import plot_spec
+from livestream.server import Server
+from livestream.widgets import LiveWidget, _module_source
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+#: Generous: two cores shared with other test runs.
+WAIT_MS = 20_000
+
+SHELL = """<!doctype html>
+<html><head><meta charset="utf-8"><title>notebook stand-in</title><style id="widget-css"></style>
+<style>body { margin: 16px; font: 14px system-ui, sans-serif; } .cell { margin: 0 0 16px; }</style>
+</head><body></body></html>"""
+
+#: Installed before any page script: counts the WebSockets the page opens.
+COUNT_SOCKETS = """(() => {
+  const Native = window.WebSocket;
+  window.__sockets = [];
+  window.WebSocket = class extends Native {
+    constructor(...args) { super(...args); window.__sockets.push(String(args[0])); }
+  };
+})();"""
+
+#: Render one widget the way anywidget does: import its ESM from a blob URL, call
+#: `render({model, el})`, keep the cleanup it returns. The model records every change saved.
+MOUNT = """async ({id, esm, css, values}) => {
+  document.getElementById("widget-css").textContent = css;
+  const state = {...values};
+  const listeners = new Map();
+  const dirty = new Set();
+  const model = {
+    state, saved: [],
+    get: (k) => state[k],
+    set: (k, v) => { state[k] = v; dirty.add(k); },
+    save_changes() {
+      for (const k of dirty) {
+        this.saved.push([k, state[k]]);
+        for (const cb of listeners.get(`change:${k}`) ?? []) cb();
+      }
+      dirty.clear();
+    },
+    on: (event, cb) => { if (!listeners.has(event)) listeners.set(event, new Set()); listeners.get(event).add(cb); },
+    off: (event, cb) => { if (cb) listeners.get(event)?.delete(cb); else listeners.delete(event); },
+  };
+  const url = URL.createObjectURL(new Blob([esm], {type: "text/javascript"}));
+  const module = await import(url);
+  const el = document.createElement("div");
+  el.id = id;
+  el.className = "cell";
+  document.body.append(el);
+  const widget = module.default;
+  const cleanup = await (widget.render ?? (await widget()).render)({model, el});
+  (window.__widgets ??= {})[id] = {model, el, cleanup, module};
+}"""
+
+#: The ColumnDataSource of the plot inside widget `id`, as {length, columns}.
+SOURCE_OF = """(id) => {
+  const target = document.getElementById(id)?.querySelector("[data-source-id]");
+  if (!target || !window.Bokeh) return null;
+  for (const doc of Bokeh.documents) {
+    const source = doc.get_model_by_id(target.dataset.sourceId);
+    if (source) {
+      const columns = {};
+      for (const [name, values] of Object.entries(source.data)) columns[name] = Array.from(values);
+      return {length: source.get_length() ?? 0, columns};
+    }
+  }
+  return null;
+}"""
+
+SOURCE_LENGTH = f"""([id, n]) => {{
+  const s = ({SOURCE_OF})(id);
+  return s !== null && s.length >= n;
+}}"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def notebook_url() -> Iterator[str]:
+    """The URL of an empty notebook stand-in page on its own loopback port."""
+
+    class Shell(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = SHELL.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Shell)
+    thread = threading.Thread(target=httpd.serve_forever, name="notebook-shell", daemon=True)
+    thread.start()
+    yield f"http://localhost:{httpd.server_address[1]}/notebook.html"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def notebook(browser: Browser, notebook_url: str) -> Iterator[Page]:
+    """A page standing in for a notebook, at an origin of its own; fails the test on a
+    JavaScript error in the page."""
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    context.add_init_script(COUNT_SOCKETS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(notebook_url)
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+def mount(page: Page, widget: LiveWidget, id: str) -> None:
+    """Render ``widget`` into a new element with this id, as anywidget would."""
+    values = {
+        name: getattr(widget, name)
+        for name in ("kind", "url", "token", "stream", "options", "status", "message", "route")
+    }
+    page.evaluate(MOUNT, {"id": id, "esm": widget._esm, "css": widget._css, "values": values})
+
+
+def model_status(page: Page, id: str) -> str:
+    return str(page.evaluate("(id) => window.__widgets[id].model.state.status", id))
+
+
+def wait_status(page: Page, id: str, status: str) -> None:
+    page.wait_for_function(
+        "([id, status]) => window.__widgets[id]?.model.state.status === status",
+        arg=[id, status],
+        timeout=WAIT_MS,
+    )
+
+
+def source_of(page: Page, id: str) -> dict[str, Any]:
+    result = page.evaluate(SOURCE_OF, id)
+    assert result is not None, f"no Bokeh source in widget {id}"
+    return dict(result)
+
+
+def wait_source(page: Page, id: str, at_least: int) -> dict[str, Any]:
+    page.wait_for_function(SOURCE_LENGTH, arg=[id, at_least], timeout=WAIT_MS)
+    return source_of(page, id)
+
+
+def wait_until(cond: Callable[[], Any], what: str, timeout: float = WAIT_MS / 1000) -> Any:
+    """Poll a Python-side condition (server state) every 20 ms, bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout} s for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def wave(server: Server) -> Any:
+    """A stream ``wave`` fed 50 rows/s: time (ms), y, and k counting rows from 1; one
+    declared parameter ``amp`` (0 to 5)."""
+    stream = server.stream(
+        "wave", history=20_000, schema={"time": "float64", "y": "float64", "k": "int64"}
+    )
+    count = {"k": 0}
+
+    @stream.producer(every=0.02, params={"amp": Float(1.0, min=0.0, max=5.0, label="Amplitude")})
+    def tick(params: Any) -> dict[str, Any]:
+        count["k"] += 1
+        return {
+            "time": time.time() * 1000.0,
+            "y": params["amp"] * math.sin(count["k"] / 20),
+            "k": count["k"],
+        }
+
+    return stream
+
+
+# ------------------------------------------------------------------------------ every kind
+
+
+def test_every_kind_renders_live_data_over_one_shared_socket(
+    server: Server, wave: Any, notebook: Page
+) -> None:
+    widgets = {
+        "plot": ls.LivePlot(wave, y="y"),
+        "table": ls.LiveTable(wave, rows=5),
+        "value": ls.LiveValue(wave, "y", label="Wave"),
+        "controls": ls.Controls(wave),
+        "status": ls.Status(wave),
+        "dashboard": ls.Dashboard(wave, y="y", rows=4),
+    }
+    for id, widget in widgets.items():
+        mount(notebook, widget, id)
+    page = notebook
+
+    first = wait_source(page, "plot", 5)["length"]
+    assert wait_source(page, "plot", first + 10)["length"] > first, "the plot stopped growing"
+    expect(page.locator("#table .ls-table tbody tr")).to_have_count(5, timeout=WAIT_MS)
+    expect(page.locator("#value .ls-value-label")).to_have_text("Wave")
+    expect(page.locator("#value .ls-value-number")).not_to_have_text("—", timeout=WAIT_MS)
+    expect(page.locator('#controls [data-param="amp"] input[type=number]')).to_have_value(
+        "1", timeout=WAIT_MS
+    )
+    expect(page.locator("#status .ls-conn-pill")).to_have_attribute("data-status", "open")
+    expect(page.locator("#status .ls-stream-pill")).to_have_attribute(
+        "data-status", "running", timeout=WAIT_MS
+    )
+    received = page.locator("#status .ls-stat dd").first
+    expect(received).not_to_have_text("—", timeout=WAIT_MS)
+    wait_source(page, "dashboard", 5)
+    expect(page.locator("#dashboard .ls-table tbody tr")).to_have_count(4, timeout=WAIT_MS)
+
+    for id in widgets:
+        wait_status(page, id, "open")
+        assert page.locator(f"#{id} > .ls-widget-alert").is_hidden(), f"{id} shows an alert"
+    # Six widgets, six copies of the module: one socket, one server session.
+    sockets = page.evaluate("() => window.__sockets")
+    assert len(sockets) == 1, f"expected one shared WebSocket, the page opened {sockets}"
+    assert len(server.hub.sessions) == 1
+    # The plot holds exactly the server's rows, in order, typed.
+    plot = source_of(page, "plot")
+    assert set(plot["columns"]) == {"time", "y"}
+    rows = wave.read(0)
+    times = np.asarray(rows.columns["time"])
+    n = plot["length"]
+    assert plot["columns"]["time"] == times[:n].tolist()
+
+
+# ------------------------------------------------------------------------------ OHLC
+
+
+def _ticks(n: int, start: float, seed: int) -> dict[str, list[float]]:
+    rng = random.Random(seed)
+    price = 100.0
+    times, prices = [], []
+    for i in range(n):
+        price = round(price * math.exp(rng.gauss(0, 0.002)), 4)
+        times.append(start + i * 37.0)
+        prices.append(price)
+    return {"time": times, "price": prices, "volume": [rng.randint(1, 50) * 10 for _ in range(n)]}
+
+
+def _bars(times: np.ndarray, prices: np.ndarray, interval: float) -> list[tuple[float, ...]]:
+    """OHLC bars from ticks, the straightforward way (the reference for the browser's)."""
+    bars: dict[float, list[float]] = {}
+    for t, p in zip(times.tolist(), prices.tolist(), strict=True):
+        start = math.floor(t / interval) * interval
+        bar = bars.get(start)
+        if bar is None:
+            bars[start] = [p, p, p, p]
+        else:
+            bar[1] = max(bar[1], p)
+            bar[2] = min(bar[2], p)
+            bar[3] = p
+    return [(t, *bar) for t, bar in sorted(bars.items())]
+
+
+def test_ohlc_bars_are_built_from_the_server_ticks_across_frames(
+    server: Server, notebook: Page
+) -> None:
+    interval = 250.0
+    stream = server.stream(
+        "ticks", history=10_000, schema={"time": "float64", "price": "float64", "volume": "int64"}
+    )
+    ticks = _ticks(400, start=math.floor(time.time()) * 1000.0 + 11.0, seed=7)
+    stream.append({k: v[:50] for k, v in ticks.items()})
+    mount(notebook, ls.LivePlot(stream, kind="ohlc", interval=interval), "candles")
+    page = notebook
+    wait_source(page, "candles", 1)
+    # A bar that spans two frames: rows 50..59 continue the bar that rows ..49 began.
+    stream.append({k: v[50:60] for k, v in ticks.items()})
+    last_before = math.floor(ticks["time"][59] / interval) * interval
+    page.wait_for_function(
+        f"([id, t]) => {{ const s = ({SOURCE_OF})(id); return s && s.columns.time.at(-1) === t; }}",
+        arg=["candles", last_before],
+        timeout=WAIT_MS,
+    )
+    # Several appends in a row: the server may merge them into one frame, the page into one
+    # flush; either way the bars must come out the same.
+    for lo in range(60, 400, 17):
+        stream.append({k: v[lo : lo + 17] for k, v in ticks.items()})
+
+    held = stream.read(0)
+    expected = _bars(np.asarray(held.columns["time"]), np.asarray(held.columns["price"]), interval)
+    page.wait_for_function(
+        f"""([id, n, close]) => {{
+          const s = ({SOURCE_OF})(id);
+          return s && s.length === n && s.columns.close.at(-1) === close;
+        }}""",
+        arg=["candles", len(expected), expected[-1][4]],
+        timeout=WAIT_MS,
+    )
+    got = source_of(page, "candles")["columns"]
+    bars = list(zip(got["time"], got["open"], got["high"], got["low"], got["close"], strict=True))
+    assert len(bars) < held.rows, "fewer bars than ticks"
+    assert len(bars) == len(expected) >= 30
+    assert bars == expected
+    for (_, o, high, low, c), color in zip(bars, got["color"], strict=True):
+        assert high >= max(o, c) and low <= min(o, c)
+        assert color == ("#16a34a" if c >= o else "#dc2626")
+    assert all(t % interval == 0 for t, *_ in bars)
+    wait_status(page, "candles", "open")
+
+
+def test_ohlc_folding_in_embed_plot_handles_late_ticks_and_clear(
+    notebook: Page, server: Server
+) -> None:
+    """embedPlot directly, with hand-made batches: a late tick, a NaN, and clear()."""
+    spec = plot_spec("t", {"time": "float64", "price": "float64"}, kind="ohlc", interval=1000)
+    esm = _module_source()
+    result = notebook.evaluate(
+        """async ({esm, spec, base}) => {
+          const url = URL.createObjectURL(new Blob([esm], {type: "text/javascript"}));
+          const m = await import(url);
+          const el = document.createElement("div");
+          document.body.append(el);
+          const plot = await m.embedPlot(el, spec, {httpBase: base});
+          const frame = () => new Promise((r) => m.requestFrame(r));
+          const batch = (offset, time, price) => ({stream: "t", offset, rows: time.length,
+            columns: {time: Float64Array.from(time), price: Float64Array.from(price)}});
+          const snapshot = () => ["time", "open", "high", "low", "close", "color"].map(
+            (c) => Array.from(plot.source.data[c]));
+          plot.append(batch(0, [1000, 1500, 1999], [10, 12, 11]));
+          plot.append(batch(3, [2100, 2200], [11, NaN]));
+          await frame();
+          const first = snapshot();
+          plot.append(batch(5, [1700, 2300, 3000], [13, 9, 8]));  // 1700 is late: bar 1000
+          await frame();
+          const second = snapshot();
+          plot.clear();
+          const cleared = plot.source.get_length() ?? 0;
+          plot.append(batch(8, [5000], [7]));
+          await frame();
+          const third = snapshot();
+          const docs = Bokeh.documents.length;
+          plot.dispose();
+          return {first, second, cleared, third, docs, after: Bokeh.documents.length};
+        }""",
+        {"esm": esm, "spec": spec, "base": server.base_url},
+    )
+    up, down = "#16a34a", "#dc2626"
+    assert result["first"] == [[1000, 2000], [10, 11], [12, 11], [10, 11], [11, 11], [up, up]]
+    assert result["second"] == [
+        [1000, 2000, 3000],
+        [10, 11, 8],
+        [13, 11, 8],
+        [10, 9, 8],
+        [11, 9, 8],  # the late tick raised bar 1000's high, not its close
+        [up, down, up],
+    ]
+    assert result["cleared"] == 0
+    assert result["third"] == [[5000], [7], [7], [7], [7], [up]]
+    assert result["after"] == result["docs"] - 1
+
+
+def test_a_plot_made_before_the_stream_has_rows_fetches_its_spec_then_draws(
+    server: Server, notebook: Page
+) -> None:
+    """No schema yet: the widget carries options, and the browser asks the plot endpoint
+    (kind, interval) once rows exist, then applies what the endpoint does not take."""
+    stream = server.stream("later", history=5_000)
+    widget = ls.LivePlot(stream, kind="ohlc", interval=500, title="Later candles", webgl=True)
+    assert "spec" not in widget.options
+    mount(notebook, widget, "later")
+    expect(notebook.locator("#later .ls-plot-placeholder")).to_be_visible(timeout=WAIT_MS)
+    ticks = _ticks(120, start=math.floor(time.time()) * 1000.0, seed=3)
+    stream.append({k: v[:60] for k, v in ticks.items()})
+    wait_source(notebook, "later", 1)
+    stream.append({k: v[60:] for k, v in ticks.items()})
+    held = stream.read(0)
+    expected = _bars(np.asarray(held.columns["time"]), np.asarray(held.columns["price"]), 500.0)
+    page = notebook
+    page.wait_for_function(
+        f"""([id, n, close]) => {{
+          const s = ({SOURCE_OF})(id);
+          return s && s.length === n && s.columns.close.at(-1) === close;
+        }}""",
+        arg=["later", len(expected), expected[-1][4]],
+        timeout=WAIT_MS,
+    )
+    got = source_of(page, "later")["columns"]
+    assert (
+        list(zip(got["time"], got["open"], got["high"], got["low"], got["close"], strict=True))
+        == expected
+    )
+    figure_props = page.evaluate(
+        """() => Bokeh.documents.flatMap((d) => [...d.all_models])
+              .filter((m) => m.type === "Figure").map((m) => [m.output_backend, m.title?.text])"""
+    )
+    assert figure_props == [["webgl", "Later candles"]]
+
+
+# ------------------------------------------------------------------------------ bring your own
+
+
+def test_bring_your_own_layout_gets_the_mapped_columns_and_keeps_its_look(
+    server: Server, wave: Any, notebook: Page
+) -> None:
+    source = ColumnDataSource(data={"t": [], "v": []})
+    top = figure(x_axis_type="datetime", height=200, sizing_mode="stretch_width")
+    top.line("t", "v", source=source, legend_label="wave", color="#7c3aed")
+    top.xaxis.major_label_text_color = "#123456"
+    bottom = figure(x_range=top.x_range, height=120, sizing_mode="stretch_width")
+    bottom.scatter("t", "v", source=source, size=3)
+    layout = column(top, bottom, sizing_mode="stretch_width")
+    mount(
+        notebook,
+        ls.LivePlot(wave, figure=layout, source=source, columns={"time": "t", "y": "v"}),
+        "mine",
+    )
+    got = wait_source(notebook, "mine", 20)
+    assert set(got["columns"]) == {"t", "v"}
+    rows = wave.read(0)
+    n = got["length"]
+    assert got["columns"]["t"] == np.asarray(rows.columns["time"])[:n].tolist()
+    assert got["columns"]["v"] == np.asarray(rows.columns["y"])[:n].tolist()
+    # The user's styling is left alone (no theme pass over a figure of one's own).
+    colors = notebook.evaluate(
+        """() => Bokeh.documents.flatMap((d) => [...d.all_models])
+              .filter((m) => m.type === "DatetimeAxis").map((m) => m.major_label_text_color)"""
+    )
+    assert "#123456" in colors
+    assert notebook.locator("#mine .ls-legend").is_hidden()
+    wait_status(notebook, "mine", "open")
+
+
+# ------------------------------------------------------------------------------ WebGL
+
+
+def test_a_large_window_draws_with_webgl_and_loads_bokeh_gl(
+    server: Server, wave: Any, notebook: Page
+) -> None:
+    widget = ls.LivePlot(wave, y="y", window=50_000)
+    mount(notebook, widget, "big")
+    wait_source(notebook, "big", 10)
+    backend = notebook.evaluate(
+        """() => Bokeh.documents.flatMap((d) => [...d.all_models])
+              .filter((m) => m.type === "Figure").map((m) => m.output_backend)"""
+    )
+    assert backend == ["webgl"]
+    scripts = notebook.evaluate(
+        "() => [...document.scripts].map((s) => s.src).filter((s) => s.includes('/static/js/'))"
+    )
+    assert scripts == [
+        f"{server.base_url}/static/js/bokeh.min.js",
+        f"{server.base_url}/static/js/bokeh-gl.min.js",
+    ]
+
+
+# ------------------------------------------------------------------------------ cleanup
+
+
+def test_cleanup_drops_the_bokeh_document_and_the_server_subscription(
+    server: Server, wave: Any, notebook: Page
+) -> None:
+    mount(notebook, ls.LivePlot(wave, y="y"), "gone")
+    wait_source(notebook, "gone", 5)
+    wait_until(lambda: server.hub.subscriber_count("wave") == 1, "the plot's subscription")
+    documents = notebook.evaluate("() => Bokeh.documents.length")
+    notebook.evaluate("() => window.__widgets.gone.cleanup()")
+    assert notebook.evaluate("() => Bokeh.documents.length") == documents - 1
+    assert notebook.evaluate("() => document.getElementById('gone').childElementCount") == 0
+    wait_until(lambda: server.hub.subscriber_count("wave") == 0, "the unsubscribe")
+    wait_until(lambda: len(server.hub.sessions) == 0, "the socket to close after the last widget")
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def test_a_wrong_token_is_said_in_the_widget_and_not_retried(
+    server: Server, wave: Any, notebook: Page
+) -> None:
+    mount(notebook, ls.LivePlot(wave, y="y", token="not-the-token"), "denied")
+    wait_status(notebook, "denied", "error")
+    banner = notebook.locator("#denied > .ls-widget-alert")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("Access denied")
+    expect(banner).to_contain_text("token")
+    message = notebook.evaluate("() => window.__widgets.denied.model.state.message")
+    assert "token" in message
+    assert notebook.evaluate("() => window.__sockets") == [], "a rejected token opened a socket"
+
+
+def test_an_unreachable_server_is_said_in_the_widget(notebook: Page) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    widget = ls.LiveTable("prices", url=f"http://127.0.0.1:{closed_port}", token="whatever-token")
+    mount(notebook, widget, "nowhere")
+    banner = notebook.locator("#nowhere > .ls-widget-alert")
+    expect(banner).to_contain_text("Cannot reach the livestream server", timeout=WAIT_MS)
+    expect(banner).to_contain_text(f"127.0.0.1:{closed_port}")
+    wait_status(notebook, "nowhere", "reconnecting")
+
+
+def test_a_producer_in_error_is_said_in_the_widgets(server: Server, notebook: Page) -> None:
+    stream = server.stream("flaky", schema={"time": "float64", "temp": "float64"})
+    calls = {"n": 0}
+
+    @stream.producer(every=0.02)
+    def read() -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise ValueError("sensor unplugged")
+        return {"time": time.time() * 1000.0, "temp": 20.0 + calls["n"]}
+
+    mount(notebook, ls.LiveValue(stream, "temp"), "value")
+    mount(notebook, ls.LivePlot(stream), "plot")
+    mount(notebook, ls.Status(stream), "status")
+    for id in ("value", "plot"):
+        banner = notebook.locator(f"#{id} > .ls-widget-alert")
+        expect(banner).to_contain_text(
+            "Stream error: ValueError: sensor unplugged", timeout=WAIT_MS
+        )
+    expect(notebook.locator("#status .ls-status .ls-alert")).to_contain_text("sensor unplugged")
+    expect(notebook.locator("#value .ls-value-number")).to_have_text("25")
+
+
+def test_controls_show_a_refused_value_and_follow_the_broadcast_state(
+    server: Server, wave: Any, notebook: Page
+) -> None:
+    mount(notebook, ls.Controls(wave), "a")
+    mount(notebook, ls.Controls(wave), "b")
+    amplitude = notebook.locator('#a [data-param="amp"] input[type=number]')
+    expect(amplitude).to_have_value("1", timeout=WAIT_MS)
+    amplitude.fill("50")
+    amplitude.press("Enter")
+    alert = notebook.locator("#a .ls-controls .ls-alert")
+    expect(alert).to_be_visible(timeout=WAIT_MS)
+    expect(alert).to_contain_text("between 0")
+    expect(amplitude).to_have_value("1")
+    assert wave.params["amp"] == 1.0
+
+    wave.pause()  # from Python: every viewer's controls follow
+    for id in ("a", "b"):
+        resume = notebook.locator(f"#{id}").get_by_role("button", name="Resume")
+        expect(resume).to_have_attribute("aria-pressed", "true", timeout=WAIT_MS)
+    notebook.locator("#b").get_by_role("button", name="Resume").click()
+    expect(notebook.locator("#a").get_by_role("button", name="Pause")).to_have_attribute(
+        "aria-pressed", "true", timeout=WAIT_MS
+    )
+    wait_until(lambda: not wave.paused, "the resume to reach the stream")
