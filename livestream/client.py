@@ -81,6 +81,7 @@ class AsyncSubscription:
         self._ready = asyncio.Event()
         self._subscribed = asyncio.Event()
         self._closed = False
+        self._active = True  # False while the server does not have the stream (no credit then)
 
     def _request(self) -> P.Subscribe:
         if self.next_offset is not None:
@@ -182,6 +183,7 @@ class AsyncClient:
         self._connected = asyncio.Event()
         self._closing = False
         self._fatal: BaseException | None = None
+        self._waiting: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
@@ -200,11 +202,19 @@ class AsyncClient:
                 request, max_message_size=self.max_message_size
             )
         except tornado.httpclient.HTTPClientError as exc:
-            body = exc.response.body.decode(errors="replace") if exc.response is not None and exc.response.body else ""
+            if exc.response is None:
+                # No HTTP answer at all (599: a timeout, a connection closed mid-handshake):
+                # the server is unreachable for now, which a reconnect may cure; not a refusal.
+                raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from None
+            body = exc.response.body.decode(errors="replace") if exc.response.body else ""
             raise ServerError("refused", f"HTTP {exc.code} from {self.url}: {body or exc.message}") from None
         except OSError as exc:
             raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from None
-        first = await asyncio.wait_for(conn.read_message(), self.timeout)
+        try:
+            first = await asyncio.wait_for(conn.read_message(), self.timeout)
+        except BaseException:
+            conn.close()
+            raise
         if first is None:
             raise ConnectionClosed(f"{self.url} closed the connection before `welcome`")
         welcome = P.decode_server(first)
@@ -262,7 +272,7 @@ class AsyncClient:
                 delay = 0.1
                 self._connected.set()
                 for sub in list(self._subs.values()):
-                    self._send(sub._request())
+                    self._resubscribe(sub)
                 break
             if self._closing:
                 return
@@ -312,7 +322,63 @@ class AsyncClient:
             pass
 
     def _grant(self, stream: str, frames: int) -> None:
+        sub = self._subs.get(stream)
+        if sub is not None and not sub._active:
+            return  # credit for a stream the server lacks would be a bad message
         self._send(P.Credit(stream, frames))
+
+    def _resubscribe(self, sub: AsyncSubscription) -> None:
+        """Subscribe ``sub`` again on a reopened connection (its answer is handled later).
+
+        A restarted server may not have the stream yet (its producer or publisher has not
+        come back): then wait for it with ``list``, which, unlike a refused ``subscribe``,
+        does not count as a bad message. Any other refusal ends the subscription's
+        iteration with a ``ServerError`` instead of leaving it waiting forever.
+        """
+        conn = self._conn
+        if conn is None or sub._closed or self._subs.get(sub.stream) is not sub:
+            return
+        loop = asyncio.get_running_loop()
+        msg_id = next(self._ids)
+        fut: asyncio.Future[P.ServerMessage] = loop.create_future()
+        self._pending[msg_id] = fut
+        sub._active = True
+        request = sub._request()
+        self._send(type(request)(**{**request.__dict__, "id": msg_id}))
+
+        def answered(done: asyncio.Future[P.ServerMessage]) -> None:
+            self._pending.pop(msg_id, None)
+            if done.cancelled() or done.exception() is not None:
+                return  # the connection dropped again: the next reconnect resubscribes
+            reply = done.result()
+            if not isinstance(reply, P.Error):
+                return
+            sub._active = False
+            if reply.code == "unknown_stream":
+                task = loop.create_task(self._await_stream(sub, conn))
+                self._waiting.add(task)
+                task.add_done_callback(self._waiting.discard)
+            else:
+                sub._fail(ServerError(reply.code, reply.message))
+                sub._closed = True  # ends its iteration after the error; not resubscribed
+                if self._subs.get(sub.stream) is sub:
+                    del self._subs[sub.stream]
+
+        fut.add_done_callback(answered)
+
+    async def _await_stream(self, sub: AsyncSubscription,
+                            conn: tornado.websocket.WebSocketClientConnection) -> None:
+        delay = 0.1
+        while self._conn is conn and not sub._closed and self._subs.get(sub.stream) is sub:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            try:
+                streams = await self.list()
+            except (LivestreamError, TimeoutError):
+                return  # the connection dropped: the next reconnect resubscribes
+            if self._conn is conn and any(s.get("name") == sub.stream for s in streams):
+                self._resubscribe(sub)
+                return
 
     async def _wait_connected(self, timeout: float) -> None:
         if self._fatal is not None:
@@ -400,6 +466,8 @@ class AsyncClient:
         for sub in self._subs.values():
             sub._closed = True
             sub._ready.set()
+        for task in list(self._waiting):
+            task.cancel()
         conn = self._conn
         if conn is not None:
             conn.close(1000, "client closing")
@@ -447,12 +515,15 @@ class Subscription:
 
     def next(self, timeout: float | None = None) -> Batch:
         """The next batch; ``TimeoutError`` after ``timeout`` s; StopIteration when closed."""
-        async def take() -> Batch:
+        async def take() -> Batch | None:
             try:
                 return await self._inner.next(timeout)
             except StopAsyncIteration:
-                raise StopIteration from None
-        batch: Batch = self._client._run(take(), None)
+                # Not StopIteration here: raised inside a coroutine it becomes RuntimeError.
+                return None
+        batch: Batch | None = self._client._run(take(), None)
+        if batch is None:
+            raise StopIteration
         return batch
 
     def to_pandas(self, timeout: float = 5.0) -> Any:

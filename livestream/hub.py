@@ -38,6 +38,11 @@ BAD_MESSAGE_LIMIT = 20
 BAD_MESSAGE_WINDOW = 10.0
 
 
+def _retrieve(fut: Any) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class Transport(Protocol):
     """What the hub needs from a connection."""
 
@@ -145,16 +150,24 @@ class Session:
         if self.closed:
             return None
         try:
-            return self.transport.send(frame)
+            done = self.transport.send(frame)
         except Exception:  # noqa: BLE001 - a closed socket; the close callback cleans up
             self.closed = True
             return None
+        add_done_callback = getattr(done, "add_done_callback", None)
+        if add_done_callback is not None:
+            # A peer gone mid-write fails the write; nobody awaits most writes, and an
+            # unretrieved failure would be logged as an error by asyncio.
+            add_done_callback(_retrieve)
+        return done
 
     def welcome(self) -> None:
         self.send(P.Welcome(self.id, self.roles, server=f"livestream/{self.hub.version}"))
 
     def reject(self, err: ProtocolError) -> None:
         """Answer a refused message and close the connection if it keeps sending them."""
+        if self.closed:
+            return
         err_id = err.id if isinstance(err.id, (str, int)) else None
         self.send(P.Error(err.code, err.message, err_id))
         now = time.monotonic()
@@ -165,6 +178,8 @@ class Session:
             log.info("closing %s: %d bad messages in %.0f s", self.peer, len(self._bad),
                      BAD_MESSAGE_WINDOW)
             self.transport.close(4001, "too many bad messages")
+            # What the peer sent behind it until it sees the close is not carried out.
+            self.closed = True
 
     def _need(self, role: str, what: str, id: P.Id) -> None:
         if role not in self.roles:
@@ -175,7 +190,9 @@ class Session:
             )
 
     def handle(self, msg: P.ClientMessage) -> None:
-        """Carry out one decoded client message."""
+        """Carry out one decoded client message (none once the session is closing)."""
+        if self.closed:
+            return
         self.messages_in += 1
         try:
             self._dispatch(msg)

@@ -27,9 +27,13 @@ from typing import Any
 from .controls import Action, Param, Params
 from .errors import ConfigError
 
-__all__ = ["Producer"]
+__all__ = ["STALL_SECONDS", "Producer"]
 
 log = logging.getLogger("livestream.producer")
+
+#: A call that has not returned after this many seconds (or after ``every``, when longer)
+#: makes the producer *stalled* (see :meth:`Producer.stalled_for`).
+STALL_SECONDS = 1.0
 
 
 def _wants_params(fn: Callable[..., Any]) -> bool:
@@ -106,6 +110,7 @@ class Producer:
         self._thread: threading.Thread | None = None
         self._task: Any = None
         self._generation = 0
+        self._call_started: float | None = None  # monotonic start of the running call
         self.calls = 0
         if start:
             self.start()
@@ -187,6 +192,16 @@ class Producer:
         """Called when controls change, so a waiting producer notices at once."""
         self._wake.set()
 
+    def stalled_for(self) -> float | None:
+        """Seconds the running call of the function (or step of the generator) has lasted,
+        when longer than ``STALL_SECONDS`` and than ``every``; else None. A producer
+        blocked on I/O or a lock shows here while its stream simply stops growing."""
+        started = self._call_started
+        if started is None:
+            return None
+        running = time.monotonic() - started
+        return running if running > max(STALL_SECONDS, self.every or 0.0) else None
+
     # ------------------------------------------------------------------ running
 
     def _params(self) -> Params:
@@ -222,10 +237,13 @@ class Producer:
                 gen = self.fn(*args)
                 next_at = time.monotonic()
                 while self._wait(stop, next_at):
+                    self._call_started = time.monotonic()
                     try:
                         rows = next(gen)
                     except StopIteration:
                         break
+                    finally:
+                        self._call_started = None
                     self.calls += 1
                     self._emit(rows)
                     next_at = (next_at + self.every) if self.every else time.monotonic()
@@ -237,12 +255,16 @@ class Producer:
                 while self._wait(stop, next_at):
                     params = (self._params(),) if self._pass_params else ()
                     self.calls += 1
-                    self._emit(self.fn(*params))
+                    self._call_started = time.monotonic()
+                    rows = self.fn(*params)
+                    self._call_started = None
+                    self._emit(rows)
                     assert self.every is not None
                     next_at += self.every
                     if next_at < time.monotonic() - self.every:
                         next_at = time.monotonic()  # fell behind: do not burst to catch up
         except BaseException as exc:  # noqa: BLE001 - a producer's failure is reported, not raised
+            self._call_started = None
             if not stop.is_set():
                 self._fail(exc)
             return
@@ -267,10 +289,13 @@ class Producer:
                 agen = self.fn(*((_LiveParams(self.stream),) if self._pass_params else ()))
                 try:
                     while await self._sleep_until(stop, next_at):
+                        self._call_started = time.monotonic()
                         try:
                             rows = await agen.__anext__()
                         except StopAsyncIteration:
                             break
+                        finally:
+                            self._call_started = None
                         self.calls += 1
                         self._emit(rows)
                         next_at = (next_at + self.every) if self.every else time.monotonic()
@@ -280,14 +305,19 @@ class Producer:
                 while await self._sleep_until(stop, next_at):
                     params = (self._params(),) if self._pass_params else ()
                     self.calls += 1
-                    self._emit(await self.fn(*params))
+                    self._call_started = time.monotonic()
+                    rows = await self.fn(*params)
+                    self._call_started = None
+                    self._emit(rows)
                     assert self.every is not None
                     next_at += self.every
                     if next_at < time.monotonic() - self.every:
                         next_at = time.monotonic()
         except asyncio.CancelledError:
+            self._call_started = None
             return
         except Exception as exc:  # noqa: BLE001 - reported in the stream state
+            self._call_started = None
             if not stop.is_set():
                 self._fail(exc)
             return

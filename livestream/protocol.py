@@ -349,18 +349,22 @@ def _opt_int(obj: dict[str, Any], key: str, id: Id, minimum: int = 0) -> int | N
 def encode_batch_frame(header: dict[str, Any], batch: Batch) -> bytes:
     """Encode ``batch`` as a binary frame whose JSON header holds ``header`` plus columns."""
     descr: list[dict[str, Any]] = []
-    buffers: list[bytes] = []
+    buffers: list[bytes | memoryview] = []
     position = 0
     for name, arr in batch.columns.items():
         dtype = batch.dtypes[name]
         if dtype in NUMERIC_DTYPES:
-            data = np.ascontiguousarray(arr, dtype=NUMERIC_DTYPES[dtype]).tobytes()
-            descr.append({"name": name, "dtype": dtype, "offset": position, "nbytes": len(data)})
-            buffers.append(data)
-            pad = -len(data) % _ALIGN
+            # The array's own bytes go into the one join below: a `.tobytes()` per column
+            # would copy each buffer once more (about 9x slower for a 100,000-row batch,
+            # see docs/benchmarks.md).
+            data = np.ascontiguousarray(arr, dtype=NUMERIC_DTYPES[dtype]).view(np.uint8)
+            nbytes = data.nbytes
+            descr.append({"name": name, "dtype": dtype, "offset": position, "nbytes": nbytes})
+            buffers.append(data.data)
+            pad = -nbytes % _ALIGN
             if pad:
                 buffers.append(_PAD[:pad])
-            position += len(data) + pad
+            position += nbytes + pad
         else:
             values = batch.select([name]).to_json_columns()[name]
             descr.append({"name": name, "dtype": dtype, "values": values})

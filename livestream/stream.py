@@ -371,7 +371,7 @@ class Stream:
     def describe(self) -> dict[str, Any]:
         """A JSON summary for ``list`` and the HTTP API."""
         start, end = self.window()
-        return {
+        out = {
             "name": self.name,
             "schema": self.schema,
             "rows": end - start,
@@ -382,4 +382,9 @@ class Stream:
             "controls": self.controls.describe(),
             "rate": round(self.rate(), 3),
         }
+        producer = self._producer
+        stalled = producer.stalled_for() if producer is not None and self._status == "running" else None
+        if stalled is not None:
+            out["stalled_for"] = round(stalled, 1)
+        return out
 
