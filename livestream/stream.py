@@ -31,7 +31,13 @@ DEFAULT_HISTORY = 100_000
 
 
 class History:
-    """A ring of column arrays holding the newest ``capacity`` rows, addressed by offset."""
+    """A ring of column arrays holding the newest ``capacity`` rows, addressed by offset.
+
+    The ring starts small and doubles as rows arrive, up to ``capacity``: a stream that
+    never fills its history (or one a publisher created by mistake) costs little memory.
+    """
+
+    INITIAL_ROWS = 1024
 
     def __init__(self, schema: dict[str, str], capacity: int, max_age: float | None = None) -> None:
         if capacity < 1:
@@ -41,35 +47,67 @@ class History:
         self.max_age = max_age
         self.start = 0
         self.end = 0
-        self._cols = {
-            name: np.empty(capacity, dtype=NUMERIC_DTYPES.get(dtype, object))
-            for name, dtype in schema.items()
+        self._size = min(capacity, self.INITIAL_ROWS)
+        self._cols = self._allocate(self._size)
+        self._stamps = np.zeros(self._size, dtype="<f8") if max_age is not None else None
+
+    def _allocate(self, size: int) -> dict[str, np.ndarray]:
+        return {
+            name: np.empty(size, dtype=NUMERIC_DTYPES.get(dtype, object))
+            for name, dtype in self.schema.items()
         }
-        self._stamps = np.zeros(capacity, dtype="<f8") if max_age is not None else None
 
     def __len__(self) -> int:
         return self.end - self.start
+
+    @staticmethod
+    def _put(ring: np.ndarray, pos: int, src: np.ndarray | float, count: int) -> None:
+        """Write ``count`` values at ring position ``pos``, wrapping at the end."""
+        head = min(count, len(ring) - pos)
+        if isinstance(src, np.ndarray):
+            ring[pos : pos + head] = src[:head]
+            if count > head:
+                ring[: count - head] = src[head:count]
+        else:
+            ring[pos : pos + head] = src
+            if count > head:
+                ring[: count - head] = src
+
+    def _grow(self, rows: int) -> None:
+        """Make room for ``rows`` rows (at most ``capacity``), keeping what is stored."""
+        want = min(self.capacity, rows)
+        if want <= self._size:
+            return
+        size = min(self.capacity, max(want, self._size * 2))
+        kept = self.read(self.start)
+        stamps = None
+        if self._stamps is not None:
+            old = self._stamps
+            stamps = np.array([old[o % self._size] for o in range(self.start, self.end)], dtype="<f8")
+        self._size = size
+        self._cols = self._allocate(size)
+        pos = self.start % size
+        for name, ring in self._cols.items():
+            self._put(ring, pos, kept.columns[name], kept.rows)
+        if stamps is not None:
+            self._stamps = np.zeros(size, dtype="<f8")
+            self._put(self._stamps, pos, stamps, len(stamps))
 
     def append(self, batch: Batch, now: float) -> int:
         """Store a conformed batch; returns the offset of its first row."""
         first = self.end
         n = batch.rows
-        skip = max(0, n - self.capacity)  # only the newest `capacity` rows can stay
-        cap = self.capacity
-        pos = (first + skip) % cap
+        self._grow(len(self) + n)
+        size = self._size
+        skip = max(0, n - size)  # only the newest `size` rows can stay
+        pos = (first + skip) % size
         count = n - skip
-        head = min(count, cap - pos)
         for name, ring in self._cols.items():
-            src = batch.columns[name][skip:]
-            ring[pos : pos + head] = src[:head]
-            if count > head:
-                ring[: count - head] = src[head:]
+            self._put(ring, pos, batch.columns[name][skip:], count)
         if self._stamps is not None:
-            self._stamps[pos : pos + head] = now
-            if count > head:
-                self._stamps[: count - head] = now
+            self._put(self._stamps, pos, now, count)
         self.end = first + n
-        self.start = max(self.start, self.end - cap)
+        self.start = max(self.start, self.end - size)
         return first
 
     def trim(self, now: float) -> None:
@@ -77,12 +115,13 @@ class History:
         if self._stamps is None or self.max_age is None:
             return
         cutoff = now - self.max_age
-        while self.start < self.end and self._stamps[self.start % self.capacity] < cutoff:
-            # Rows are stored in time order, so binary search the contiguous run.
+        size = self._size
+        if self.start < self.end and self._stamps[self.start % size] < cutoff:
+            # Rows are stored in time order, so binary search the first one to keep.
             lo, hi = self.start, self.end
             while lo < hi:
                 mid = (lo + hi) // 2
-                if self._stamps[mid % self.capacity] < cutoff:
+                if self._stamps[mid % size] < cutoff:
                     lo = mid + 1
                 else:
                     hi = mid
@@ -94,8 +133,8 @@ class History:
         stop = self.end if stop is None else min(stop, self.end)
         names = columns if columns is not None else tuple(self._cols)
         n = max(0, stop - since)
-        pos = since % self.capacity
-        head = min(n, self.capacity - pos)
+        pos = since % self._size
+        head = min(n, self._size - pos)
         out: dict[str, np.ndarray] = {}
         for name in names:
             ring = self._cols[name]

@@ -269,3 +269,38 @@ def test_describe_summarises_the_stream() -> None:
     assert info["epoch"] == stream.epoch
     assert info["state"] == {"status": "idle", "paused": False, "params": {}}
     assert info["controls"] == {"params": {}, "actions": {}}
+
+
+def test_history_grows_on_demand_and_keeps_every_row_in_order() -> None:
+    # The ring starts small and doubles up to its capacity; whatever the batch sizes, a
+    # read returns exactly the newest rows a plain list would keep.
+    import random
+
+    from livestream.columns import to_batch
+    from livestream.stream import History
+
+    rng = random.Random(7)
+    for capacity in (1, 5, 1000, 1025, 3000):
+        history = History({"v": "int64", "s": "str"}, capacity)
+        assert len(history._cols["v"]) <= History.INITIAL_ROWS
+        model: list[int] = []
+        offset = 0
+        for _ in range(150):
+            n = rng.choice([1, 3, 100, 700, 2000])
+            values = list(range(offset, offset + n))
+            offset += n
+            history.append(to_batch({"v": values, "s": [str(x) for x in values]}), 0.0)
+            model = (model + values)[-capacity:]
+            assert (history.start, history.end) == (offset - len(model), offset)
+            since = rng.randint(history.start, history.end)
+            batch = history.read(since)
+            assert batch.columns["v"].tolist() == model[since - history.start :]
+            assert batch.columns["s"].tolist() == [str(x) for x in model[since - history.start :]]
+        assert len(history._cols["v"]) <= capacity
+
+
+def test_a_new_stream_costs_little_memory() -> None:
+    from livestream.stream import History
+
+    history = History({"a": "float64", "b": "float64", "c": "int64"}, 100_000)
+    assert sum(a.nbytes for a in history._cols.values()) <= 3 * 8 * History.INITIAL_ROWS
