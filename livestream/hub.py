@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from . import protocol as P
-from .errors import Forbidden, ProtocolError, UnknownStream
+from .errors import Forbidden, ProtocolError, TooLarge, UnknownStream
 from .stream import DEFAULT_HISTORY, Stream
 
 __all__ = ["Hub", "Session", "Subscription", "Transport"]
@@ -34,6 +34,7 @@ log = logging.getLogger("livestream.hub")
 ROLES = ("view", "control", "publish")
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 _ROW_BYTES = {"float64": 8, "int64": 8, "float32": 4, "int32": 4, "uint8": 1, "bool": 1}
+MAX_STREAMS = 10_000
 BAD_MESSAGE_LIMIT = 20
 BAD_MESSAGE_WINDOW = 10.0
 
@@ -241,7 +242,7 @@ class Session:
             self.send(P.Ack(msg.id, True, state=state))
         elif isinstance(msg, P.Publish):
             self._need("publish", "`publish`", msg.id)
-            stream = hub.stream(msg.stream)
+            stream = hub.stream_for_publish(msg.stream, id=msg.id)
             offset = stream.append(msg.batch)
             self.send(P.Ack(msg.id, True, offset=offset, rows=msg.batch.rows))
 
@@ -260,7 +261,9 @@ class Hub:
     version = "0.1.0"
 
     def __init__(self, *, history: int = DEFAULT_HISTORY, max_age: float | None = None,
-                 write_timeout: float = 30.0, server: Any = None) -> None:
+                 write_timeout: float = 30.0, max_streams: int = MAX_STREAMS,
+                 server: Any = None) -> None:
+        self.max_streams = max_streams
         self.history = history
         self.max_age = max_age
         self.write_timeout = write_timeout
@@ -311,6 +314,18 @@ class Hub:
                 for callback in self.on_stream_created:
                     callback(stream)
         return stream
+
+    def stream_for_publish(self, name: str, *, id: P.Id = None) -> Stream:
+        """The stream a publisher appends to, created when new unless the server holds
+        ``max_streams`` already (a publisher must not be able to exhaust memory by names)."""
+        stream = self.streams.get(name)
+        if stream is None and len(self.streams) >= self.max_streams:
+            raise TooLarge(
+                f"the server already holds {len(self.streams)} streams, its limit; publish to "
+                "an existing stream, or start the server with a higher max_streams",
+                id=id,
+            )
+        return stream if stream is not None else self.stream(name)
 
     def get(self, name: str, *, id: P.Id = None) -> Stream:
         """The stream called ``name``; raises ``UnknownStream`` listing the known ones."""

@@ -13,12 +13,14 @@ import contextlib
 import json
 import os
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from livestream import Server
 from livestream.controls import Float
 
 pytestmark = pytest.mark.timeout(30)
@@ -387,3 +389,20 @@ async def test_view_only_token_is_forbidden_to_control_and_publish(server_factor
         await feed.check(peer)
         # The viewer's own subscription still flows too.
         await peer.rows("feed", 0, feed.stream.end)
+
+
+async def test_publishing_beyond_max_streams_is_refused(
+    server_factory: Callable[..., Server], ws_connect: Any
+) -> None:
+    server = server_factory(max_streams=2)
+    async with ws_connect(server) as peer:
+        for name in ("one", "two"):
+            ack = await peer.request({"type": "publish", "stream": name, "columns": {"v": [1]}})
+            assert ack["type"] == "ack" and ack["offset"] == 0
+        error = await peer.request({"type": "publish", "stream": "three", "columns": {"v": [1]}})
+        assert error["type"] == "error" and error["code"] == "too_large", error
+        assert "limit" in error["message"] and "max_streams" in error["message"]
+        assert "three" not in server.hub.streams
+        # An existing stream still takes rows.
+        ack = await peer.request({"type": "publish", "stream": "one", "columns": {"v": [2]}})
+        assert ack["offset"] == 1
