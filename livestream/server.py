@@ -229,7 +229,7 @@ class StreamHandler(_ApiHandler):
             from .columns import to_batch
 
             batch = to_batch(data)  # before the stream exists: a refused body creates none
-            stream = self.server.hub.stream(name)
+            stream = self.server.hub.stream_for_publish(name)
             offset = stream.append(batch)
         except (UnicodeDecodeError, ValueError) as exc:
             self._fail(400, "bad_message", "the body must be JSON: a row object, a list of row "
@@ -336,6 +336,7 @@ class Server:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         write_timeout: float = 30.0,
         ping_interval: float = 20.0,
+        max_streams: int = 10_000,
     ) -> None:
         token = token if token is not None else os.environ.get("LIVESTREAM_TOKEN") or None
         env_origins = [o for o in os.environ.get("LIVESTREAM_ALLOW_ORIGIN", "").split(",") if o]
@@ -345,7 +346,8 @@ class Server:
             token=token, tokens=tokens, allow_origins=[*allow_origins, *env_origins],
             allow_hosts=allow_hosts, bind_host=host,
         )
-        self.hub = Hub(history=history, max_age=max_age, write_timeout=write_timeout, server=self)
+        self.hub = Hub(history=history, max_age=max_age, write_timeout=write_timeout,
+                       max_streams=max_streams, server=self)
         self.max_message_size = max_message_size
         self.ping_interval = ping_interval
         self.port: int | None = None
