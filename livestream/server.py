@@ -57,7 +57,11 @@ def _token_of(handler: tornado.web.RequestHandler) -> str | None:
     auth = handler.request.headers.get("Authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
-    return handler.get_query_argument("token", None)
+    # ``livestream_token`` is the name pages use through a Jupyter proxy, where ``token``
+    # belongs to Jupyter: JupyterHub would send a ``token`` parameter to its Hub API to look
+    # up a user, handing our secret to a third party.
+    return handler.get_query_argument("token", None) or handler.get_query_argument(
+        "livestream_token", None)
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
@@ -543,7 +547,10 @@ def serve(host: str = "127.0.0.1", port: int = 0, **options: Any) -> Server:
             _default = Server(host, port, **options).start()
             import atexit
 
+            from .jupyter import stop_with_kernel
+
             atexit.register(shutdown)
+            stop_with_kernel()  # in a kernel: stop at its shutdown request, not at exit
         return _default
 
 

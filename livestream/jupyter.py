@@ -1,0 +1,114 @@
+"""livestream in a Jupyter kernel: the default server's life, and attaching to another server.
+
+Nothing needs setting up in a notebook. The kernel's *default server* behaves like this:
+
+* **It starts on first use.** ``import livestream`` starts nothing; the first
+  ``ls.stream(...)``, ``ls.serve()`` or widget of a :class:`~livestream.stream.Stream` starts
+  a server on ``127.0.0.1``, on a free port, on a background thread with its own event loop
+  (so plots keep moving while a cell runs), with a random token unless ``LIVESTREAM_TOKEN``
+  is set.
+* **One per kernel.** Each kernel is a process with its own default server on its own port,
+  so two notebooks never share or collide; ``ls.serve()`` in a kernel returns that kernel's.
+* **It stops with the kernel.** When Jupyter asks the kernel to shut down or restart, the
+  server stops first (:func:`stop_with_kernel`, installed by :func:`livestream.serve`):
+  producers stop, every viewer's socket is closed with code 1001 ("server going away",
+  which the widgets show), and the port is released. This happens at the start of the
+  kernel's shutdown, not at interpreter exit, because the rest of the shutdown may never
+  finish: ipykernel then terminates the processes the kernel started and waits for them,
+  and Jupyter kills a kernel that takes more than a few seconds, which would skip
+  ``atexit``. The ``atexit`` hook remains for plain scripts. A kernel killed outright
+  leaves nothing behind either: the port closes with the process. ``ls.shutdown()`` stops
+  the server earlier.
+* **Widgets can watch another server.** Pass a stream *name* with ``url=`` and ``token=``
+  (``ls.LivePlot("prices", url="http://127.0.0.1:8765", token=TOKEN)``) to watch a
+  standalone ``livestream serve`` process; no default server is started in the kernel then.
+
+How the page reaches the server (directly, through jupyter-server-proxy, or relayed
+through the kernel) is the widgets' business: see ``docs/jupyter-routes.md``. The
+notebooks, the lifecycle and attaching to a standalone server: ``docs/notebooks.md``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from typing import Any
+
+__all__ = ["default_server", "in_kernel", "stop_with_kernel"]
+
+log = logging.getLogger("livestream.jupyter")
+
+
+def in_kernel() -> bool:
+    """True when this code runs inside a Jupyter (IPython) kernel.
+
+    ``False`` in a plain script, in the ``python``/``ipython`` terminal and in a process
+    started from a notebook (a subprocess is not the kernel).
+    """
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    shell: Any = ipython.get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def default_server() -> Any:
+    """The running default server of this process, or ``None`` when none was started.
+
+    Unlike :func:`livestream.serve` this never starts one: use it to ask whether a
+    notebook has started its server yet, e.g. after attaching widgets to another server.
+    """
+    from . import server
+
+    current = server._default
+    return current if current is not None and current.running else None
+
+
+def _kernel() -> Any:
+    ipython = sys.modules.get("IPython")
+    shell: Any = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) if shell is not None else None
+
+
+def stop_with_kernel() -> bool:
+    """Make the kernel's shutdown (and restart) stop the default server before anything else.
+
+    Wraps the kernel's ``do_shutdown``, which ipykernel calls as soon as a shutdown request
+    arrives, while the kernel still runs normally. Called by :func:`livestream.serve` when
+    it starts the default server; safe to call more than once. Returns False outside a
+    kernel (where the ``atexit`` hook does the job).
+    """
+    kernel = _kernel()
+    if kernel is None:
+        return False
+    if getattr(kernel, "_livestream_stop_hook", False):
+        return True
+    original = kernel.do_shutdown
+
+    def do_shutdown(restart: bool) -> Any:
+        from .server import shutdown
+
+        try:
+            shutdown()
+        except Exception:  # the kernel must shut down whatever happens here
+            log.exception("livestream: stopping the default server at kernel shutdown failed")
+        return original(restart)
+
+    # Keep a coroutine function a coroutine function: ipykernel checks what it gets back.
+    if inspect.iscoroutinefunction(original):
+
+        async def do_shutdown_async(restart: bool) -> Any:
+            from .server import shutdown
+
+            try:
+                shutdown()
+            except Exception:
+                log.exception("livestream: stopping the default server at kernel shutdown failed")
+            return await original(restart)
+
+        kernel.do_shutdown = do_shutdown_async
+    else:
+        kernel.do_shutdown = do_shutdown
+    kernel._livestream_stop_hook = True
+    return True
