@@ -1,0 +1,212 @@
+"""What every benchmark shares: the rows, the frame reader, process plumbing and statistics.
+
+The rows are always ``{time: float64, price: float64, volume: int64}`` (24 bytes a row), with
+``time`` the append time in milliseconds since the Unix epoch (Bokeh's convention), so any
+receiver on this machine can compute the latency of a row from ``time.time()``.
+
+Servers run in their own process (:func:`start_process`) and are steered over a
+``multiprocessing`` pipe by small command dicts: ``{"cmd": "produce", ...}``, ``{"cmd":
+"stop"}``, ``{"cmd": "quit"}``. Every wait here is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import multiprocessing as mp
+import os
+import resource
+import struct
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "HOST",
+    "TOKEN",
+    "Batches",
+    "ServerProcess",
+    "percentile",
+    "raise_nofile",
+    "read_header",
+    "read_times",
+    "start_process",
+]
+
+HOST = "127.0.0.1"
+TOKEN = "bench-token-0123456789abcdef"
+STREAM = "bench"
+ROW_BYTES = 24
+_U32 = struct.Struct("<I")
+CTX = mp.get_context("spawn")  # no fork: the parent may hold threads (Playwright, psutil)
+
+
+class Batches:
+    """Fast source of ``{time, price, volume}`` batches of a fixed size.
+
+    Prices and volumes come from a few precomputed blocks (a random walk), so making a batch
+    costs one ``np.full`` for the time column and two slices: the benchmark measures the
+    server, not the random number generator.
+    """
+
+    def __init__(self, size: int, seed: int = 1) -> None:
+        rng = np.random.default_rng(seed)
+        self.size = size
+        blocks = 8
+        n = size * blocks
+        self._price = 100.0 + np.cumsum(rng.normal(0, 0.01, n))
+        self._volume = rng.integers(1, 1000, n, dtype=np.int64)
+        self._i = 0
+        self._blocks = blocks
+
+    def columns(self, now_ms: float | None = None) -> dict[str, np.ndarray]:
+        """A dict of numpy arrays (the fastest shape ``Stream.append`` takes)."""
+        k = self._i % self._blocks
+        self._i += 1
+        lo, hi = k * self.size, (k + 1) * self.size
+        t = time.time() * 1000.0 if now_ms is None else now_ms
+        return {
+            "time": np.full(self.size, t),
+            "price": self._price[lo:hi],
+            "volume": self._volume[lo:hi],
+        }
+
+    def row(self) -> dict[str, Any]:
+        """One row as a dict of Python scalars: what a tick producer returns."""
+        k = self._i % len(self._price)
+        self._i += 1
+        return {
+            "time": time.time() * 1000.0,
+            "price": float(self._price[k]),
+            "volume": int(self._volume[k]),
+        }
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def read_header(frame: bytes) -> tuple[dict[str, Any], int]:
+    """The JSON header of a binary data frame and where its buffer area starts."""
+    (hlen,) = _U32.unpack_from(frame, 0)
+    header = json.loads(frame[4 : 4 + hlen])
+    return header, 4 + hlen + (-(4 + hlen) % 8)
+
+
+def read_times(frame: bytes, header: dict[str, Any], area: int) -> np.ndarray:
+    """The ``time`` column of a binary data frame (a view, no copy)."""
+    for col in header["columns"]:
+        if col["name"] == "time":
+            return np.frombuffer(frame, "<f8", count=header["rows"], offset=area + col["offset"])
+    raise ValueError("frame has no time column")
+
+
+def percentile(values: Iterable[float] | np.ndarray, q: float) -> float:
+    arr = np.asarray(values, dtype=float)
+    return float(np.percentile(arr, q)) if arr.size else math.nan
+
+
+def raise_nofile(want: int) -> int:
+    """Raise this process's open-file limit towards ``want`` (bounded by the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class ServerProcess:
+    """A server (or client) running in a child process, steered over a pipe."""
+
+    def __init__(self, proc: Any, conn: Any, info: dict[str, Any]) -> None:
+        self.proc = proc
+        self.conn = conn
+        self.info = info
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid)
+
+    @property
+    def port(self) -> int:
+        return int(self.info["port"])
+
+    def call(self, cmd: str, timeout: float = 60.0, **args: Any) -> Any:
+        """Send a command and wait (bounded) for its answer."""
+        self.conn.send({"cmd": cmd, **args})
+        if not self.conn.poll(timeout):
+            raise TimeoutError(
+                f"{self.info.get('kind', 'child')} did not answer {cmd!r} within {timeout} s"
+            )
+        reply = self.conn.recv()
+        if isinstance(reply, dict) and reply.get("error"):
+            raise RuntimeError(f"child failed on {cmd!r}: {reply['error']}")
+        return reply
+
+    def send(self, cmd: str, **args: Any) -> None:
+        self.conn.send({"cmd": cmd, **args})
+
+    def recv(self, timeout: float) -> Any:
+        if not self.conn.poll(timeout):
+            raise TimeoutError(f"{self.info.get('kind', 'child')} sent nothing within {timeout} s")
+        reply = self.conn.recv()
+        if isinstance(reply, dict) and reply.get("error"):
+            raise RuntimeError(f"child failed: {reply['error']}")
+        return reply
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the child to quit, then make sure it is gone (bounded)."""
+        if self.proc.is_alive():
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self.conn.send({"cmd": "quit"})
+            self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+        self.conn.close()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_process(target: Callable[..., None], *args: Any, timeout: float = 60.0) -> ServerProcess:
+    """Run ``target(conn, *args)`` in a spawned process; wait for its first message (a dict
+    with at least ``port`` for servers) and return a handle."""
+    parent, child = CTX.Pipe()
+    proc = CTX.Process(target=target, args=(child, *args), daemon=True)
+    proc.start()
+    child.close()
+    if not parent.poll(timeout):
+        proc.terminate()
+        raise TimeoutError(f"{target.__name__} did not start within {timeout} s")
+    info = parent.recv()
+    if isinstance(info, dict) and info.get("error"):
+        proc.join(5)
+        raise RuntimeError(f"{target.__name__} failed to start: {info['error']}")
+    return ServerProcess(proc, parent, info)
+
+
+def child_setup() -> None:
+    """Common start of a child process: quiet logs, more file descriptors."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("tornado.access").setLevel(logging.ERROR)
+    logging.getLogger("bokeh").setLevel(logging.ERROR)
+    raise_nofile(16384)
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+def error_reply(exc: BaseException) -> dict[str, str]:
+    return {"error": f"{type(exc).__name__}: {exc}"}

@@ -1,0 +1,223 @@
+"""The ceiling: a minimal raw Tornado WebSocket broadcast of the same binary frames.
+
+No livestream code at all: a handler that keeps a set of connections, and a producer
+coroutine on the loop that encodes each batch once (the protocol's binary ``data`` layout:
+uint32 header length, JSON header, padding, 8-byte aligned little-endian columns) and writes
+it to every connection. Modes:
+
+* ``await`` (the default, the fair ceiling): write the frame to everyone, then wait for all
+  the writes to complete before the next batch: lossless, memory-bounded, paced by the
+  slowest reader. Nothing can merge, so every batch is one frame per connection.
+* ``nowait``: write and go on (only yielding to the loop between batches): what a naive
+  broadcast does. A reader that stops reading makes Tornado buffer without bound.
+* with a ``rate``: write on an absolute schedule (rows/s in ``batch``-row frames) without
+  waiting (used for latency).
+
+Run in its own process by the benchmarks (``serve``); pipe commands as for
+``benchmarks.ls_server``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import struct
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import psutil
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+import tornado.websocket
+
+from .common import HOST, STREAM, Batches, child_setup, error_reply
+
+_DTYPES = {"float64": "<f8", "int64": "<i8"}
+_SCHEMA = {"time": "float64", "price": "float64", "volume": "int64"}
+
+
+def encode_frame(offset: int, columns: dict[str, np.ndarray]) -> bytes:
+    """One binary data frame, laid out as docs/protocol.md says (all columns 8-byte types)."""
+    rows = len(columns["time"])
+    descr, buffers, position = [], [], 0
+    for name, dtype in _SCHEMA.items():
+        data = np.ascontiguousarray(columns[name], dtype=_DTYPES[dtype]).tobytes()
+        descr.append({"name": name, "dtype": dtype, "offset": position, "nbytes": len(data)})
+        buffers.append(data)
+        position += len(data)  # 8-byte dtypes: always aligned
+    head = json.dumps(
+        {"type": "data", "stream": STREAM, "offset": offset, "rows": rows, "columns": descr},
+        separators=(",", ":"),
+    ).encode()
+    pad = -(4 + len(head)) % 8
+    return b"".join([struct.pack("<I", len(head)), head, b"\0" * pad, *buffers])
+
+
+class _Broadcast(tornado.websocket.WebSocketHandler):
+    clients: set[_Broadcast]
+
+    def initialize(self, clients: set[_Broadcast]) -> None:
+        self.clients = clients
+
+    def check_origin(self, origin: str) -> bool:
+        return True
+
+    def get_compression_options(self) -> None:
+        return None
+
+    def open(self, *args: Any) -> None:
+        self.set_nodelay(True)
+        self.clients.add(self)
+
+    def on_message(self, message: str | bytes) -> None:
+        pass  # a raw broadcast has nothing to hear
+
+    def on_close(self) -> None:
+        self.clients.discard(self)
+
+
+def _retrieve(fut: Any) -> None:
+    # A write to a connection that closed meanwhile fails; that is expected, not an error.
+    if not fut.cancelled():
+        fut.exception()
+
+
+class _Producer:
+    def __init__(
+        self, clients: set[_Broadcast], batch: int, rate: float | None, mode: str, duration: float
+    ) -> None:
+        self.clients = clients
+        self.batch = batch
+        self.rate = rate
+        self.mode = mode
+        self.duration = duration
+        self.stopping = False
+        self.appended = 0
+        self.started = 0.0
+        self.stopped = 0.0
+
+    async def run(self) -> None:
+        source = Batches(self.batch)
+        self.started = start = time.monotonic()
+        deadline = start + self.duration
+        interval = self.batch / self.rate if self.rate else 0.0
+        next_at = start
+        offset = 0
+        while not self.stopping:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if interval:
+                if now < next_at:
+                    await asyncio.sleep(next_at - now)
+                    continue
+                next_at += interval
+                if next_at < now - 1.0:
+                    next_at = now
+            frame = encode_frame(offset, source.columns())
+            offset += self.batch
+            self.appended = offset
+            futures = []
+            for client in list(self.clients):
+                try:
+                    fut = client.write_message(frame, binary=True)
+                except tornado.websocket.WebSocketClosedError:
+                    self.clients.discard(client)
+                    continue
+                fut.add_done_callback(_retrieve)
+                futures.append(fut)
+            if self.mode == "await" and not interval:
+                if futures:
+                    await asyncio.gather(*futures, return_exceptions=True)
+                else:
+                    await asyncio.sleep(0.001)
+            elif not interval:
+                await asyncio.sleep(0)
+        self.stopped = time.monotonic()
+
+
+def serve(conn: Any, options: dict[str, Any]) -> None:
+    """Process entry point: run the raw broadcast server and obey pipe commands."""
+    child_setup()
+    clients: set[_Broadcast] = set()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    port: list[int] = []
+
+    def run_loop() -> None:
+        asyncio.set_event_loop(loop)
+
+        async def start() -> None:
+            app = tornado.web.Application(
+                [(r"/ws", _Broadcast, {"clients": clients})], websocket_max_message_size=1 << 20
+            )
+            sockets = tornado.netutil.bind_sockets(0, HOST, backlog=1024)
+            port.append(sockets[0].getsockname()[1])
+            server = tornado.httpserver.HTTPServer(app)
+            server.add_sockets(sockets)
+
+        loop.run_until_complete(start())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run_loop, name="raw-tornado", daemon=True)
+    thread.start()
+    if not ready.wait(20):
+        conn.send({"error": "raw Tornado server did not start"})
+        return
+    me = psutil.Process()
+    conn.send({"kind": "raw", "port": port[0], "pid": me.pid})
+    producer: _Producer | None = None
+    task: Any = None
+
+    def stop_producer() -> dict[str, Any]:
+        nonlocal producer, task
+        if producer is None:
+            return {"appended": 0, "elapsed": 0.0}
+        producer.stopping = True
+        with contextlib.suppress(Exception):
+            task.result(20)
+        out = {
+            "appended": producer.appended,
+            "elapsed": (producer.stopped or time.monotonic()) - producer.started,
+        }
+        producer, task = None, None
+        return out
+
+    try:
+        while True:
+            msg = conn.recv()
+            cmd = msg["cmd"]
+            if cmd == "quit":
+                break
+            try:
+                if cmd == "produce":
+                    stop_producer()
+                    producer = _Producer(
+                        clients,
+                        msg.get("batch", 1000),
+                        msg.get("rate"),
+                        msg.get("mode", "await"),
+                        msg.get("duration", 120.0),
+                    )
+                    task = asyncio.run_coroutine_threadsafe(producer.run(), loop)
+                    conn.send({"ok": True, "end": 0})
+                elif cmd == "stop":
+                    conn.send(stop_producer())
+                elif cmd == "info":
+                    conn.send({"rss": me.memory_info().rss, "subscribers": len(clients)})
+                else:
+                    conn.send({"error": f"unknown command {cmd!r}"})
+            except Exception as exc:
+                conn.send(error_reply(exc))
+    except (EOFError, KeyboardInterrupt):
+        pass
+    finally:
+        if producer is not None:
+            producer.stopping = True
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)

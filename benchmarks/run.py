@@ -1,0 +1,556 @@
+"""Run the livestream benchmarks and print figures and ratios measured in the same run.
+
+    python -m benchmarks                     # everything (about 12 minutes on 2 cores)
+    python -m benchmarks --quick             # a short smoke run (about 2 minutes)
+    python -m benchmarks --scenarios fanout --n 1 --quick
+    python -m benchmarks --json out.json --plot docs/images/benchmarks-fanout.png
+
+Scenarios (``--scenarios``, comma-separated): ``fanout`` (1), ``ticks`` (2), ``latency``
+(3), ``slow`` (4), ``many`` (5), ``producer`` (6), ``browser`` (7, the livestream page) and
+``notebook`` (7, Bokeh's ``push_notebook`` in JupyterLab; needs ``jupyter_bokeh``). See
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python benchmarks/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "benchmarks"
+
+from benchmarks import scenarios
+from benchmarks.common import start_process
+
+ALL = ("fanout", "ticks", "latency", "slow", "many", "producer", "browser", "notebook")
+
+FULL = {
+    "fanout": {
+        "ns": [1, 10, 100],
+        "duration": 6.0,
+        "warmup": 2.0,
+        "variants": ["raw", "livestream", "livestream-free", "bokeh"],
+        "bokeh_max_n": 10,
+    },
+    "ticks": {
+        "ns": [1, 10, 100],
+        "duration": 6.0,
+        "warmup": 2.0,
+        "variants": ["raw", "livestream-free", "bokeh"],
+        "bokeh_max_n": 10,
+    },
+    "latency": {
+        "n": 10,
+        "rate": 1000.0,
+        "batch": 10,
+        "duration": 24.0,
+        "warmup": 1.5,
+        "rounds": 6,
+        "nice": -10,
+    },
+    "slow": {"duration": 30.0, "baseline": 15.0, "raw_limit_s": 20.0, "raw_limit_mib": 2048.0},
+    "many": {"n": 1000, "rate": 100.0, "duration": 20.0},
+    "producer": {"sizes": [1, 100, 10_000], "seconds": 1.0},
+    "browser": {"rates": [1_000, 10_000, 50_000], "seconds": 8.0, "warmup": 3.0},
+    "notebook": {"rates": [1_000, 10_000, 50_000], "seconds": 8.0, "warmup": 3.0},
+}
+QUICK = {
+    "fanout": {
+        "ns": [1, 10],
+        "duration": 2.0,
+        "warmup": 1.0,
+        "variants": ["raw", "livestream", "bokeh"],
+        "bokeh_max_n": 1,
+    },
+    "ticks": {
+        "ns": [10],
+        "duration": 2.0,
+        "warmup": 1.0,
+        "variants": ["raw", "livestream-free"],
+        "bokeh_max_n": 0,
+    },
+    "latency": {
+        "n": 10,
+        "rate": 1000.0,
+        "batch": 10,
+        "duration": 4.0,
+        "warmup": 1.0,
+        "rounds": 2,
+        "nice": -10,
+    },
+    "slow": {"duration": 5.0, "baseline": 4.0, "raw_limit_s": 4.0, "raw_limit_mib": 1024.0},
+    "many": {"n": 200, "rate": 100.0, "duration": 3.0},
+    "producer": {"sizes": [1, 100, 10_000], "seconds": 0.2},
+    "browser": {"rates": [10_000], "seconds": 3.0, "warmup": 1.5},
+    "notebook": {"rates": [10_000], "seconds": 3.0, "warmup": 1.5},
+}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    import bokeh
+    import numpy
+    import pandas
+    import psutil
+    import tornado
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {
+        "tornado": tornado.version,
+        "bokeh": bokeh.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+        "psutil": psutil.__version__,
+    }
+    try:
+        from importlib.metadata import version
+
+        versions["playwright"] = version("playwright")
+    except Exception:
+        pass
+    try:
+        import subprocess
+
+        out = subprocess.run(
+            ["/usr/bin/chromium", "--version"], capture_output=True, text=True, timeout=20
+        )
+        versions["chromium"] = out.stdout.strip()
+    except Exception:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def _fmt(v: Any, digits: int = 0) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    for r in rows:
+        out.append(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    return "\n".join(out)
+
+
+def fanout_ratios(rows: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
+    """livestream / raw and livestream / Bokeh per N, from rows of the same run."""
+    by: dict[int, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        if "error" not in r:
+            by.setdefault(r["n"], {})[r["variant"]] = r
+    out: dict[int, dict[str, float]] = {}
+    for n, v in by.items():
+        # The lossless livestream figure: at the raw rate when measured, else full speed
+        # (single rows: the producer cannot outrun the subscribers; its loss is 0).
+        ls = (v.get("livestream") or v.get("livestream-free") or {}).get("rows_per_sub")
+        ratios: dict[str, float] = {}
+        if ls is not None:
+            if "raw" in v and v["raw"]["rows_per_sub"]:
+                ratios["vs_raw"] = ls / v["raw"]["rows_per_sub"]
+            if "bokeh" in v and v["bokeh"]["rows_per_sub"]:
+                ratios["vs_bokeh"] = ls / v["bokeh"]["rows_per_sub"]
+        free = v.get("livestream-free", {}).get("rows_per_sub")
+        if free is not None and "raw" in v and v["raw"]["rows_per_sub"]:
+            ratios["free_vs_raw"] = free / v["raw"]["rows_per_sub"]
+        out[n] = ratios
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    parts: list[str] = []
+    for key, title in (
+        ("fanout", "1. Fan-out, 1,000-row batches, producer at full speed"),
+        ("ticks", "2. Single-row appends (a tick feed), producer at full speed"),
+    ):
+        rows = results.get(key)
+        if not rows:
+            continue
+        body = []
+        for r in rows:
+            if "error" in r:
+                body.append([r["variant"], str(r["n"]), "failed: " + r["error"][:60]] + [""] * 8)
+                continue
+            body.append(
+                [
+                    r["variant"],
+                    str(r["n"]),
+                    _fmt(r["rows_per_sub"]),
+                    _fmt(r["min_rows_per_sub"]),
+                    _fmt(r["total_rows"]),
+                    _fmt(r["mb_per_s"], 1),
+                    _fmt(r["rows_per_frame"]),
+                    _fmt(r["cpu"]),
+                    _fmt(r.get("client_cpu")),
+                    _fmt(r["loss_pct"], 1),
+                    _fmt(r["offered"]),
+                    _fmt(r.get("lag_p50")),
+                ]
+            )
+        parts.append(
+            f"{title}\n"
+            + _table(
+                [
+                    "server",
+                    "N",
+                    "rows/s/sub",
+                    "min/sub",
+                    "rows/s total",
+                    "MB/s",
+                    "rows/frame",
+                    "server CPU%",
+                    "clients CPU%",
+                    "loss%",
+                    "produced/s",
+                    "lag p50 ms",
+                ],
+                body,
+            )
+        )
+        ratio_rows = [
+            [
+                str(n),
+                _fmt(v.get("vs_raw"), 2),
+                _fmt(v.get("vs_bokeh"), 1),
+                _fmt(v.get("free_vs_raw"), 2),
+            ]
+            for n, v in sorted(fanout_ratios(rows).items())
+        ]
+        parts.append(
+            "ratios (same run; livestream = its lossless figure)\n"
+            + _table(
+                [
+                    "N",
+                    "livestream/raw (target >= 0.8)",
+                    "livestream/Bokeh (target >= 20)",
+                    "livestream-free/raw (delivered, with loss)",
+                ],
+                ratio_rows,
+            )
+        )
+    lat = results.get("latency")
+    if lat:
+        body = [
+            [
+                r["variant"],
+                _fmt(r["p50"], 2),
+                _fmt(r["p90"], 2),
+                _fmt(r["p99"], 2),
+                _fmt(r["p99_median_of_rounds"], 2),
+                _fmt(r["max"], 2),
+                _fmt(r["samples"]),
+                _fmt(r["cpu"]),
+                " ".join(f"{x:.1f}" for x in r["rounds_p99"]),
+            ]
+            for r in lat
+        ]
+        by = {r["variant"]: r for r in lat}
+        diff = by["livestream"]["p99"] - by["raw"]["p99"]
+        diff_med = by["livestream"]["p99_median_of_rounds"] - by["raw"]["p99_median_of_rounds"]
+        parts.append(
+            "3. Latency, 1,000 rows/s in batches of 10 to 10 subscribers (ms)\n"
+            + _table(
+                [
+                    "server",
+                    "p50",
+                    "p90",
+                    "p99",
+                    "p99 median of rounds",
+                    "max",
+                    "rows",
+                    "CPU%",
+                    "p99 of each round",
+                ],
+                body,
+            )
+            + f"\np99 livestream - raw = {diff:+.2f} ms pooled, {diff_med:+.2f} ms as "
+            "median of rounds (target <= 5 ms)"
+        )
+    slow = results.get("slow")
+    if slow:
+        a, b, raw = slow["without_slow"], slow["with_slow"], slow["raw_nowait"]
+        body = [
+            [
+                "livestream, 1 normal subscriber (2 runs)",
+                _fmt(a["rows_per_s"]),
+                _fmt(a["rss_start_mib"]),
+                _fmt(a["rss_at_3s_mib"]),
+                _fmt(a["rss_max_mib"]),
+                _fmt(a["growth_mib"], 1),
+                _fmt(a["growth_after_3s_mib"], 1),
+                _fmt(a["resets"]),
+            ],
+            [
+                f"livestream, + 1 that never reads ({b['seconds']:.0f} s)",
+                _fmt(b["rows_per_s"]),
+                _fmt(b["rss_start_mib"]),
+                _fmt(b["rss_at_3s_mib"]),
+                _fmt(b["rss_max_mib"]),
+                _fmt(b["growth_mib"], 1),
+                _fmt(b["growth_after_3s_mib"], 1),
+                _fmt(b["resets"]),
+            ],
+            [
+                f"raw Tornado nowait ({raw['seconds']:.0f} s)",
+                "-",
+                _fmt(raw["rss_start_mib"]),
+                "-",
+                _fmt(raw["rss_max_mib"]),
+                _fmt(raw["growth_mib"], 1),
+                "-",
+                "-",
+            ],
+        ]
+        parts.append(
+            "4. Slow viewer (producer at full speed)\n"
+            + _table(
+                [
+                    "run",
+                    "normal sub rows/s",
+                    "RSS start MiB",
+                    "RSS at 3 s",
+                    "RSS max MiB",
+                    "growth MiB",
+                    "growth after 3 s",
+                    "resets",
+                ],
+                body,
+            )
+            + f"\nnormal subscriber with / without the slow one = {slow['ratio']:.2f} "
+            f"(target >= 0.8); livestream RSS growth {b['growth_mib']:.1f} MiB (target < 50)"
+        )
+    many = results.get("many")
+    if many:
+        m = many
+        parts.append(
+            f"5. Many viewers: {m['connected']:,} subscribers, {m['rate']:.0f} rows/s\n"
+            + _table(
+                [
+                    "delivered rows",
+                    "expected",
+                    "lost",
+                    "rows/s/sub",
+                    "frames/s/sub",
+                    "CPU%",
+                    "RSS base MiB",
+                    "RSS streaming MiB",
+                    "KiB/conn",
+                ],
+                [
+                    [
+                        _fmt(m["rows_delivered"]),
+                        _fmt(m["rows_expected"]),
+                        _fmt(m["lost"]),
+                        _fmt(m["rows_per_sub_per_s"], 1),
+                        _fmt(m["frames_per_sub_per_s"], 1),
+                        _fmt(m["cpu"]),
+                        _fmt(m["rss_base_mib"]),
+                        _fmt(m["rss_streaming_mib"]),
+                        _fmt(m["kib_per_conn_streaming"], 1),
+                    ]
+                ],
+            )
+        )
+    cost = results.get("producer")
+    if cost:
+        body = [
+            [
+                r["label"],
+                _fmt(r["rows"]),
+                _fmt(r["us_per_call"], 1),
+                _fmt(r["ns_per_row"]),
+                _fmt(r["cpu_us_per_call"], 1),
+                _fmt(r["rows_per_s"]),
+            ]
+            for r in cost
+        ]
+        parts.append(
+            "6. Producer cost of Stream.append (from a thread)\n"
+            + _table(
+                ["input", "rows/append", "us/append", "ns/row", "CPU us/append", "rows/s"], body
+            )
+        )
+    br = (results.get("browser") or []) + (results.get("notebook") or [])
+    if br:
+        body = [
+            [
+                r["server"],
+                _fmt(r["offered"]),
+                _fmt(r["rows_per_s"]),
+                _fmt(r["fps"], 1),
+                _fmt(r["lag_p50"]),
+                _fmt(r["lag_p99"]),
+                _fmt(r["streams_per_s"], 1),
+            ]
+            if "error" not in r
+            else [r["server"], "not measured (below)"] + [""] * 5
+            for r in br
+        ]
+        notes = "".join(f"\n{r['server']} not measured: {r['error']}" for r in br if "error" in r)
+        parts.append(
+            "7. Browser: Chromium page, Bokeh plot with a 100,000-row window\n"
+            + _table(
+                [
+                    "page",
+                    "offered rows/s",
+                    "ingested rows/s",
+                    "fps",
+                    "lag p50 ms",
+                    "lag p99 ms",
+                    "stream() calls/s",
+                ],
+                body,
+            )
+            + notes
+        )
+    return "\n\n".join(parts)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="short smoke run (~2 minutes)")
+    parser.add_argument(
+        "--scenarios", default=",".join(ALL), help=f"comma-separated subset of {', '.join(ALL)}"
+    )
+    parser.add_argument(
+        "--n", default=None, help="subscriber counts for fanout/ticks, e.g. 1,10,100"
+    )
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="servers for fanout/ticks: raw,livestream,livestream-free,bokeh",
+    )
+    parser.add_argument("--json", default=None, help="write all figures to this JSON file")
+    parser.add_argument("--plot", default=None, help="write the fan-out PNG here")
+    args = parser.parse_args(argv)
+
+    chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in ALL]
+    if unknown:
+        parser.error(f"unknown scenario {unknown[0]!r}; choose from {', '.join(ALL)}")
+    cfg = json.loads(json.dumps(QUICK if args.quick else FULL))
+    for key in ("fanout", "ticks"):
+        if args.n:
+            cfg[key]["ns"] = [int(x) for x in args.n.split(",")]
+        if args.variants:
+            cfg[key]["variants"] = [v.strip() for v in args.variants.split(",")]
+            if "bokeh" in cfg[key]["variants"]:
+                cfg[key]["bokeh_max_n"] = max(cfg[key]["bokeh_max_n"], *cfg[key]["ns"])
+
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "quick": args.quick,
+        "machine": machine(),
+        "config": {k: cfg[k] for k in chosen},
+    }
+    log(f"livestream benchmarks ({'quick' if args.quick else 'full'}): {', '.join(chosen)}")
+    if "fanout" in chosen:
+        log("1. fan-out, 1,000-row batches")
+        results["fanout"] = scenarios.fanout(batch=1000, shape="arrays", log=log, **cfg["fanout"])
+    if "ticks" in chosen:
+        log("2. single-row appends")
+        results["ticks"] = scenarios.fanout(batch=1, shape="scalars", log=log, **cfg["ticks"])
+    if "latency" in chosen:
+        log("3. latency")
+        results["latency"] = scenarios.latency(log=log, **cfg["latency"])
+    if "slow" in chosen:
+        log("4. slow viewer")
+        results["slow"] = scenarios.slow_viewer(log=log, **cfg["slow"])
+    if "many" in chosen:
+        log("5. many viewers")
+        results["many"] = scenarios.many_viewers(log=log, **cfg["many"])
+    if "producer" in chosen:
+        log("6. producer cost")
+        from benchmarks import producer_cost
+
+        proc = start_process(
+            producer_cost.run, cfg["producer"]["sizes"], cfg["producer"]["seconds"], timeout=300
+        )
+        results["producer"] = proc.info["results"]
+        proc.stop()
+    if "browser" in chosen:
+        log("7. browser")
+        from benchmarks import browser
+
+        results["browser"] = browser.livestream_page(log=log, **cfg["browser"])
+    if "notebook" in chosen:
+        log("7. browser: push_notebook in JupyterLab")
+        from benchmarks import notebook
+
+        try:
+            results["notebook"] = notebook.push_notebook_page(log=log, **cfg["notebook"])
+        except Exception as exc:
+            log(f"  push_notebook failed: {type(exc).__name__}: {exc}")
+            results["notebook"] = [
+                {"server": "push_notebook", "error": f"{type(exc).__name__}: {exc}"}
+            ]
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+
+    print(render(results))
+    print(
+        f"\n({results['elapsed_s']:.0f} s; {results['machine']['nproc']} cores, "
+        f"{results['machine']['cpu']}; ratios are from this run)"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=float))
+        log(f"figures written to {args.json}")
+    if args.plot and results.get("fanout"):
+        from benchmarks import plot
+
+        plot.fanout_png(results, args.plot)
+        log(f"fan-out plot written to {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
