@@ -10,6 +10,12 @@
   passes.
 * When the server is bound to a loopback address, the ``Host`` header must name a loopback
   host, which defeats DNS rebinding.
+* A notebook page that the defaults do not admit (JupyterHub, a remote or https Jupyter,
+  reaching the kernel's server through jupyter-server-proxy) is admitted at run time by
+  :meth:`Security.admit_page`: its exact origin, and its host for the ``Host`` check. Only
+  the kernel calls it, for the origin a widget reports over its comm, which Jupyter has
+  authenticated (whoever can send on that comm can already run code in the kernel).
+  See docs/security.md.
 """
 
 from __future__ import annotations
@@ -195,6 +201,42 @@ class Security:
             f"{', '.join(self.allow_origins)}. Pass --allow-origin {origin} (or set "
             "LIVESTREAM_ALLOW_ORIGIN) to allow it.",
         )
+
+    def admit_page(self, origin: str) -> bool:
+        """Admit the page at ``origin`` (``scheme://host[:port]``, exactly as the browser's
+        ``location.origin`` says it): its origin joins the allow-list and, on a loopback-bound
+        server, its host the hosts the ``Host`` check accepts. The token still guards every
+        request. Returns whether anything changed (``False``: admitted already).
+
+        For the kernel's own server, on behalf of a widget whose comm reported its page's
+        origin: requests through jupyter-server-proxy arrive with that page's ``Origin`` and
+        ``Host``. Nothing else is loosened: other origins and hosts are refused as before.
+
+        Raises:
+            ConfigError: ``origin`` is not an http(s) origin with a host (``null``, a
+                ``vscode-webview://`` page, a pattern with ``*``, a URL with a path).
+        """
+        text = origin.strip().rstrip("/").lower()
+        parsed = _split_origin(text)
+        if (
+            parsed is None or parsed[0] not in ("http", "https") or parsed[2] == "*"
+            or not parsed[1] or "*" in parsed[1]
+        ):
+            raise ConfigError(
+                f"cannot admit origin {origin!r}: expected a page origin such as "
+                "https://hub.example.org or http://10.0.0.5:8888"
+            )
+        changed = False
+        try:
+            self.check_origin(text)
+        except Refusal:
+            self.allow_origins = (*self.allow_origins, text)
+            changed = True
+        host = parsed[1]
+        if self.loopback_only and not _is_loopback(host) and host not in self.allow_hosts:
+            self.allow_hosts = (*self.allow_hosts, host)
+            changed = True
+        return changed
 
     def check_host(self, host_header: str | None) -> None:
         """Raise :class:`Refusal` (403) for a non-loopback ``Host`` on a loopback server."""

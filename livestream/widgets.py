@@ -14,10 +14,18 @@ trip per update, so plots keep moving while a cell runs. Widgets compose with ip
 ``stream`` may be a :class:`~livestream.stream.Stream` (of the default server or any running
 :class:`~livestream.server.Server`) or a stream name with ``url=`` and ``token=`` of a
 standalone server (``livestream serve``).
+
+How the page reaches the server (``route=``, default the ``LIVESTREAM_ROUTE`` environment
+variable, else ``"auto"``): ``"direct"`` to the server's own host and port; ``"proxy"``
+through jupyter-server-proxy under the Jupyter base URL (JupyterHub, remote or https
+Jupyter); ``"relay"`` through the widget's comm and the kernel (VS Code, Colab; nothing moves
+while the kernel is busy). ``"auto"`` takes the first that works, in that order; the widget's
+``route`` says which one it uses. See docs/jupyter-routes.md.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,11 +35,38 @@ import anywidget
 import traitlets
 
 from .errors import ConfigError
+from .relay import Relay
 from .stream import Stream
 
-__all__ = ["Controls", "Dashboard", "LivePlot", "LiveTable", "LiveValue", "LiveWidget", "Status"]
+__all__ = [
+    "ROUTES",
+    "Controls",
+    "Dashboard",
+    "LivePlot",
+    "LiveTable",
+    "LiveValue",
+    "LiveWidget",
+    "Status",
+]
 
 _STATIC = Path(__file__).parent / "static"
+
+#: What ``route=`` (and ``LIVESTREAM_ROUTE``) may say: ``auto`` tries the others in order.
+ROUTES = ("auto", "direct", "proxy", "relay")
+
+
+def _route(route: str | None) -> str:
+    """The route a widget asks for: ``route``, else ``LIVESTREAM_ROUTE``, else ``auto``."""
+    source = "route="
+    if route is None:
+        route, source = os.environ.get("LIVESTREAM_ROUTE", "").strip() or "auto", "LIVESTREAM_ROUTE"
+    value = route.strip().lower()
+    if value not in ROUTES:
+        raise ConfigError(
+            f"{source} must be one of {', '.join(ROUTES)}; got {route!r}. "
+            "Use 'auto' to let the widget find the first route that works."
+        )
+    return value
 
 
 def _module_source() -> str:
@@ -76,7 +111,8 @@ class LiveWidget(anywidget.AnyWidget):
     """Base of the livestream widgets (one browser module renders every ``kind``).
 
     ``status`` ("connecting", "open", "reconnecting", "error", "closed"), ``message`` and
-    ``route`` are reported by the browser.
+    ``route`` (the route in use: "direct", "proxy" or "relay") are reported by the browser;
+    ``requested_route`` is the ``route=`` asked for (see the module docstring).
     """
 
     _esm = traitlets.Unicode(_module_source()).tag(sync=True)
@@ -90,6 +126,7 @@ class LiveWidget(anywidget.AnyWidget):
     status = traitlets.Unicode("").tag(sync=True)
     message = traitlets.Unicode("").tag(sync=True)
     route = traitlets.Unicode("").tag(sync=True)
+    requested_route = traitlets.Unicode("auto").tag(sync=True)
 
     def __init__(
         self,
@@ -98,13 +135,33 @@ class LiveWidget(anywidget.AnyWidget):
         url: str | None = None,
         token: str | None = None,
         options: Mapping[str, Any] | None = None,
+        route: str | None = None,
         **kwargs: Any,
     ) -> None:
+        requested = _route(route)
         name, base, tok, server = _endpoint(stream, url, token)
         self._server = server
         super().__init__(
-            stream=name, url=base, token=tok, options=dict(options or {}), kind=self._kind, **kwargs
+            stream=name,
+            url=base,
+            token=tok,
+            options=dict(options or {}),
+            kind=self._kind,
+            requested_route=requested,
+            **kwargs,
         )
+        # The kernel's end of the relay route, and of "admit this page" for the proxy route.
+        self._relay = Relay(
+            server, tok, lambda content, buffers: self.send(content, buffers), url=base
+        )
+        self.on_msg(self._relay.handle)
+
+    def close(self) -> None:
+        """Close the widget, and any relay session its views had open."""
+        relay = getattr(self, "_relay", None)
+        if relay is not None:
+            relay.close()
+        super().close()
 
     _kind = ""
 

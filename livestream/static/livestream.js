@@ -14,7 +14,9 @@
  * 2. Connection — `connect({url, token})` returns the page's one shared `Connection` per
  *    server and token. It reconnects with backoff and resumes every subscription with
  *    `since`/`epoch` (no gap, no duplicate), paces the server with `credit`, and hands each
- *    subscriber at most one merged batch per animation frame.
+ *    subscriber at most one merged batch per animation frame. It reaches the server by the
+ *    first route that works (docs/jupyter-routes.md): directly, through jupyter-server-proxy
+ *    under the page's Jupyter base URL, or relayed through a widget's comm by the kernel.
  * 3. Bokeh — `ensureBokeh(httpBase)` loads BokehJS from the livestream server once per page;
  *    `embedPlot(el, plotSpec)` embeds a figure built by `livestream/plots.py` and streams
  *    batches into its ColumnDataSource, once per animation frame.
@@ -568,10 +570,12 @@ export function resolveEndpoints({ url, token } = {}) {
  * `{httpBase}{path}` with `token` (and other params) in the query string.
  * @param {string} httpBase @param {string} path @param {string} token
  * @param {Record<string, string | number | undefined | null>} [params]
+ * @param {string} [tokenParam]  the query parameter that carries the token: `token`, or
+ *   `livestream_token` through a Jupyter proxy (where `token` is Jupyter's own credential)
  */
-export function apiUrl(httpBase, path, token, params = {}) {
+export function apiUrl(httpBase, path, token, params = {}, tokenParam = "token") {
   const q = new URLSearchParams();
-  if (token) q.set("token", token);
+  if (token) q.set(tokenParam, token);
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") q.set(k, String(v));
   const qs = q.toString();
   return `${httpBase}${path}${qs ? (path.includes("?") ? "&" : "?") + qs : ""}`;
@@ -580,16 +584,17 @@ export function apiUrl(httpBase, path, token, params = {}) {
 /**
  * GET a JSON document. Failures become a LivestreamError: code `unreachable` when nothing
  * answered (or CORS hid the answer), else the server's `{"error": {code, message}}` or
- * `http_<status>`, with `status` set.
- * @param {string} url @param {{timeout?: number}} [options]
+ * `http_<status>`, with `status` set. `credentials`: "omit" (default) for the livestream
+ * server itself, "same-origin" through a Jupyter proxy (which needs Jupyter's login cookie).
+ * @param {string} url @param {{timeout?: number, credentials?: RequestCredentials}} [options]
  * @returns {Promise<any>}
  */
-export async function fetchJSON(url, { timeout = 8000 } = {}) {
+export async function fetchJSON(url, { timeout = 8000, credentials = "omit" } = {}) {
   const abort = typeof AbortController === "function" ? new AbortController() : null;
   const timer = setTimeout(() => abort?.abort(), timeout);
   let response;
   try {
-    response = await fetch(url, { signal: abort?.signal, cache: "no-store", credentials: "omit" });
+    response = await fetch(url, { signal: abort?.signal, cache: "no-store", credentials });
   } catch (err) {
     const why = abort?.signal.aborted ? `no answer within ${timeout / 1000} s` : /** @type {Error} */ (err).message;
     throw new LivestreamError(`cannot reach ${redactToken(url)} (${why})`, "unreachable");
@@ -617,26 +622,29 @@ function redactToken(url) {
 }
 
 /**
- * @typedef {{kind: "ok"|"unreachable"|"rejected"|"unknown", message: string}} Diagnosis
+ * @typedef {{kind: "ok"|"unreachable"|"rejected"|"unknown", message: string, code?: string, status?: number}} Diagnosis
+ *   `code` and `status`: the refusing answer's error code and HTTP status, when there was one
  */
 
 /**
  * Tell "server unreachable" from "token rejected" with plain HTTP (a refused WebSocket
  * upgrade shows the browser nothing but a close): GET `/healthz` and `/api/streams?token=`.
- * @param {string} httpBase @param {string} token @param {{timeout?: number}} [options]
+ * @param {string} httpBase @param {string} token
+ * @param {{timeout?: number, credentials?: RequestCredentials, tokenParam?: string}} [options]
+ *   `credentials` and `tokenParam` as for {@link fetchJSON} and {@link apiUrl}
  * @returns {Promise<Diagnosis>}
  */
-export async function diagnose(httpBase, token, { timeout = 4000 } = {}) {
+export async function diagnose(httpBase, token, { timeout = 4000, credentials = "omit", tokenParam = "token" } = {}) {
   const [health, streams] = await Promise.allSettled([
-    fetchJSON(`${httpBase}/healthz`, { timeout }),
-    fetchJSON(apiUrl(httpBase, "/api/streams", token), { timeout }),
+    fetchJSON(`${httpBase}/healthz`, { timeout, credentials }),
+    fetchJSON(apiUrl(httpBase, "/api/streams", token, {}, tokenParam), { timeout, credentials }),
   ]);
   if (streams.status === "fulfilled") return { kind: "ok", message: "" };
   const err = /** @type {LivestreamError} */ (streams.reason);
   if (err.status === 401 || err.status === 403) {
     // The server's message says what to check (it names where the token comes from).
     const why = err.message.replace(/[.\s]+$/, "");
-    return { kind: "rejected", message: `Access denied (HTTP ${err.status}): ${why}.` };
+    return { kind: "rejected", message: `Access denied (HTTP ${err.status}): ${why}.`, code: err.code, status: err.status };
   }
   if (health.status === "rejected" && /** @type {LivestreamError} */ (health.reason).code === "unreachable") {
     return {
@@ -644,7 +652,212 @@ export async function diagnose(httpBase, token, { timeout = 4000 } = {}) {
       message: `Cannot reach the livestream server at ${httpBase}. Is it running? Start it with \`livestream serve\` or ls.serve().`,
     };
   }
-  return { kind: "unknown", message: `The server at ${httpBase} answered: ${err.message}` };
+  return { kind: "unknown", message: `The server at ${httpBase} answered: ${err.message}`, code: err.code, status: err.status };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes: how a page reaches the server — directly, through Jupyter's proxy, or relayed by the
+// kernel through a widget's comm
+// ---------------------------------------------------------------------------------------------
+
+/** @typedef {"direct"|"proxy"|"relay"} RouteName */
+/** @typedef {"auto" | RouteName} RouteChoice */
+
+/**
+ * @typedef {object} Route  One way to reach a server.
+ * @property {RouteName} name
+ * @property {string} httpBase  where HTTP requests go (direct, proxy); the server's own base
+ *   URL for the relay, which fetches through the kernel
+ * @property {string} wsUrl  where the WebSocket goes (the relay: the server's own URL, for messages)
+ * @property {RequestCredentials} credentials  "same-origin" through Jupyter's proxy (it needs
+ *   Jupyter's login cookie), "omit" to the server itself
+ * @property {string} tokenParam  the query parameter carrying the token: `livestream_token`
+ *   through Jupyter's proxy, where `token` is Jupyter's (and JupyterHub's) own credential
+ */
+
+/**
+ * @typedef {object} Carrier  What the relay needs of an anywidget model: its custom messages.
+ * @property {(content: any, callbacks?: any, buffers?: ArrayBuffer[]) => void} send
+ * @property {(event: string, cb: (...args: any[]) => void) => void} on
+ * @property {(event: string, cb?: (...args: any[]) => void) => void} off
+ */
+
+/** The routes, in the order `auto` tries them. */
+export const ROUTES = Object.freeze(["direct", "proxy", "relay"]);
+/** How long `auto` gives a route's HTTP probe before trying the next one: the direct port
+ * answers at once or not at all; the proxy goes through a Jupyter server that may be busy. */
+const PROBE_MS = { direct: 2000, proxy: 5000, relay: 0 };
+/** How long a forced route's probe may take. */
+const FORCED_PROBE_MS = 8000;
+/** How long a GET through the relay may wait for the kernel (it answers only when idle). */
+const RELAY_GET_MS = 300_000;
+
+/**
+ * The base URL of the Jupyter server that served this page ("/" or "/user/NAME/"), or null on
+ * a page that is not Jupyter's. JupyterLab, Notebook 7 and Voila put it in the JSON of
+ * `<script id="jupyter-config-data">`; the classic notebook in `<body data-base-url>`.
+ * @returns {string | null}
+ */
+export function jupyterBaseUrl() {
+  if (typeof document === "undefined") return null;
+  /** @param {unknown} base */
+  const clean = (base) => (typeof base === "string" && base.startsWith("/") ? (base.endsWith("/") ? base : `${base}/`) : null);
+  const el = document.getElementById("jupyter-config-data");
+  if (el?.textContent) {
+    try {
+      const base = clean(JSON.parse(el.textContent).baseUrl);
+      if (base) return base;
+    } catch { /* not JSON: look in the next place */ }
+  }
+  return clean(document.body?.dataset.baseUrl);
+}
+
+/** @param {string} hostname */
+function isLoopbackHost(hostname) {
+  const h = hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+/**
+ * Whether the livestream server admits this page's origin without being told: the loopback
+ * origins over http are its defaults. Any other page (JupyterHub, a remote or https Jupyter)
+ * asks the kernel to admit it, over the widget's comm, which Jupyter has authenticated.
+ * @returns {boolean}
+ */
+function pageOriginIsDefault() {
+  if (typeof location === "undefined") return true;
+  return location.protocol === "http:" && isLoopbackHost(location.hostname);
+}
+
+/**
+ * The same server through jupyter-server-proxy: `{page origin}{baseUrl}proxy/{port}/...`.
+ * Only for a plain-http server on loopback: the proxy reaches `localhost:{port}` on the
+ * Jupyter server's machine, where the kernel (and its server) runs.
+ * @param {Endpoints} endpoints @param {string} baseUrl
+ * @returns {{httpBase: string, wsUrl: string} | null}
+ */
+export function proxyEndpoints(endpoints, baseUrl) {
+  if (typeof location === "undefined") return null;
+  const u = new URL(endpoints.httpBase);
+  if (u.protocol !== "http:" || !isLoopbackHost(u.hostname)) return null;
+  const path = `${baseUrl}proxy/${u.port || "80"}${u.pathname.replace(/\/+$/, "")}`;
+  const ws = location.protocol === "https:" ? "wss:" : "ws:";
+  return { httpBase: `${location.origin}${path}`, wsUrl: `${ws}//${location.host}${path}/ws` };
+}
+
+function randomId() {
+  const c = /** @type {any} */ (globalThis).crypto;
+  return typeof c?.randomUUID === "function" ? c.randomUUID() : `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+}
+
+/**
+ * An ArrayBuffer of exactly a received buffer's bytes (binary frames must start at offset 0:
+ * their columns are viewed as typed arrays, aligned from the buffer's start).
+ * @param {unknown} b @returns {ArrayBuffer | null}
+ */
+function ownBuffer(b) {
+  if (b instanceof ArrayBuffer) return b;
+  if (ArrayBuffer.isView(b)) {
+    const { buffer, byteOffset, byteLength } = b;
+    if (byteOffset === 0 && byteLength === buffer.byteLength && buffer instanceof ArrayBuffer) return buffer;
+    return /** @type {ArrayBuffer} */ (buffer.slice(byteOffset, byteOffset + byteLength));
+  }
+  return null;
+}
+
+/**
+ * A WebSocket look-alike whose frames travel through a widget's comm: the kernel hands them to
+ * its livestream server (livestream/relay.py) and sends the server's frames back the same way.
+ * The relay route, for pages that can reach neither the server nor a Jupyter proxy to it
+ * (VS Code, Colab). Messages from the page reach the kernel only while it is idle.
+ *
+ * Messages (the custom-message content of the widget; `id` names one relay socket):
+ * page → kernel `{ls: "open"|"frame"|"close", id, text?}` (a binary frame as the buffer);
+ * kernel → page `{ls: "opened"|"frame"|"closed", id, text?, code?, reason?}`.
+ */
+class RelaySocket {
+  /** @param {Carrier} carrier */
+  constructor(carrier) {
+    this.carrier = carrier;
+    this.id = randomId();
+    /** 0 connecting, 1 open, 3 closed: as WebSocket.readyState */
+    this.readyState = 0;
+    this.binaryType = "arraybuffer";
+    /** Marks this socket as a relay: silence is a busy kernel, not a dead connection. */
+    this.relay = true;
+    /** @type {null | (() => void)} */ this.onopen = null;
+    /** @type {null | ((event: {data: string | ArrayBuffer}) => void)} */ this.onmessage = null;
+    /** @type {null | ((event: unknown) => void)} */ this.onerror = null;
+    /** @type {null | ((event: {code: number, reason: string, wasClean: boolean}) => void)} */ this.onclose = null;
+    this._onMessage = (/** @type {unknown} */ content, /** @type {unknown[] | undefined} */ buffers) => this._receive(content, buffers);
+    carrier.on("msg:custom", this._onMessage);
+    carrier.send({ ls: "open", id: this.id });
+  }
+
+  /** @param {string | ArrayBuffer} data */
+  send(data) {
+    if (this.readyState !== 1) throw new LivestreamError("the relay is not open", "closed");
+    if (typeof data === "string") this.carrier.send({ ls: "frame", id: this.id, text: data });
+    else this.carrier.send({ ls: "frame", id: this.id }, undefined, [data]);
+  }
+
+  /** @param {number} [code] @param {string} [reason] */
+  close(code = 1000, reason = "") {
+    if (this.readyState === 3) return;
+    try {
+      this.carrier.send({ ls: "close", id: this.id, code, reason });
+    } catch { /* the widget's comm is gone: so is the kernel's end */ }
+    this._closed(code, reason);
+  }
+
+  /** @param {unknown} content @param {unknown[] | undefined} buffers */
+  _receive(content, buffers) {
+    if (!isObject(content) || content.id !== this.id) return;
+    if (content.ls === "opened" && this.readyState === 0) {
+      this.readyState = 1;
+      this.onopen?.();
+    } else if (content.ls === "frame" && this.readyState === 1) {
+      const data = typeof content.text === "string" ? content.text : ownBuffer(buffers?.[0]);
+      if (data !== null) this.onmessage?.({ data });
+    } else if (content.ls === "closed") {
+      this._closed(Number(content.code) || 1006, String(content.reason ?? ""));
+    }
+  }
+
+  /** @param {number} code @param {string} reason */
+  _closed(code, reason) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.carrier.off("msg:custom", this._onMessage);
+    // Later, as a WebSocket's close event comes.
+    setTimeout(() => this.onclose?.({ code, reason, wasClean: code === 1000 }), 0);
+  }
+}
+
+/**
+ * GET `path` of the server through the kernel (the relay route's HTTP): BokehJS, plot specs.
+ * @param {Carrier} carrier @param {string} path  e.g. "/static/js/bokeh.min.js"
+ * @returns {Promise<{status: number, type: string, body: ArrayBuffer}>}
+ */
+function relayGet(carrier, path) {
+  const id = randomId();
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      clearTimeout(timer);
+      carrier.off("msg:custom", onMessage);
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new LivestreamError(`the kernel did not answer GET ${path.replace(/\?.*/, "")} within ${RELAY_GET_MS / 1000} s (is it busy?)`, "unreachable"));
+    }, RELAY_GET_MS);
+    const onMessage = (/** @type {unknown} */ content, /** @type {unknown[] | undefined} */ buffers) => {
+      if (!isObject(content) || content.ls !== "response" || content.id !== id) return;
+      done();
+      resolve({ status: Number(content.status) || 0, type: String(content.type ?? ""), body: ownBuffer(buffers?.[0]) ?? new ArrayBuffer(0) });
+    };
+    carrier.on("msg:custom", onMessage);
+    carrier.send({ ls: "get", id, path });
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -693,20 +906,34 @@ const HEARTBEAT_MS = 20000;
 const INITIAL_CREDIT = 2;
 
 /**
- * Connect to a livestream server, sharing the page's one socket per server and token.
+ * Connect to a livestream server, sharing the page's one socket per server, token and route.
  * Each call takes a reference; call `conn.release()` when done (the socket closes a moment
  * after the last reference goes).
- * @param {{url?: string, token?: string}} [options]  `url`: http(s) base or ws(s) URL of the
- *   server (default: the server this module came from); `token`: the server's token (default:
- *   a `token=` in `url`)
+ *
+ * Routes (`route`, default "auto": the first of these that works): "direct" to `url`;
+ * "proxy", the same server through jupyter-server-proxy under the Jupyter base URL of the page
+ * (JupyterHub, remote or https Jupyter); "relay", frames carried by a widget's comm through
+ * the kernel (VS Code, Colab), which needs a `carrier`.
+ * @param {{url?: string, token?: string, route?: RouteChoice, carrier?: Carrier | null}} [options]
+ *   `url`: http(s) base or ws(s) URL of the server (default: the server this module came
+ *   from); `token`: the server's token (default: a `token=` in `url`); `carrier`: the widget
+ *   model whose comm may carry the relay and ask the kernel to admit the page's origin (give
+ *   it back with `conn.removeCarrier(model)`)
  * @returns {Connection}
  */
 export function connect(options = {}) {
   const endpoints = resolveEndpoints(options);
-  let conn = registry.get(endpoints.key);
+  const route = options.route || "auto";
+  if (route !== "auto" && !ROUTES.includes(route)) {
+    throw new LivestreamError(`route must be one of auto, ${ROUTES.join(", ")}; got ${JSON.stringify(route)}`, "bad_route");
+  }
+  const key = route === "auto" ? endpoints.key : `${endpoints.key}#${route}`;
+  let conn = registry.get(key);
   if (!conn || conn.status === "closed") {
-    conn = new Connection(endpoints);
-    registry.set(endpoints.key, conn);
+    conn = new Connection({ ...endpoints, key }, { route, carrier: options.carrier });
+    registry.set(key, conn);
+  } else if (options.carrier) {
+    conn.addCarrier(options.carrier);
   }
   conn.retain();
   return conn;
@@ -714,12 +941,23 @@ export function connect(options = {}) {
 
 /** A shared WebSocket connection to one server. Create it with {@link connect}. */
 export class Connection {
-  /** @param {Endpoints} endpoints */
-  constructor(endpoints) {
-    /** @readonly */ this.httpBase = endpoints.httpBase;
-    /** @readonly */ this.wsUrl = endpoints.wsUrl;
+  /**
+   * @param {Endpoints} endpoints
+   * @param {{route?: RouteChoice, carrier?: Carrier | null}} [options]  as for {@link connect}
+   */
+  constructor(endpoints, { route = "auto", carrier = null } = {}) {
+    /** @readonly the server as given (the direct route) */ this.endpoints = endpoints;
     /** @readonly */ this.token = endpoints.token;
     /** @readonly */ this.key = endpoints.key;
+    /** @readonly the route asked for */ this.requestedRoute = route;
+    /** @type {Route | null} the route in use, once found */
+    this.route = null;
+    /** @type {Carrier[]} widget models whose comms may carry the relay */
+    this._carriers = [];
+    /** @type {Promise<{ok: boolean, message: string}> | null} the kernel's answer to "admit this page" */
+    this._admission = null;
+    /** @type {Array<(route: Route) => void>} */
+    this._routeWaiters = [];
     /** @type {ConnectionStatus} */
     this.status = "connecting";
     /** Human-readable explanation of `status`. */
@@ -750,7 +988,109 @@ export class Connection {
       if (this._retryTimer !== null) this._retryNow();
     };
     if (typeof addEventListener === "function") addEventListener("online", this._onOnline);
+    if (carrier) this.addCarrier(carrier);
+    // A page the server does not admit by default asks the kernel now, while the direct
+    // route is probed, so that the proxy route is ready as soon as possible.
+    if (!pageOriginIsDefault() && route !== "relay" && this._carrier()) void this._admit();
     void this._open();
+  }
+
+  /** HTTP base of the server on the route in use (before one is found: the given one). */
+  get httpBase() {
+    return this.route?.httpBase ?? this.endpoints.httpBase;
+  }
+
+  /** WebSocket URL (without the token) on the route in use. */
+  get wsUrl() {
+    return this.route?.wsUrl ?? this.endpoints.wsUrl;
+  }
+
+  /**
+   * Let a widget model carry this connection's relay and admission requests (done by
+   * {@link connect} with `carrier`). Give it back with {@link removeCarrier} before the
+   * model goes away.
+   * @param {Carrier} carrier
+   */
+  addCarrier(carrier) {
+    if (typeof carrier?.send !== "function" || typeof carrier.on !== "function" || this._carriers.includes(carrier)) return;
+    this._carriers.push(carrier);
+    // A relay that lost its carrier waits for a new one: go now.
+    if (this.route?.name === "relay" && this._retryTimer !== null) this._retryNow();
+  }
+
+  /** @param {Carrier} carrier */
+  removeCarrier(carrier) {
+    this._carriers = this._carriers.filter((c) => c !== carrier);
+    const ws = /** @type {any} */ (this._ws);
+    // The relay goes with its widget's comm; another widget of the page carries it on.
+    if (ws?.relay && ws.carrier === carrier) ws.close(1001, "the widget carrying the relay was removed");
+  }
+
+  /** @returns {Carrier | null} */
+  _carrier() {
+    return this._carriers[0] ?? null;
+  }
+
+  /**
+   * The route in use, once found (the first connection attempt finds it).
+   * @returns {Promise<Route>}
+   */
+  routeReady() {
+    if (this.route) return Promise.resolve(this.route);
+    return new Promise((resolve) => this._routeWaiters.push(resolve));
+  }
+
+  /**
+   * GET a JSON document of the server (`path` such as "/api/streams") over the route in use,
+   * with the token. Errors as for {@link fetchJSON}.
+   * @param {string} path @param {Record<string, string | number | undefined | null>} [params]
+   * @returns {Promise<any>}
+   */
+  async getJSON(path, params = {}) {
+    const route = await this.routeReady();
+    if (route.name !== "relay") {
+      return fetchJSON(apiUrl(route.httpBase, path, this.token, params, route.tokenParam), { credentials: route.credentials });
+    }
+    const carrier = this._carrier();
+    if (!carrier) throw new LivestreamError("no widget on this page can carry the relay to the kernel", "unreachable");
+    const reply = await relayGet(carrier, apiUrl("", path, this.token, params));
+    let body = null;
+    try {
+      body = JSON.parse(utf8Decoder.decode(reply.body));
+    } catch {
+      body = null;
+    }
+    if (reply.status < 200 || reply.status >= 300) {
+      const e = isObject(body) && isObject(body.error) ? body.error : {};
+      const message = typeof e.message === "string" ? e.message : `HTTP ${reply.status} through the kernel`;
+      throw new LivestreamError(message, typeof e.code === "string" ? e.code : `http_${reply.status}`, { status: reply.status });
+    }
+    if (body === null) throw new LivestreamError(`${path} did not answer JSON through the kernel`, "bad_response", { status: reply.status });
+    return body;
+  }
+
+  /**
+   * Load a script the server serves (`path` such as "/static/js/bokeh.min.js") over the route
+   * in use, once per page.
+   * @param {string} path @returns {Promise<void>}
+   */
+  async loadScript(path) {
+    const route = await this.routeReady();
+    if (route.name !== "relay") return loadScript(`${route.httpBase}${path}`);
+    const key = `relay:${path}`;
+    let p = scriptLoads.get(key);
+    if (!p) {
+      const carrier = this._carrier();
+      if (!carrier) throw new LivestreamError("no widget on this page can carry the relay to the kernel", "unreachable");
+      p = relayGet(carrier, path).then((reply) => {
+        if (reply.status !== 200) throw new LivestreamError(`could not load ${path} through the kernel (HTTP ${reply.status})`, "unreachable");
+        const url = URL.createObjectURL(new Blob([reply.body], { type: "text/javascript" }));
+        return loadScript(url);
+      });
+      p.catch(() => scriptLoads.delete(key));
+      scriptLoads.set(key, p);
+    }
+    return p;
   }
 
   /** Roles the server granted this token (from `welcome`), or null before it arrived. */
@@ -939,10 +1279,13 @@ export class Connection {
     if (this._closing) return;
     const first = !this._everOpened && this._failures === 0;
     if (first || (this._failures > 0 && this._failures % 3 === 0)) {
-      // Before the first socket and after repeated failures: ask plain HTTP what is wrong.
-      this._setStatus(first ? "connecting" : "reconnecting", first ? `Connecting to ${this.httpBase}…` : this.message);
-      const diagnosis = await diagnose(this.httpBase, this.token);
+      // Before the first socket and after repeated failures: find a route that answers, and
+      // ask plain HTTP what is wrong when none does.
+      this._setStatus(first ? "connecting" : "reconnecting", first ? `Connecting to ${this.endpoints.httpBase}…` : this.message);
+      const { route, diagnosis } = await this._findRoute();
       if (this._closing) return;
+      this.route = route;
+      for (const resolve of this._routeWaiters.splice(0)) resolve(route);
       if (diagnosis.kind === "rejected") {
         this._giveUp(diagnosis.message);
         return;
@@ -950,6 +1293,118 @@ export class Connection {
       this._diagnosis = diagnosis;
     }
     this._connectSocket();
+  }
+
+  /**
+   * The routes to try, in order: the one asked for, or for "auto" every one this page can use.
+   * @returns {{routes: Route[], unusable: string}}  `unusable`: why the asked-for route cannot be used here
+   */
+  _candidates() {
+    const want = this.requestedRoute;
+    const { httpBase, wsUrl } = this.endpoints;
+    /** @type {Route[]} */
+    const routes = [];
+    const reasons = [];
+    const mixed = typeof location !== "undefined" && location.protocol === "https:" && httpBase.startsWith("http:");
+    if (want === "direct" || (want === "auto" && !mixed)) {
+      routes.push({ name: "direct", httpBase, wsUrl, credentials: "omit", tokenParam: "token" });
+    }
+    if (want === "auto" || want === "proxy") {
+      const base = jupyterBaseUrl();
+      const proxied = base === null ? null : proxyEndpoints(this.endpoints, base);
+      if (proxied) {
+        routes.push({ name: "proxy", ...proxied, credentials: "same-origin", tokenParam: "livestream_token" });
+      } else {
+        reasons.push(base === null
+          ? "the proxy route needs a page served by Jupyter (JupyterLab, Notebook 7, JupyterHub)"
+          : `the proxy route reaches only a server on the Jupyter server's own loopback (http://127.0.0.1:PORT); this one is at ${httpBase}`);
+      }
+    }
+    if ((want === "auto" || want === "relay") && this._carrier()) {
+      routes.push({ name: "relay", httpBase, wsUrl, credentials: "omit", tokenParam: "token" });
+    } else if (want === "relay") {
+      reasons.push("the relay route needs a notebook widget (its comm carries the frames)");
+    }
+    return { routes, unusable: reasons.join("; ") };
+  }
+
+  /**
+   * Try the candidate routes in order; the first whose HTTP probe answers wins. The relay,
+   * which has no HTTP, wins when reached. When no route works, the first candidate is kept
+   * (the socket attempts and their messages go on there) with what went wrong.
+   * @returns {Promise<{route: Route, diagnosis: Diagnosis}>}
+   */
+  async _findRoute() {
+    const forced = this.requestedRoute !== "auto";
+    let askedKernel = false;
+    for (;;) {
+      const { routes, unusable } = this._candidates();
+      if (routes.length === 0) {
+        const route = { name: /** @type {RouteName} */ (forced ? this.requestedRoute : "direct"), httpBase: this.endpoints.httpBase, wsUrl: this.endpoints.wsUrl, credentials: /** @type {RequestCredentials} */ ("omit"), tokenParam: "token" };
+        const message = `Cannot use the ${route.name} route: ${unusable || "a page served over https cannot reach an http:// server"}.`;
+        // A relay waiting for a widget to carry it is not a lost cause: one may come.
+        return { route, diagnosis: { kind: this.requestedRoute === "relay" ? "unknown" : "rejected", message } };
+      }
+      /** @type {{route: Route, diagnosis: Diagnosis} | null} */
+      let failed = null;
+      let refusedPage = false;
+      for (const route of routes) {
+        if (route.name === "relay") {
+          if (refusedPage && !askedKernel) break; // ask the kernel first: it may admit the page
+          return { route, diagnosis: { kind: "ok", message: "" } };
+        }
+        const diagnosis = await diagnose(route.httpBase, this.token, {
+          timeout: forced ? FORCED_PROBE_MS : PROBE_MS[route.name], credentials: route.credentials, tokenParam: route.tokenParam,
+        });
+        if (this._closing || diagnosis.kind === "ok") return { route, diagnosis };
+        if (route.name === "proxy") {
+          if (diagnosis.code === "bad_host" || diagnosis.code === "bad_origin") {
+            refusedPage = true;
+          } else if (diagnosis.code && !["missing_token", "bad_token"].includes(diagnosis.code)) {
+            // Jupyter's answer, not ours: no proxy there, or a lapsed Jupyter login.
+            diagnosis.kind = "unknown";
+            diagnosis.message = diagnosis.status === 404
+              ? `Jupyter at ${location.origin} has no proxy to port ${new URL(this.endpoints.httpBase).port}: install jupyter-server-proxy where Jupyter runs (pip install jupyter-server-proxy) and restart Jupyter.`
+              : `Jupyter's proxy at ${route.httpBase} answered: ${diagnosis.message}`;
+          }
+        }
+        failed ??= { route, diagnosis };
+      }
+      if (refusedPage && !askedKernel && this._carrier()) {
+        // The server refuses this page (its host or origin) until the kernel admits it.
+        askedKernel = true;
+        this._setStatus(this.status, "Waiting for the kernel to admit this page's origin…");
+        const answer = await this._admit();
+        if (this._closing) return { route: routes[0], diagnosis: { kind: "unknown", message: "closed" } };
+        if (answer.ok) continue; // every route again, in order: the direct one may work now
+        return { route: failed?.route ?? routes[0], diagnosis: { kind: "rejected", message: answer.message } };
+      }
+      // Nothing answered: keep the first route tried, and what it said.
+      return failed ?? { route: routes[0], diagnosis: { kind: "unknown", message: "" } };
+    }
+  }
+
+  /**
+   * Ask the kernel, over a widget's comm, to admit this page's origin (once per connection).
+   * @returns {Promise<{ok: boolean, message: string}>}
+   */
+  _admit() {
+    if (this._admission) return this._admission;
+    const carrier = this._carrier();
+    if (!carrier || typeof location === "undefined") {
+      return Promise.resolve({ ok: false, message: "no widget on this page can ask the kernel to admit its origin" });
+    }
+    const origin = location.origin;
+    this._admission = new Promise((resolve) => {
+      const onMessage = (/** @type {unknown} */ content) => {
+        if (!isObject(content) || content.ls !== "admitted" || content.origin !== origin) return;
+        carrier.off("msg:custom", onMessage);
+        resolve({ ok: content.ok === true, message: String(content.message ?? "") });
+      };
+      carrier.on("msg:custom", onMessage);
+      carrier.send({ ls: "hello", origin });
+    });
+    return this._admission;
   }
 
   /** @param {string} message */
@@ -963,15 +1418,28 @@ export class Connection {
   }
 
   _connectSocket() {
+    /** @type {WebSocket | RelaySocket} */
     let ws;
     try {
-      ws = new WebSocket(this.token ? `${this.wsUrl}?token=${encodeURIComponent(this.token)}` : this.wsUrl);
+      if (this.route?.name === "relay") {
+        const carrier = this._carrier();
+        if (!carrier) {
+          // Its widget was removed; another may come (a re-run cell): wait for it.
+          this._failures++;
+          this._scheduleRetry(/** @type {CloseEvent} */ ({ code: 1001, reason: "no widget on this page carries the relay" }), false);
+          return;
+        }
+        ws = new RelaySocket(carrier);
+      } else {
+        const param = this.route?.tokenParam ?? "token";
+        ws = new WebSocket(this.token ? `${this.wsUrl}?${param}=${encodeURIComponent(this.token)}` : this.wsUrl);
+      }
     } catch (err) {
       this._giveUp(`Cannot open a WebSocket to ${this.wsUrl}: ${/** @type {Error} */ (err).message}`);
       return;
     }
     ws.binaryType = "arraybuffer";
-    this._ws = ws;
+    this._ws = /** @type {WebSocket} */ (ws);
     const generation = ++this._socketGeneration;
     let opened = false;
     ws.onopen = () => {
@@ -979,13 +1447,14 @@ export class Connection {
       this._everOpened = true;
       this._failures = 0;
       this._lastMessageAt = Date.now();
-      this._setStatus("open", `Connected to ${this.httpBase}`);
+      const how = this.route?.name === "relay" ? " through the kernel (relay)" : this.route?.name === "proxy" ? " through Jupyter's proxy" : "";
+      this._setStatus("open", `Connected to ${this.route?.name === "relay" ? this.endpoints.httpBase : this.httpBase}${how}`);
       const outbox = this._outbox;
       this._outbox = [];
       for (const msg of outbox) this._send(msg, true);
       for (const ch of this._channels.values()) ch.onSocketOpen();
       clearInterval(this._heartbeat);
-      this._heartbeat = setInterval(() => this._beat(ws), HEARTBEAT_MS);
+      this._heartbeat = setInterval(() => this._beat(/** @type {WebSocket} */ (ws)), HEARTBEAT_MS);
     };
     ws.onmessage = (event) => {
       if (generation !== this._socketGeneration) return;
@@ -1054,7 +1523,8 @@ export class Connection {
   /** @param {WebSocket} ws */
   _beat(ws) {
     if (ws !== this._ws || ws.readyState !== 1) return;
-    if (Date.now() - this._lastMessageAt > 2.5 * HEARTBEAT_MS) {
+    // Through the relay, silence means a busy kernel, not a dead connection.
+    if (!(/** @type {any} */ (ws).relay) && Date.now() - this._lastMessageAt > 2.5 * HEARTBEAT_MS) {
       ws.close(4000, "no message from the server");
       return;
     }
@@ -1596,12 +2066,15 @@ function loadScript(src) {
  * Load BokehJS from the livestream server once per page (a shared promise), unless the page
  * already has the wanted version, and return that version's `Bokeh` object.
  * @param {string} httpBase  the server's HTTP base, e.g. "http://127.0.0.1:8765"
- * @param {{version?: string, gl?: boolean, widgets?: boolean, tables?: boolean}} [options]
+ * @param {{version?: string, gl?: boolean, widgets?: boolean, tables?: boolean, load?: (path: string) => Promise<void>}} [options]
  *   `version`: the version the plot was built with (json_item's `version`); `gl`: also load
- *   bokeh-gl for WebGL output; `widgets`, `tables`: the matching bundles
+ *   bokeh-gl for WebGL output; `widgets`, `tables`: the matching bundles; `load`: how to load
+ *   a script of the server by its path (default: a script tag at `httpBase` + path; a
+ *   connection's `loadScript` follows its route)
  * @returns {Promise<any>}
  */
-export async function ensureBokeh(httpBase, { version, gl = false, widgets = false, tables = false } = {}) {
+export async function ensureBokeh(httpBase, { version, gl = false, widgets = false, tables = false, load } = {}) {
+  const loadPath = load ?? ((/** @type {string} */ path) => loadScript(`${httpBase}${path}`));
   const w = /** @type {any} */ (globalThis);
   const pick = () => {
     const B = w.Bokeh;
@@ -1609,7 +2082,7 @@ export async function ensureBokeh(httpBase, { version, gl = false, widgets = fal
     if (!version || B.version === version) return B;
     return B[version] ?? null;
   };
-  if (!pick()) await loadScript(`${httpBase}/static/js/bokeh.min.js`);
+  if (!pick()) await loadPath("/static/js/bokeh.min.js");
   const bokeh = pick();
   if (!bokeh) {
     throw new LivestreamError(`BokehJS ${version ?? ""} did not register itself after loading ${httpBase}/static/js/bokeh.min.js`, "bokeh_missing");
@@ -1618,7 +2091,7 @@ export async function ensureBokeh(httpBase, { version, gl = false, widgets = fal
   if (gl) extras.push("bokeh-gl");
   if (widgets) extras.push("bokeh-widgets");
   if (tables) extras.push("bokeh-tables");
-  for (const name of extras) await loadScript(`${httpBase}/static/js/${name}.min.js`);
+  for (const name of extras) await loadPath(`/static/js/${name}.min.js`);
   return bokeh;
 }
 
@@ -1761,18 +2234,19 @@ function pageTheme(el) {
  * loaded from the server first, with bokeh-gl when the item draws with WebGL.
  * @param {HTMLElement} el
  * @param {PlotSpec} spec
- * @param {{httpBase?: string, theme?: "light"|"dark"|"auto", autoHide?: boolean, htmlLegend?: boolean}} [options]
+ * @param {{httpBase?: string, loadScript?: (path: string) => Promise<void>, theme?: "light"|"dark"|"auto", autoHide?: boolean, htmlLegend?: boolean}} [options]
  *   `httpBase`: where to load BokehJS from when the page lacks it (default: this module's
- *   server); `autoHide`: when the first rows arrive, hide y columns whose scale is over 10×
+ *   server), or `loadScript`: how to load it by path (a connection's, which follows its
+ *   route); `autoHide`: when the first rows arrive, hide y columns whose scale is over 10×
  *   off the first one's (they stay in the legend: click to show); `htmlLegend`: replace the
  *   figure's legend with one above the plot, in the page's style (default true); `theme`:
  *   recolour axes and text for a light or dark page (default "auto"; a custom figure is
  *   only recoloured when a theme is named)
  * @returns {Promise<PlotHandle>}
  */
-export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), theme = "auto", autoHide = false, htmlLegend = true } = {}) {
+export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: load, theme = "auto", autoHide = false, htmlLegend = true } = {}) {
   const gl = usesWebgl(spec);
-  const bokeh = await ensureBokeh(httpBase, { version: spec.item.version, gl });
+  const bokeh = await ensureBokeh(httpBase, { version: spec.item.version, gl, load });
   const custom = spec.kind === "custom";
   const ohlc = spec.kind === "ohlc";
   const interval = Number(spec.interval ?? 1000);
@@ -2782,9 +3256,9 @@ export function renderPlot(el, conn, stream, options = {}) {
   };
   const fetchSpec = () => {
     const y = Array.isArray(options.y) ? options.y.join(",") : options.y;
-    return /** @type {Promise<PlotSpec>} */ (fetchJSON(apiUrl(conn.httpBase, `/api/streams/${encodeURIComponent(stream)}/plot`, conn.token, {
+    return /** @type {Promise<PlotSpec>} */ (conn.getJSON(`/api/streams/${encodeURIComponent(stream)}/plot`, {
       x: options.x, y, kind: options.kind, window: options.window, interval: options.interval, height: options.height,
-    })));
+    }));
   };
   /** @param {"exists" | "rows"} what @returns {Promise<void>} */
   const waitFor = (what) => new Promise((resolve) => {
@@ -2830,7 +3304,7 @@ export function renderPlot(el, conn, stream, options = {}) {
     if (!options.spec) spec = withFigureOptions(spec, options);
     const target = h("div", { class: "ls-plot-canvas" });
     el.replaceChildren(target);
-    const handle = await embedPlot(target, spec, { httpBase: conn.httpBase, theme: options.theme, autoHide: options.autoHide });
+    const handle = await embedPlot(target, spec, { loadScript: (path) => conn.loadScript(path), theme: options.theme, autoHide: options.autoHide });
     if (disposed) {
       handle.dispose();
       throw new LivestreamError("the plot was disposed", "disposed");

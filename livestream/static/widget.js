@@ -10,6 +10,8 @@
  * @property {() => void} save_changes
  * @property {(event: string, cb: (...args: any[]) => void) => void} on
  * @property {(event: string, cb?: (...args: any[]) => void) => void} off
+ * @property {(content: any, callbacks?: any, buffers?: ArrayBuffer[]) => void} [send]
+ *   custom messages to the kernel (the relay route and origin admission use them)
  */
 
 /** Kinds that show connection problems and producer errors themselves. */
@@ -17,8 +19,10 @@ const SELF_REPORTING = new Set(["status", "dashboard"]);
 
 /**
  * Render one widget view: `kind` picks the renderer; `url`, `token` and `stream` say what to
- * show; `options` carries the renderer's options (a plot's spec among them). The view
- * reports its connection state back to Python in `status` and `message`, and says what is
+ * show; `options` carries the renderer's options (a plot's spec among them);
+ * `requested_route` is how to reach the server ("auto": the first of direct, proxy, relay
+ * that works). The view reports its connection state back to Python in `status`,
+ * `message` and `route` (the route in use, also in `data-livestream-route`), and says what is
  * wrong in the widget itself: above the content, a banner shows a refused token, an
  * unreachable or lost server, and a producer in error (status and dashboard views have
  * their own places for these), so a widget is never a silent blank.
@@ -36,8 +40,12 @@ async function renderWidget({ model, el }) {
   el.replaceChildren(banner, body);
   /** @type {Connection} */
   let conn;
+  // The model's comm carries the relay and asks the kernel to admit the page's origin; a
+  // host without custom messages simply has no relay route.
+  const carrier = typeof model.send === "function" ? /** @type {Carrier} */ (/** @type {unknown} */ (model)) : null;
   try {
-    conn = connect({ url: String(model.get("url")), token: String(model.get("token")) });
+    const route = /** @type {RouteChoice} */ (String(model.get("requested_route") || "auto"));
+    conn = connect({ url: String(model.get("url")), token: String(model.get("token")), route, carrier });
   } catch (err) {
     // A malformed URL: nothing to connect to, say so.
     const message = /** @type {Error} */ (err).message;
@@ -52,7 +60,6 @@ async function renderWidget({ model, el }) {
       el.classList.remove(...classes);
     };
   }
-  el.dataset.livestreamRoute = "direct";
   const ownBanner = !SELF_REPORTING.has(kind);
   let connectionText = "";
   let connectionLevel = "error";
@@ -65,14 +72,16 @@ async function renderWidget({ model, el }) {
   };
   /** @param {string} status @param {string} [message] */
   const report = (status, message = "") => {
+    const route = conn.route?.name ?? "";
     el.dataset.livestreamStatus = status;
+    if (route) el.dataset.livestreamRoute = route;
     connectionText = status === "error" || status === "reconnecting" ? message : "";
     connectionLevel = status === "error" ? "error" : "warning";
     showBanner();
-    if (model.get("status") === status && model.get("message") === message) return;
+    if (model.get("status") === status && model.get("message") === message && model.get("route") === route) return;
     model.set("status", status);
     model.set("message", message);
-    model.set("route", "direct");
+    model.set("route", route);
     model.save_changes();
   };
   const stopStatus = conn.onStatus(report);
@@ -118,6 +127,7 @@ async function renderWidget({ model, el }) {
     stopStatus();
     watch?.unsubscribe();
     handle.dispose();
+    if (carrier) conn.removeCarrier(carrier);
     conn.release();
     el.replaceChildren();
     el.classList.remove(...classes);
