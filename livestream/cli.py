@@ -19,33 +19,65 @@ DEFAULT_PORT = 8765
 
 
 def _server_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default=os.environ.get("LIVESTREAM_HOST", "127.0.0.1"),
-                   help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("LIVESTREAM_PORT", DEFAULT_PORT)),
-                   help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
-    p.add_argument("--token", default=None,
-                   help="the access token (default: $LIVESTREAM_TOKEN or a random one)")
+    p.add_argument(
+        "--host",
+        default=os.environ.get("LIVESTREAM_HOST", "127.0.0.1"),
+        help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("LIVESTREAM_PORT", DEFAULT_PORT)),
+        help=f"port (default {DEFAULT_PORT}; 0 picks a free one)",
+    )
+    p.add_argument(
+        "--token",
+        default=None,
+        help="the access token (default: $LIVESTREAM_TOKEN or a random one)",
+    )
     p.add_argument("--history", type=int, default=100_000, help="rows kept per stream")
     p.add_argument("--max-age", type=float, default=None, help="seconds of rows kept per stream")
-    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                   help="also accept WebSocket connections from this exact origin (repeatable)")
-    p.add_argument("--allow-host", action="append", default=[], metavar="HOST",
-                   help="also accept this Host header on a loopback server (repeatable)")
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="also accept WebSocket connections from this exact origin (repeatable)",
+    )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="also accept this Host header on a loopback server (repeatable)",
+    )
 
 
 def _client_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=os.environ.get("LIVESTREAM_URL", f"ws://127.0.0.1:{DEFAULT_PORT}"),
-                   help="server URL (default $LIVESTREAM_URL or ws://127.0.0.1:8765)")
-    p.add_argument("--token", default=os.environ.get("LIVESTREAM_TOKEN"),
-                   help="access token (default $LIVESTREAM_TOKEN)")
+    p.add_argument(
+        "--url",
+        default=os.environ.get("LIVESTREAM_URL", f"ws://127.0.0.1:{DEFAULT_PORT}"),
+        help="server URL (default $LIVESTREAM_URL or ws://127.0.0.1:8765)",
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("LIVESTREAM_TOKEN"),
+        help="access token (default $LIVESTREAM_TOKEN)",
+    )
 
 
 def _make_server(args: argparse.Namespace) -> Any:
     from .server import Server
 
-    return Server(args.host, args.port, token=args.token, history=args.history,
-                  max_age=args.max_age, allow_origins=args.allow_origin,
-                  allow_hosts=args.allow_host)
+    return Server(
+        args.host,
+        args.port,
+        token=args.token,
+        history=args.history,
+        max_age=args.max_age,
+        allow_origins=args.allow_origin,
+        allow_hosts=args.allow_host,
+    )
 
 
 def _announce(server: Any, what: str) -> None:
@@ -92,7 +124,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
             try:
                 webbrowser.open(server.url)
-            except Exception:  # noqa: BLE001 - no browser is fine; the URL is printed
+            except Exception:
                 pass
         try:
             await asyncio.Event().wait()
@@ -131,9 +163,13 @@ def _rows(handle: TextIO, fmt: str) -> Iterator[dict[str, Any]]:
         try:
             row = json.loads(line)
         except ValueError as exc:
-            raise SystemExit(f"line {number}: not JSON ({exc}); expected one JSON object per line")
+            raise SystemExit(
+                f"line {number}: not JSON ({exc}); expected one JSON object per line"
+            ) from None
         if not isinstance(row, dict):
-            raise SystemExit(f"line {number}: expected a JSON object per line, got {type(row).__name__}")
+            raise SystemExit(
+                f"line {number}: expected a JSON object per line, got {type(row).__name__}"
+            )
         yield row
 
 
@@ -150,7 +186,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
         with connect(args.url, token=args.token) as client:
             batch: list[dict[str, Any]] = []
             started = time.monotonic()
-            per_batch = args.batch if not args.rate else max(1, min(args.batch, math.ceil(args.rate / 20)))
+            per_batch = (
+                args.batch if not args.rate else max(1, min(args.batch, math.ceil(args.rate / 20)))
+            )
             for row in _rows(handle, fmt):
                 batch.append(row)
                 if len(batch) >= per_batch:
@@ -179,7 +217,7 @@ def _format_value(name: str, v: Any) -> str:
         import datetime as dt
 
         # Times travel as ms since the epoch; show them as people read them.
-        return dt.datetime.fromtimestamp(v / 1000, dt.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+        return dt.datetime.fromtimestamp(v / 1000, dt.UTC).strftime("%H:%M:%S.%f")[:-3]
     if isinstance(v, float):
         return f"{v:.6g}"
     return str(v)
@@ -196,13 +234,25 @@ def cmd_tail(args: argparse.Namespace) -> int:
             for batch in sub:
                 for row in batch.to_rows():
                     if args.format == "jsonl":
-                        print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                                          for k, v in row.items()}), flush=True)
+                        print(
+                            json.dumps(
+                                {
+                                    k: (
+                                        None if isinstance(v, float) and not math.isfinite(v) else v
+                                    )
+                                    for k, v in row.items()
+                                }
+                            ),
+                            flush=True,
+                        )
                     else:
                         if not header_done:
                             print("  ".join(f"{k:>14}" for k in row), flush=True)
                             header_done = True
-                        print("  ".join(f"{_format_value(k, v):>14}" for k, v in row.items()), flush=True)
+                        print(
+                            "  ".join(f"{_format_value(k, v):>14}" for k, v in row.items()),
+                            flush=True,
+                        )
                     count += 1
                     if args.count and count >= args.count:
                         return 0
@@ -229,8 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stream")
     p.add_argument("file")
     _client_options(p)
-    p.add_argument("--format", choices=["jsonl", "csv"], help="input format (default: by extension)")
-    p.add_argument("--rate", type=float, default=None, help="rows per second (default: as fast as possible)")
+    p.add_argument(
+        "--format", choices=["jsonl", "csv"], help="input format (default: by extension)"
+    )
+    p.add_argument(
+        "--rate", type=float, default=None, help="rows per second (default: as fast as possible)"
+    )
     p.add_argument("--batch", type=int, default=1000, help="rows per message (default 1000)")
     p.set_defaults(func=cmd_publish)
 
@@ -247,8 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     from .errors import LivestreamError
 
     try:

@@ -64,8 +64,16 @@ def _normalise_url(url: str, token: str | None) -> tuple[str, str | None]:
 class AsyncSubscription:
     """Batches of one stream, as an async iterator. Made by :meth:`AsyncClient.subscribe`."""
 
-    def __init__(self, client: AsyncClient, stream: str, *, last: int | None, since: int | None,
-                 epoch: str | None, columns: tuple[str, ...] | None) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        stream: str,
+        *,
+        last: int | None,
+        since: int | None,
+        epoch: str | None,
+        columns: tuple[str, ...] | None,
+    ) -> None:
         self.client = client
         self.stream = stream
         self.columns = columns
@@ -85,8 +93,13 @@ class AsyncSubscription:
 
     def _request(self) -> P.Subscribe:
         if self.next_offset is not None:
-            return P.Subscribe(self.stream, since=self.next_offset, epoch=self.epoch,
-                               columns=self.columns, credit=_CREDIT)
+            return P.Subscribe(
+                self.stream,
+                since=self.next_offset,
+                epoch=self.epoch,
+                columns=self.columns,
+                credit=_CREDIT,
+            )
         return P.Subscribe(self.stream, last=self.last, columns=self.columns, credit=_CREDIT)
 
     def _on_subscribed(self, msg: P.Subscribed) -> None:
@@ -166,8 +179,15 @@ class AsyncSubscription:
 class AsyncClient:
     """An asyncio connection to a livestream server, reopened when it drops."""
 
-    def __init__(self, url: str, *, token: str | None = None, reconnect: bool = True,
-                 timeout: float = 10.0, max_message_size: int = 256 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        reconnect: bool = True,
+        timeout: float = 10.0,
+        max_message_size: int = 256 * 1024 * 1024,
+    ) -> None:
         self.url, self.token = _normalise_url(url, token)
         self.reconnect = reconnect
         self.timeout = timeout
@@ -194,9 +214,9 @@ class AsyncClient:
 
     async def _open(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        request = tornado.httpclient.HTTPRequest(self.url, headers=headers,
-                                                 connect_timeout=self.timeout,
-                                                 request_timeout=self.timeout)
+        request = tornado.httpclient.HTTPRequest(
+            self.url, headers=headers, connect_timeout=self.timeout, request_timeout=self.timeout
+        )
         try:
             conn = await tornado.websocket.websocket_connect(
                 request, max_message_size=self.max_message_size
@@ -207,7 +227,9 @@ class AsyncClient:
                 # the server is unreachable for now, which a reconnect may cure; not a refusal.
                 raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from None
             body = exc.response.body.decode(errors="replace") if exc.response.body else ""
-            raise ServerError("refused", f"HTTP {exc.code} from {self.url}: {body or exc.message}") from None
+            raise ServerError(
+                "refused", f"HTTP {exc.code} from {self.url}: {body or exc.message}"
+            ) from None
         except OSError as exc:
             raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from None
         try:
@@ -241,7 +263,7 @@ class AsyncClient:
                     break
                 try:
                     self._dispatch(frame)
-                except Exception:  # noqa: BLE001 - a bad frame must not kill the reader
+                except Exception:
                     log.exception("could not handle a frame from %s", self.url)
             code = conn.close_code
             self._connected.clear()
@@ -266,7 +288,7 @@ class AsyncClient:
                     for sub in self._subs.values():
                         sub._fail(exc)
                     return
-                except (ConnectionClosed, OSError, asyncio.TimeoutError):
+                except (TimeoutError, ConnectionClosed, OSError):
                     continue
                 self.reconnects += 1
                 delay = 0.1
@@ -366,8 +388,9 @@ class AsyncClient:
 
         fut.add_done_callback(answered)
 
-    async def _await_stream(self, sub: AsyncSubscription,
-                            conn: tornado.websocket.WebSocketClientConnection) -> None:
+    async def _await_stream(
+        self, sub: AsyncSubscription, conn: tornado.websocket.WebSocketClientConnection
+    ) -> None:
         delay = 0.1
         while self._conn is conn and not sub._closed and self._subs.get(sub.stream) is sub:
             await asyncio.sleep(delay)
@@ -386,7 +409,7 @@ class AsyncClient:
         if self._conn is None:
             try:
                 await asyncio.wait_for(self._connected.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ConnectionClosed(f"not connected to {self.url} after {timeout} s") from None
 
     async def _request(self, msg: Any, timeout: float | None = None) -> P.ServerMessage:
@@ -442,16 +465,29 @@ class AsyncClient:
         """Round-trip a ``ping`` (raises when the server does not answer in ``timeout``)."""
         await self._request(P.Ping())
 
-    async def subscribe(self, stream: str, *, last: int | None = None, since: int | None = None,
-                        epoch: str | None = None, columns: builtins.list[str] | None = None) -> AsyncSubscription:
+    async def subscribe(
+        self,
+        stream: str,
+        *,
+        last: int | None = None,
+        since: int | None = None,
+        epoch: str | None = None,
+        columns: builtins.list[str] | None = None,
+    ) -> AsyncSubscription:
         """Subscribe to ``stream``; iterate the result for batches.
 
         With neither ``last`` nor ``since`` the whole history window comes first.
         """
         if stream in self._subs:
             raise ConfigError(f"already subscribed to {stream!r} on this connection")
-        sub = AsyncSubscription(self, stream, last=last, since=since, epoch=epoch,
-                                columns=tuple(columns) if columns else None)
+        sub = AsyncSubscription(
+            self,
+            stream,
+            last=last,
+            since=since,
+            epoch=epoch,
+            columns=tuple(columns) if columns else None,
+        )
         self._subs[stream] = sub
         try:
             await self._request(sub._request())
@@ -474,7 +510,7 @@ class AsyncClient:
         if self._reader is not None:
             try:
                 await asyncio.wait_for(self._reader, 5)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._reader.cancel()
         self._conn = None
 
@@ -515,12 +551,14 @@ class Subscription:
 
     def next(self, timeout: float | None = None) -> Batch:
         """The next batch; ``TimeoutError`` after ``timeout`` s; StopIteration when closed."""
+
         async def take() -> Batch | None:
             try:
                 return await self._inner.next(timeout)
             except StopAsyncIteration:
                 # Not StopIteration here: raised inside a coroutine it becomes RuntimeError.
                 return None
+
         batch: Batch | None = self._client._run(take(), None)
         if batch is None:
             raise StopIteration
@@ -529,10 +567,11 @@ class Subscription:
     def to_pandas(self, timeout: float = 5.0) -> Any:
         """Rows received and not yet taken, as a DataFrame indexed by offset (waits up to
         ``timeout`` s for the first batch when none has arrived yet)."""
+
         async def collect() -> list[Batch]:
             got = self._inner.drain()
             if not got:
-                got = [await self._inner.next(timeout)] + self._inner.drain()
+                got = [await self._inner.next(timeout), *self._inner.drain()]
             return got
 
         batches = self._client._run(collect(), None)
@@ -549,11 +588,13 @@ class Client:
     Made by :func:`connect`; use it as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, url: str, *, token: str | None = None, reconnect: bool = True,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, token: str | None = None, reconnect: bool = True, timeout: float = 10.0
+    ) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever,
-                                        name="livestream-client", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="livestream-client", daemon=True
+        )
         self._thread.start()
         self.timeout = timeout
         try:
@@ -562,7 +603,9 @@ class Client:
             self._shutdown()
             raise
 
-    async def _make(self, url: str, token: str | None, reconnect: bool, timeout: float) -> AsyncClient:
+    async def _make(
+        self, url: str, token: str | None, reconnect: bool, timeout: float
+    ) -> AsyncClient:
         client = AsyncClient(url, token=token, reconnect=reconnect, timeout=timeout)
         await client.connect()
         return client
@@ -596,11 +639,20 @@ class Client:
         """The server's streams with schema, rows, offset and state."""
         return list(self._run(self._async.list(), self.timeout + 5))
 
-    def subscribe(self, stream: str, *, last: int | None = None, since: int | None = None,
-                  epoch: str | None = None, columns: builtins.list[str] | None = None) -> Subscription:
+    def subscribe(
+        self,
+        stream: str,
+        *,
+        last: int | None = None,
+        since: int | None = None,
+        epoch: str | None = None,
+        columns: builtins.list[str] | None = None,
+    ) -> Subscription:
         """Subscribe; iterate the result for :class:`~livestream.columns.Batch` objects."""
-        inner = self._run(self._async.subscribe(stream, last=last, since=since, epoch=epoch,
-                                                columns=columns), self.timeout + 5)
+        inner = self._run(
+            self._async.subscribe(stream, last=last, since=since, epoch=epoch, columns=columns),
+            self.timeout + 5,
+        )
         return Subscription(self, inner)
 
     def close(self) -> None:
@@ -625,8 +677,9 @@ class Client:
         self.close()
 
 
-def connect(url: str, *, token: str | None = None, reconnect: bool = True,
-            timeout: float = 10.0) -> Client:
+def connect(
+    url: str, *, token: str | None = None, reconnect: bool = True, timeout: float = 10.0
+) -> Client:
     """Connect to a livestream server: ``ws://host:port`` (or the ``http://...?token=``
     URL that ``livestream serve`` prints). Returns a blocking :class:`Client`."""
     return Client(url, token=token, reconnect=reconnect, timeout=timeout)

@@ -43,7 +43,9 @@ class Param:
 
 
 def _number(name: str, value: Any, kind: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
         raise InvalidParam(f"parameter {name!r} takes a {kind}; got {value!r}")
     return value.item() if isinstance(value, np.generic) else value
 

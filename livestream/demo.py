@@ -18,8 +18,13 @@ __all__ = ["install", "market", "sensors"]
 
 #: Declared up front so a dashboard opened before the first tick knows the columns.
 MARKET_SCHEMA = {"time": "float64", "price": "float64", "volume": "int64"}
-SENSOR_SCHEMA = {"time": "float64", "lab": "float64", "server_room": "float64",
-                 "outdoor": "float64", "humidity": "float64"}
+SENSOR_SCHEMA = {
+    "time": "float64",
+    "lab": "float64",
+    "server_room": "float64",
+    "outdoor": "float64",
+    "humidity": "float64",
+}
 
 SYMBOLS = {"ACME": 100.0, "GLOBEX": 42.0, "INITECH": 7.5}
 
@@ -82,7 +87,10 @@ def sensors(stream: Stream, *, every: float = 0.1, seed: int | None = None) -> A
         return {
             "time": t * 1000.0,
             "lab": params["setpoint"] + 0.8 * math.sin(phase) + rng.gauss(0, noise),
-            "server_room": params["setpoint"] + 4 + 1.5 * math.sin(phase * 1.7) + rng.gauss(0, noise),
+            "server_room": params["setpoint"]
+            + 4
+            + 1.5 * math.sin(phase * 1.7)
+            + rng.gauss(0, noise),
             "outdoor": 8 + 3 * math.sin(phase / 4) + rng.gauss(0, noise),
             "humidity": min(1.0, max(0.0, 0.45 + 0.05 * math.sin(phase / 2) + rng.gauss(0, 0.01))),
         }

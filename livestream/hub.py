@@ -58,7 +58,14 @@ class Subscription:
     """One subscriber's cursor into one stream."""
 
     __slots__ = (
-        "busy_since", "closed", "columns", "credit", "cursor", "format", "session", "stream",
+        "busy_since",
+        "closed",
+        "columns",
+        "credit",
+        "cursor",
+        "format",
+        "session",
+        "stream",
     )
 
     def __init__(self, session: Session, stream: Stream, cursor: int, sub: P.Subscribe) -> None:
@@ -110,12 +117,14 @@ class Subscription:
         session.hub.drop(self)
         if session.subscriptions.get(name) is self:
             del session.subscriptions[name]
-        session.send(P.Error(
-            "bad_message",
-            f"stream {name!r} has no column {unknown[0]!r}; its columns are "
-            f"{', '.join(schema)}. The subscription is ended: subscribe again with columns "
-            "from that list.",
-        ))
+        session.send(
+            P.Error(
+                "bad_message",
+                f"stream {name!r} has no column {unknown[0]!r}; its columns are "
+                f"{', '.join(schema)}. The subscription is ended: subscribe again with columns "
+                "from that list.",
+            )
+        )
         return False
 
     def _written(self, fut: Any) -> None:
@@ -133,7 +142,9 @@ class Session:
     errors (``reject``); everything it answers goes through the transport.
     """
 
-    def __init__(self, hub: Hub, transport: Transport, roles: tuple[str, ...], peer: str = "") -> None:
+    def __init__(
+        self, hub: Hub, transport: Transport, roles: tuple[str, ...], peer: str = ""
+    ) -> None:
         self.hub = hub
         self.transport = transport
         self.roles = roles
@@ -152,7 +163,7 @@ class Session:
             return None
         try:
             done = self.transport.send(frame)
-        except Exception:  # noqa: BLE001 - a closed socket; the close callback cleans up
+        except Exception:
             self.closed = True
             return None
         add_done_callback = getattr(done, "add_done_callback", None)
@@ -176,8 +187,12 @@ class Session:
         while self._bad and now - self._bad[0] > BAD_MESSAGE_WINDOW:
             self._bad.popleft()
         if len(self._bad) >= BAD_MESSAGE_LIMIT:
-            log.info("closing %s: %d bad messages in %.0f s", self.peer, len(self._bad),
-                     BAD_MESSAGE_WINDOW)
+            log.info(
+                "closing %s: %d bad messages in %.0f s",
+                self.peer,
+                len(self._bad),
+                BAD_MESSAGE_WINDOW,
+            )
             self.transport.close(4001, "too many bad messages")
             # What the peer sent behind it until it sees the close is not carried out.
             self.closed = True
@@ -201,11 +216,12 @@ class Session:
             if err.id is None:
                 err.id = getattr(msg, "id", None)
             self.reject(err)
-        except Exception:  # noqa: BLE001 - never leak internals to the client
+        except Exception:
             log.exception("internal error handling %r", type(msg).__name__)
             msg_id: P.Id = getattr(msg, "id", None)
-            self.send(P.Error("internal", "the server failed to handle this message; see its log",
-                              msg_id))
+            self.send(
+                P.Error("internal", "the server failed to handle this message; see its log", msg_id)
+            )
 
     def _dispatch(self, msg: P.ClientMessage) -> None:
         hub = self.hub
@@ -230,8 +246,11 @@ class Session:
         elif isinstance(msg, P.Credit):
             sub = self.subscriptions.get(msg.stream)
             if sub is None:
-                raise UnknownStream(f"`credit` for stream {msg.stream!r}, which this connection "
-                                    "has not subscribed to", id=msg.id)
+                raise UnknownStream(
+                    f"`credit` for stream {msg.stream!r}, which this connection "
+                    "has not subscribed to",
+                    id=msg.id,
+                )
             if sub.credit is not None:
                 sub.credit = min(sub.credit + msg.frames, 1_000_000)
                 sub.pump()
@@ -260,9 +279,15 @@ class Hub:
 
     version = "0.1.0"
 
-    def __init__(self, *, history: int = DEFAULT_HISTORY, max_age: float | None = None,
-                 write_timeout: float = 30.0, max_streams: int = MAX_STREAMS,
-                 server: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        history: int = DEFAULT_HISTORY,
+        max_age: float | None = None,
+        write_timeout: float = 30.0,
+        max_streams: int = MAX_STREAMS,
+        server: Any = None,
+    ) -> None:
         self.max_streams = max_streams
         self.history = history
         self.max_age = max_age
@@ -349,7 +374,8 @@ class Hub:
                 raise ProtocolError(
                     f"stream {stream.name!r} has no column {unknown[0]!r}; its columns are "
                     f"{', '.join(stream.schema)}",
-                    id=msg.id, code="bad_message",
+                    id=msg.id,
+                    code="bad_message",
                 )
         start, end = stream.window()
         reset: str | None = None
@@ -370,8 +396,17 @@ class Hub:
         sub = Subscription(session, stream, cursor, msg)
         session.subscriptions[stream.name] = sub
         self.subscribers.setdefault(stream.name, set()).add(sub)
-        session.send(P.Subscribed(stream.name, stream.epoch, stream.schema,
-                                  stream.controls.describe(), stream.state, cursor, msg.id))
+        session.send(
+            P.Subscribed(
+                stream.name,
+                stream.epoch,
+                stream.schema,
+                stream.controls.describe(),
+                stream.state,
+                cursor,
+                msg.id,
+            )
+        )
         if reset is not None:
             session.send(P.Reset(stream.name, stream.epoch, cursor, reset))
         sub.pump()
@@ -431,7 +466,7 @@ class Hub:
         for sub in list(self.subscribers.get(stream.name, ())):
             try:
                 sub.pump()
-            except Exception:  # noqa: BLE001 - one subscriber's failure must not starve the rest
+            except Exception:
                 log.exception("fan-out to %s failed; dropping that subscription", sub.session.peer)
                 self.drop(sub)
 
@@ -459,8 +494,12 @@ class Hub:
             for subs in list(self.subscribers.values()):
                 for sub in list(subs):
                     if sub.busy_since is not None and now - sub.busy_since > self.write_timeout:
-                        log.info("closing %s: a frame of %r unread for %.0f s", sub.session.peer,
-                                 sub.stream.name, now - sub.busy_since)
+                        log.info(
+                            "closing %s: a frame of %r unread for %.0f s",
+                            sub.session.peer,
+                            sub.stream.name,
+                            now - sub.busy_since,
+                        )
                         sub.session.transport.close(1008, "peer is not reading its socket")
                         # Forget the session now: the transport may wait seconds for a close
                         # handshake the stalled peer will never read.

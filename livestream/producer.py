@@ -42,7 +42,8 @@ def _wants_params(fn: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):  # pragma: no cover - builtins
         return True
     positional = [
-        p for p in sig.parameters.values()
+        p
+        for p in sig.parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
     ]
     return bool(positional)
@@ -119,11 +120,15 @@ class Producer:
         return self.fn(*args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"<Producer {self.name!r} of stream {self.stream.name!r} status={self.stream._status}>"
+        return (
+            f"<Producer {self.name!r} of stream {self.stream.name!r} status={self.stream._status}>"
+        )
 
     # ------------------------------------------------------------------ control
 
-    def action(self, name: str, label: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def action(
+        self, name: str, label: str | None = None
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator declaring a custom action: ``@tick.action("reset")``."""
 
         def register(callback: Callable[..., Any]) -> Callable[..., Any]:
@@ -160,8 +165,10 @@ class Producer:
         else:
             stream.set_status("paused" if stream.paused else "running")
             self._thread = threading.Thread(
-                target=self._run_thread, args=(self._stop,),
-                name=f"livestream-producer-{stream.name}", daemon=True,
+                target=self._run_thread,
+                args=(self._stop,),
+                name=f"livestream-producer-{stream.name}",
+                daemon=True,
             )
             self._thread.start()
 
@@ -212,8 +219,9 @@ class Producer:
             self.stream.append(rows)
 
     def _fail(self, exc: BaseException) -> None:
-        log.warning("producer %r of stream %r failed: %s", self.name, self.stream.name, exc,
-                    exc_info=exc)
+        log.warning(
+            "producer %r of stream %r failed: %s", self.name, self.stream.name, exc, exc_info=exc
+        )
         self.stream.set_status("error", f"{type(exc).__name__}: {exc}")
 
     def _wait(self, stop: threading.Event, deadline: float) -> bool:
@@ -263,7 +271,7 @@ class Producer:
                     next_at += self.every
                     if next_at < time.monotonic() - self.every:
                         next_at = time.monotonic()  # fell behind: do not burst to catch up
-        except BaseException as exc:  # noqa: BLE001 - a producer's failure is reported, not raised
+        except BaseException as exc:
             self._call_started = None
             if not stop.is_set():
                 self._fail(exc)
@@ -316,7 +324,7 @@ class Producer:
         except asyncio.CancelledError:
             self._call_started = None
             return
-        except Exception as exc:  # noqa: BLE001 - reported in the stream state
+        except Exception as exc:
             self._call_started = None
             if not stop.is_set():
                 self._fail(exc)

@@ -19,7 +19,7 @@ import re
 import reprlib
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeGuard, Union
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 
@@ -76,7 +76,7 @@ _STREAM_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _ALIGN = 8
 _PAD = b"\0" * _ALIGN
 _U32 = struct.Struct("<I")
-Id = Union[str, int, None]
+Id = str | int | None
 
 
 # --------------------------------------------------------------------------- messages
@@ -147,7 +147,7 @@ class Ping:
     id: Id = None
 
 
-ClientMessage = Union[Subscribe, Unsubscribe, Control, Publish, ListStreams, Credit, Ping]
+ClientMessage = Subscribe | Unsubscribe | Control | Publish | ListStreams | Credit | Ping
 
 
 # Server to client.
@@ -250,9 +250,9 @@ class Pong:
     id: Id = None
 
 
-ServerMessage = Union[
-    Welcome, Subscribed, Unsubscribed, Ack, Streams, Data, Reset, StateChanged, Error, Pong
-]
+ServerMessage = (
+    Welcome | Subscribed | Unsubscribed | Ack | Streams | Data | Reset | StateChanged | Error | Pong
+)
 
 CLIENT_TYPES = ("subscribe", "unsubscribe", "control", "publish", "list", "credit", "ping")
 

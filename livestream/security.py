@@ -25,7 +25,6 @@ import ipaddress
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
@@ -145,8 +144,9 @@ class Security:
                     "(port may be *), e.g. https://hub.example.org"
                 )
             origins.append(origin)
-        return cls(table, tuple(origins), tuple(h.lower() for h in allow_hosts),
-                   _is_loopback(bind_host))
+        return cls(
+            table, tuple(origins), tuple(h.lower() for h in allow_hosts), _is_loopback(bind_host)
+        )
 
     @property
     def token(self) -> str:
@@ -160,7 +160,8 @@ class Security:
         """The roles ``presented`` grants; raises :class:`Refusal` (401/403) otherwise."""
         if not presented:
             raise Refusal(
-                401, "missing_token",
+                401,
+                "missing_token",
                 "this server needs a token: add ?token=<token> to the URL or send the header "
                 "'Authorization: Bearer <token>' (the token is printed by `livestream serve`)",
             )
@@ -172,7 +173,8 @@ class Security:
                 granted = roles
         if granted is None:
             raise Refusal(
-                403, "bad_token",
+                403,
+                "bad_token",
                 "the token was not accepted; check it against the one `livestream serve` "
                 "printed, or the LIVESTREAM_TOKEN the server was started with",
             )
@@ -196,7 +198,8 @@ class Security:
                 if allowed[:2] == parsed[:2] and allowed[2] in ("*", parsed[2]):
                     return
         raise Refusal(
-            403, "bad_origin",
+            403,
+            "bad_origin",
             f"origin {origin!r} is not allowed; allowed origins are "
             f"{', '.join(self.allow_origins)}. Pass --allow-origin {origin} (or set "
             "LIVESTREAM_ALLOW_ORIGIN) to allow it.",
@@ -219,8 +222,11 @@ class Security:
         text = origin.strip().rstrip("/").lower()
         parsed = _split_origin(text)
         if (
-            parsed is None or parsed[0] not in ("http", "https") or parsed[2] == "*"
-            or not parsed[1] or "*" in parsed[1]
+            parsed is None
+            or parsed[0] not in ("http", "https")
+            or parsed[2] == "*"
+            or not parsed[1]
+            or "*" in parsed[1]
         ):
             raise ConfigError(
                 f"cannot admit origin {origin!r}: expected a page origin such as "
@@ -246,7 +252,8 @@ class Security:
         if _is_loopback(host) or host in self.allow_hosts:
             return
         raise Refusal(
-            403, "bad_host",
+            403,
+            "bad_host",
             f"host {host_header!r} is not allowed for a server bound to loopback (this guards "
             "against DNS rebinding); connect to 127.0.0.1 or localhost, or pass --allow-host "
             f"{host or 'NAME'}",

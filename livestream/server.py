@@ -61,7 +61,8 @@ def _token_of(handler: tornado.web.RequestHandler) -> str | None:
     # belongs to Jupyter: JupyterHub would send a ``token`` parameter to its Hub API to look
     # up a user, handing our secret to a third party.
     return handler.get_query_argument("token", None) or handler.get_query_argument(
-        "livestream_token", None)
+        "livestream_token", None
+    )
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
@@ -69,8 +70,15 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     level = logging.ERROR if status >= 500 else logging.INFO if status >= 400 else logging.DEBUG
     request = handler.request
-    log.log(level, "%d %s %s (%s) %.1f ms", status, request.method, request.path,
-            request.remote_ip, 1000.0 * request.request_time())
+    log.log(
+        level,
+        "%d %s %s (%s) %.1f ms",
+        status,
+        request.method,
+        request.path,
+        request.remote_ip,
+        1000.0 * request.request_time(),
+    )
 
 
 class _Guarded:
@@ -175,8 +183,12 @@ class _ApiHandler(_Guarded, tornado.web.RequestHandler):
     def _need(self, role: str) -> bool:
         if role in self.roles:
             return True
-        self._fail(403, "forbidden", f"this request needs the {role!r} role; the token grants "
-                   f"{', '.join(self.roles) or 'none'}")
+        self._fail(
+            403,
+            "forbidden",
+            f"this request needs the {role!r} role; the token grants "
+            f"{', '.join(self.roles) or 'none'}",
+        )
         return False
 
     def _json(self, obj: Any) -> None:
@@ -186,8 +198,16 @@ class _ApiHandler(_Guarded, tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": {"code": "internal" if status_code >= 500 else "bad_request",
-                                          "message": self._reason}}))
+        self.finish(
+            json.dumps(
+                {
+                    "error": {
+                        "code": "internal" if status_code >= 500 else "bad_request",
+                        "message": self._reason,
+                    }
+                }
+            )
+        )
 
     def _describe(self, stream: Stream) -> dict[str, Any]:
         info = stream.describe()
@@ -198,7 +218,9 @@ class _ApiHandler(_Guarded, tornado.web.RequestHandler):
 class StreamsHandler(_ApiHandler):
     def get(self) -> None:
         if self._need("view"):
-            self._json({"streams": [self._describe(s) for s in list(self.server.hub.streams.values())]})
+            self._json(
+                {"streams": [self._describe(s) for s in list(self.server.hub.streams.values())]}
+            )
 
 
 class StreamHandler(_ApiHandler):
@@ -236,9 +258,13 @@ class StreamHandler(_ApiHandler):
             stream = self.server.hub.stream_for_publish(name)
             offset = stream.append(batch)
         except (UnicodeDecodeError, ValueError) as exc:
-            self._fail(400, "bad_message", "the body must be JSON: a row object, a list of row "
-                       "objects, {\"columns\": {name: [values]}}, or JSON lines; could not parse "
-                       f"it ({type(exc).__name__})")
+            self._fail(
+                400,
+                "bad_message",
+                "the body must be JSON: a row object, a list of row "
+                'objects, {"columns": {name: [values]}}, or JSON lines; could not parse '
+                f"it ({type(exc).__name__})",
+            )
             return
         except ProtocolError as err:
             self._fail(400, err.code, err.message)
@@ -260,7 +286,8 @@ class PlotHandler(_ApiHandler):
         y = self.get_query_argument("y", None)
         try:
             spec = plot_spec(
-                name, stream.schema,
+                name,
+                stream.schema,
                 x=self.get_query_argument("x", None) or None,
                 y=y.split(",") if y else None,
                 kind=self.get_query_argument("kind", "line"),
@@ -347,11 +374,19 @@ class Server:
         self.host = host
         self.requested_port = port
         self.security = Security.create(
-            token=token, tokens=tokens, allow_origins=[*allow_origins, *env_origins],
-            allow_hosts=allow_hosts, bind_host=host,
+            token=token,
+            tokens=tokens,
+            allow_origins=[*allow_origins, *env_origins],
+            allow_hosts=allow_hosts,
+            bind_host=host,
         )
-        self.hub = Hub(history=history, max_age=max_age, write_timeout=write_timeout,
-                       max_streams=max_streams, server=self)
+        self.hub = Hub(
+            history=history,
+            max_age=max_age,
+            write_timeout=write_timeout,
+            max_streams=max_streams,
+            server=self,
+        )
         self.max_message_size = max_message_size
         self.ping_interval = ping_interval
         self.port: int | None = None
@@ -463,7 +498,7 @@ class Server:
             asyncio.set_event_loop(loop)
             try:
                 loop.run_until_complete(self.start_async())
-            except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+            except BaseException as exc:
                 failure.append(exc)
                 ready.set()
                 loop.close()

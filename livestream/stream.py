@@ -83,7 +83,9 @@ class History:
         stamps = None
         if self._stamps is not None:
             old = self._stamps
-            stamps = np.array([old[o % self._size] for o in range(self.start, self.end)], dtype="<f8")
+            stamps = np.array(
+                [old[o % self._size] for o in range(self.start, self.end)], dtype="<f8"
+            )
         self._size = size
         self._cols = self._allocate(size)
         pos = self.start % size
@@ -127,7 +129,9 @@ class History:
                     hi = mid
             self.start = lo
 
-    def read(self, since: int, stop: int | None = None, columns: tuple[str, ...] | None = None) -> Batch:
+    def read(
+        self, since: int, stop: int | None = None, columns: tuple[str, ...] | None = None
+    ) -> Batch:
         """Copy rows ``since:stop`` (clipped to what is kept) into a new batch."""
         since = max(since, self.start)
         stop = self.end if stop is None else min(stop, self.end)
@@ -184,8 +188,10 @@ class Stream:
         if schema is not None:
             bad = {n: d for n, d in schema.items() if d not in (*NUMERIC_DTYPES, "str", "object")}
             if bad:
-                raise ConfigError(f"schema has unknown dtypes {bad}; use one of float64, float32, "
-                                  "int32, int64, uint8, bool, str, object")
+                raise ConfigError(
+                    f"schema has unknown dtypes {bad}; use one of float64, float32, "
+                    "int32, int64, uint8, bool, str, object"
+                )
             self._history = History(schema, history, max_age)
 
     def __repr__(self) -> str:
@@ -244,7 +250,9 @@ class Stream:
             callback(self)
         return first
 
-    def read(self, since: int, stop: int | None = None, columns: tuple[str, ...] | None = None) -> Batch:
+    def read(
+        self, since: int, stop: int | None = None, columns: tuple[str, ...] | None = None
+    ) -> Batch:
         """Copy rows from offset ``since`` (clipped to history) up to ``stop``."""
         with self._lock:
             h = self._history
@@ -321,10 +329,13 @@ class Stream:
         if callback is not None:
             callback(self)
 
-    def declare(self, params: dict[str, Param] | None = None, actions: dict[str, Action] | None = None) -> None:
+    def declare(
+        self, params: dict[str, Param] | None = None, actions: dict[str, Action] | None = None
+    ) -> None:
         """Add parameter and action declarations (used by the producer decorator)."""
-        merged = ControlSet({**self.controls.params, **(params or {})},
-                            {**self.controls.actions, **(actions or {})})
+        merged = ControlSet(
+            {**self.controls.params, **(params or {})}, {**self.controls.actions, **(actions or {})}
+        )
         merged.values.update({k: v for k, v in self.controls.values.items() if k in merged.values})
         self.controls = merged
         self._notify_state()
@@ -373,15 +384,23 @@ class Stream:
 
     @overload
     def producer(
-        self, func: Callable[..., Any], *, every: float | None = None,
-        params: dict[str, Param] | None = None, actions: dict[str, Any] | None = None,
+        self,
+        func: Callable[..., Any],
+        *,
+        every: float | None = None,
+        params: dict[str, Param] | None = None,
+        actions: dict[str, Any] | None = None,
         start: bool = True,
     ) -> Producer: ...
 
     @overload
     def producer(
-        self, func: None = None, *, every: float | None = None,
-        params: dict[str, Param] | None = None, actions: dict[str, Any] | None = None,
+        self,
+        func: None = None,
+        *,
+        every: float | None = None,
+        params: dict[str, Param] | None = None,
+        actions: dict[str, Any] | None = None,
         start: bool = True,
     ) -> Callable[[Callable[..., Any]], Producer]: ...
 
@@ -422,8 +441,9 @@ class Stream:
             "rate": round(self.rate(), 3),
         }
         producer = self._producer
-        stalled = producer.stalled_for() if producer is not None and self._status == "running" else None
+        stalled = (
+            producer.stalled_for() if producer is not None and self._status == "running" else None
+        )
         if stalled is not None:
             out["stalled_for"] = round(stalled, 1)
         return out
-
