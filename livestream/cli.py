@@ -87,14 +87,17 @@ def _announce(server: Any, what: str) -> None:
     print("  Ctrl-C to stop", flush=True)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _run_server(args: argparse.Namespace, what: str, setup: Any = None) -> int:
+    """Run a server in the foreground until Ctrl-C; ``setup(server)`` runs once it listens."""
     import asyncio
 
     server = _make_server(args)
 
     async def main() -> None:
         await server.start_async()
-        _announce(server, "serving")
+        if setup is not None:
+            setup(server)
+        _announce(server, what)
         try:
             await asyncio.Event().wait()
         finally:
@@ -107,35 +110,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    import asyncio
+def cmd_serve(args: argparse.Namespace) -> int:
+    return _run_server(args, "serving")
 
+
+def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import install
 
-    server = _make_server(args)
-
-    async def main() -> None:
-        await server.start_async()
+    def setup(server: Any) -> None:
         install(server)
-        _announce(server, "demo")
         print("  streams: prices (market ticks), sensors (room sensors)", flush=True)
         if not args.no_browser:
             import webbrowser
 
             try:
                 webbrowser.open(server.url)
-            except Exception:
+            except Exception:  # no browser is fine: the URL is printed
                 pass
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await server.stop_async()
 
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return _run_server(args, "demo", setup)
 
 
 def _convert(value: str) -> Any:

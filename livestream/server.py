@@ -209,6 +209,17 @@ class _ApiHandler(_Guarded, tornado.web.RequestHandler):
             )
         )
 
+    def _viewable_stream(self, name: str) -> Stream | None:
+        """The stream ``name`` for a request that needs the view role; ``None`` once the
+        refusal (403, or 404 naming the known streams) has been answered."""
+        if not self._need("view"):
+            return None
+        try:
+            return self.server.hub.get(name)
+        except ProtocolError as err:
+            self._fail(404, err.code, err.message)
+            return None
+
     def _describe(self, stream: Stream) -> dict[str, Any]:
         info = stream.describe()
         info["subscribers"] = self.server.hub.subscriber_count(stream.name)
@@ -225,14 +236,9 @@ class StreamsHandler(_ApiHandler):
 
 class StreamHandler(_ApiHandler):
     def get(self, name: str) -> None:
-        if not self._need("view"):
-            return
-        try:
-            stream = self.server.hub.get(name)
-        except ProtocolError as err:
-            self._fail(404, err.code, err.message)
-            return
-        self._json(self._describe(stream))
+        stream = self._viewable_stream(name)
+        if stream is not None:
+            self._json(self._describe(stream))
 
     def post(self, name: str) -> None:
         """Append JSON rows: a row object, a list of row objects, {column: [values]},
@@ -274,12 +280,8 @@ class StreamHandler(_ApiHandler):
 
 class PlotHandler(_ApiHandler):
     def get(self, name: str) -> None:
-        if not self._need("view"):
-            return
-        try:
-            stream = self.server.hub.get(name)
-        except ProtocolError as err:
-            self._fail(404, err.code, err.message)
+        stream = self._viewable_stream(name)
+        if stream is None:
             return
         from .plots import plot_spec
 
