@@ -276,3 +276,38 @@ def test_dashboard_screenshots_for_the_docs(
         assert header[:8] == b"\x89PNG\r\n\x1a\n"
         assert struct.unpack(">II", header[16:24]) == (width, height)
         assert path.stat().st_size > 20_000, f"{path.name} looks blank"
+
+
+def test_moving_a_slider_changes_what_the_producer_receives(
+    server: Server, open_page: Callable[[str], Page]
+) -> None:
+    stream = server.stream("knob", history=5_000)
+    received: list[float] = []
+
+    @stream.producer(every=0.02, params={"gain": Float(1.0, min=0.0, max=5.0, label="Gain")})
+    def tick(params: Any) -> dict[str, Any]:
+        received.append(params["gain"])
+        return {"time": time.time() * 1000.0, "v": params["gain"]}
+
+    page = open_page(dashboard(server, "knob"))
+    wait_plot_rows(page, 5)
+    slider = page.locator('[data-param="gain"] input[type=range]')
+    expect(slider).to_have_value("1", timeout=WAIT_MS)
+    # Drag the slider: pointer down at its middle, move to its right end, release.
+    box = slider.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] + 20, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while stream.params["gain"] != 5.0 and time.monotonic() < deadline:
+        page.wait_for_timeout(20)
+    assert stream.params["gain"] == 5.0, f"server-side gain is {stream.params['gain']}"
+    seen = len(received)
+    while len(received) <= seen and time.monotonic() < deadline:
+        page.wait_for_timeout(20)
+    assert received[-1] == 5.0, "the producer was not called with the new value"
+    # Every viewer is told: the number box beside the slider shows what the server holds.
+    expect(page.locator('[data-param="gain"] input[type=number]')).to_have_value("5")
