@@ -3,7 +3,7 @@
 Nothing needs setting up in a notebook. The kernel's *default server* behaves like this:
 
 * **It starts on first use.** ``import livestream`` starts nothing; the first
-  ``ls.stream(...)``, ``ls.serve()`` or widget of a :class:`~livestream.stream.Stream` starts
+  ``ls.stream(...)``, ``ls.serve()`` or widget given a stream name without ``url=`` starts
   a server on ``127.0.0.1``, on a free port, on a background thread with its own event loop
   (so plots keep moving while a cell runs), with a random token unless ``LIVESTREAM_TOKEN``
   is set.
@@ -23,9 +23,13 @@ Nothing needs setting up in a notebook. The kernel's *default server* behaves li
   (``ls.LivePlot("prices", url="http://127.0.0.1:8765", token=TOKEN)``) to watch a
   standalone ``livestream serve`` process; no default server is started in the kernel then.
 
-How the page reaches the server (directly, through jupyter-server-proxy, or relayed
-through the kernel) is the widgets' business: see ``docs/jupyter-routes.md``. The
-notebooks, the lifecycle and attaching to a standalone server: ``docs/notebooks.md``.
+How the page reaches the server is the widgets' business, by one of three routes: ``direct``
+(a WebSocket to the server's own port, where the browser runs on the kernel's machine),
+``proxy`` (the same through jupyter-server-proxy under the Jupyter base URL: JupyterHub,
+remote or https Jupyter; the kernel admits the page's origin) and ``relay`` (protocol frames
+through the widget's comm and the kernel, :mod:`livestream.relay`: VS Code, Colab). See
+``docs/jupyter-routes.md``. The notebooks, the lifecycle and attaching to a standalone
+server: ``docs/notebooks.md``.
 """
 
 from __future__ import annotations
