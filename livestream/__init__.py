@@ -2,13 +2,19 @@
 
 ::
 
+    import random, time
     import livestream as ls
 
+    last = {"price": 100.0}
     prices = ls.stream("prices", history=50_000)     # the default server starts on first use
 
     @prices.producer(every=0.05, params={"volatility": ls.Float(0.02, min=0, max=0.2)})
     def tick(params):
-        return {"time": now_ms(), "price": next_price(params.volatility)}
+        price = last["price"] * (1 + params.volatility * random.gauss(0, 1) * 0.2)
+        last["price"] = price
+        return {"time": time.time() * 1000, "price": price}
+
+    ls.Dashboard(prices, y="price")                  # in a notebook: a live dashboard
 
     with ls.connect("ws://127.0.0.1:8765", token=TOKEN) as feed:   # from another process
         feed.publish("sensors", {"time": t, "temp": 21.4})

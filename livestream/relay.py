@@ -26,9 +26,11 @@ the message's one buffer                           frame as the one buffer
 origin (for the direct and proxy routes)
 =================================================  ==========================================
 
-Threads: the kernel receives comm messages on its shell thread, and only while no cell runs,
-so through the relay nothing moves while the kernel is busy (the direct and proxy routes
-keep moving: use them where you can). Everything a session does happens on the server's
+Threads: where the kernel handles widget messages on its main shell thread (ipykernel 6,
+and possibly VS Code and Colab), it does so only while no cell runs, so through the relay
+nothing moves while the kernel is busy; ipykernel 7 with JupyterLab's subshells handles them
+on another thread and the relay keeps moving (docs/jupyter-routes.md). The direct and proxy
+routes keep moving everywhere: use them where you can. Everything a session does happens on the server's
 loop thread (``call_soon_threadsafe``); frames leave from there too (ipykernel sends comm
 messages from any thread through its IOPub thread).
 

@@ -279,6 +279,16 @@ class StreamHandler(_ApiHandler):
 
 
 class PlotHandler(_ApiHandler):
+    def _number(self, name: str, default: str, kind: type[int] | type[float]) -> Any:
+        text = self.get_query_argument(name, default)
+        try:
+            return kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise ValueError(
+                f"query parameter {name!r} must be {what}; got {text!r} (e.g. ?{name}={default})"
+            ) from None
+
     def get(self, name: str) -> None:
         stream = self._viewable_stream(name)
         if stream is None:
@@ -293,9 +303,9 @@ class PlotHandler(_ApiHandler):
                 x=self.get_query_argument("x", None) or None,
                 y=y.split(",") if y else None,
                 kind=self.get_query_argument("kind", "line"),
-                window=int(self.get_query_argument("window", "10000")),
-                height=int(self.get_query_argument("height", "320")),
-                interval=float(self.get_query_argument("interval", "1000")),
+                window=self._number("window", "10000", int),
+                height=self._number("height", "320", int),
+                interval=self._number("interval", "1000", float),
             )
         except ValueError as exc:
             self._fail(400, "bad_request", str(exc))

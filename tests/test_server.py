@@ -468,3 +468,13 @@ async def test_http_api(server, ws_connect, http):
         assert body["subscribers"] == 1
         status, body = await call("GET", "/api/streams")
         assert [s["name"] for s in body["streams"]] == ["h"]
+
+
+def test_plot_endpoint_says_which_query_parameter_is_wrong(server, http):  # type: ignore[no-untyped-def]
+    server.stream("plotted").append({"time": [1.0, 2.0], "y": [3.0, 4.0]})
+    status, body = http(server, "GET", "/api/streams/plotted/plot?window=abc")
+    assert status == 400
+    assert "'window' must be a whole number" in body["error"]["message"]
+    assert "'abc'" in body["error"]["message"]
+    status, body = http(server, "GET", "/api/streams/plotted/plot?window=500&kind=step")
+    assert status == 200 and body["kind"] == "step" and body["rollover"] == 500
