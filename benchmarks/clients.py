@@ -14,6 +14,10 @@
   hundred messages and the session stops receiving (checked in this repo's first run; see
   docs/benchmarks.md). Each page counts the rows BokehJS streams into its document
   (``ColumnsStreamed`` document events), i.e. rows a real Bokeh viewer received and applied.
+* :func:`bokeh_ws_sessions` — Bokeh sessions as minimal clients of Bokeh's own WebSocket
+  protocol (``ACK``, ``PULL-DOC-REQ``, then counting rows of ``ColumnsStreamed`` events in
+  each complete multi-part ``PATCH-DOC``), several per process: light enough for N = 100,
+  and measuring the Bokeh server rather than a page.
 * :func:`open_slow_socket` — a WebSocket subscriber that completes the handshake, sends
   ``subscribe`` and then never reads again.
 
@@ -293,6 +297,194 @@ def bokeh_pages(conn: Any, port: int, count: int, options: dict[str, Any]) -> No
     child_setup()
     try:
         asyncio.run(_pages_main(conn, f"http://{HOST}:{port}/bench", count, options))
+    except Exception as exc:
+        with contextlib.suppress(OSError):
+            conn.send(error_reply(exc))
+
+
+# --------------------------------------------------------------------------- Bokeh protocol
+
+
+class _BokehSession:
+    """One Bokeh session over Bokeh's own WebSocket protocol, as BokehJS speaks it.
+
+    A Bokeh message is several WebSocket messages: a header (JSON: ``msgid``, ``msgtype``,
+    ``num_buffers``), a metadata and a content fragment (JSON text), then for each buffer a
+    text buffer header (``{"id": ...}``) and a binary payload. After the server's ``ACK``
+    the session sends ``PULL-DOC-REQ`` (what BokehJS does); then every ``PATCH-DOC`` whose
+    content has ``ColumnsStreamed`` events is counted: rows = length of the ``time`` column
+    (a list, or an ndarray reference whose ``shape`` gives the length and whose buffer gives
+    the newest row's time for the lag). Rows are counted when the whole message (with its
+    buffers) has arrived. Nothing is applied to a document: this is the lightest client the
+    protocol allows, to measure the server, not a page.
+    """
+
+    __slots__ = (
+        "buffers_left",
+        "bytes_win",
+        "frames_win",
+        "lag",
+        "lag_id",
+        "lag_value",
+        "msg_bytes",
+        "msg_rows",
+        "msgtype",
+        "pulled",
+        "rows_total",
+        "rows_win",
+        "state",
+        "ws",
+    )
+
+    def __init__(self) -> None:
+        self.state = "header"
+        self.msgtype = ""
+        self.buffers_left = 0
+        self.msg_rows = 0
+        self.msg_bytes = 0
+        self.lag_id: str | None = None
+        self.lag_value: float | None = None
+        self.rows_win = self.frames_win = self.bytes_win = self.rows_total = 0
+        self.lag: list[float] = []
+        self.pulled = asyncio.Event()
+        self.ws: Any = None
+
+    def _done(self) -> None:
+        now = time.time()
+        if self.msgtype == "ACK":
+            header = json.dumps({"msgid": os.urandom(8).hex(), "msgtype": "PULL-DOC-REQ"})
+            self.ws.send_text(header)
+            self.ws.send_text("{}")
+            self.ws.send_text("{}")
+        elif self.msgtype == "PULL-DOC-REPLY":
+            self.pulled.set()
+        elif self.msgtype == "PATCH-DOC" and self.msg_rows:
+            self.rows_total += self.msg_rows
+            if _Window.t0 <= now < _Window.t1:
+                self.rows_win += self.msg_rows
+                self.frames_win += 1
+                self.bytes_win += self.msg_bytes
+                if self.lag_value is not None:
+                    self.lag.append(now * 1000.0 - self.lag_value)
+        self.state = "header"
+
+    def on_text(self, text: str) -> None:
+        state = self.state
+        if state == "header":
+            h = json.loads(text)
+            self.msgtype = h["msgtype"]
+            self.buffers_left = int(h.get("num_buffers") or 0)
+            self.msg_rows = 0
+            self.msg_bytes = len(text)
+            self.lag_id = None
+            self.lag_value = None
+            self.state = "metadata"
+        elif state == "metadata":
+            self.msg_bytes += len(text)
+            self.state = "content"
+        elif state == "content":
+            self.msg_bytes += len(text)
+            if self.msgtype == "PATCH-DOC":
+                for ev in json.loads(text).get("events", ()):
+                    if ev.get("kind") != "ColumnsStreamed":
+                        continue
+                    data = ev["data"]
+                    if data.get("type") == "map":  # Bokeh 3's encoding of a dict
+                        data = {k: v for k, v in data["entries"]}
+                    col = data["time"]
+                    if isinstance(col, list):
+                        self.msg_rows += len(col)
+                        if col:
+                            self.lag_value = float(col[-1])
+                    elif isinstance(col, dict):
+                        self.msg_rows += int(col["shape"][0])
+                        ref = (col.get("array") or {}).get("data")
+                        if isinstance(ref, dict) and "id" in ref:
+                            self.lag_id = ref["id"]
+            if self.buffers_left:
+                self.state = "bufhdr"
+            else:
+                self._done()
+        elif state == "bufhdr":
+            self.msg_bytes += len(text)
+            self.state = "buf:" + json.loads(text)["id"]
+        else:
+            raise ValueError(f"text frame where a buffer was expected ({state})")
+
+    def on_binary(self, payload: bytes) -> None:
+        if not self.state.startswith("buf:"):
+            raise ValueError(f"binary frame in state {self.state}")
+        self.msg_bytes += len(payload)
+        if self.lag_id is not None and self.state[4:] == self.lag_id and len(payload) >= 8:
+            self.lag_value = float(
+                np.frombuffer(payload, "<f8", count=1, offset=len(payload) - 8)[0]
+            )
+        self.buffers_left -= 1
+        if self.buffers_left:
+            self.state = "bufhdr"
+        else:
+            self._done()
+
+
+async def _bokeh_ws_main(conn: Any, port: int, count: int, options: dict[str, Any]) -> None:
+    from bokeh.util.token import generate_jwt_token, generate_session_id
+
+    sessions = [_BokehSession() for _ in range(count)]
+    limit = asyncio.Semaphore(16)
+
+    async def open_one(st: _BokehSession) -> None:
+        async with limit:
+            token = generate_jwt_token(generate_session_id())
+            st.ws = await wsclient.connect(
+                HOST,
+                port,
+                "/bench/ws",
+                st.on_binary,
+                st.on_text,
+                timeout=60,
+                headers=f"Sec-WebSocket-Protocol: bokeh, {token}\r\n",
+            )
+            await asyncio.wait_for(st.pulled.wait(), 60)
+
+    await asyncio.gather(*(open_one(st) for st in sessions))
+    conn.send({"connected": len(sessions), "pid": os.getpid(), "port": 0})
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            msg = await loop.run_in_executor(None, conn.recv)
+            cmd = msg["cmd"]
+            if cmd == "quit":
+                break
+            if cmd == "measure":
+                for st in sessions:
+                    st.rows_win = st.frames_win = st.bytes_win = 0
+                    st.lag = []
+                _Window.t0, _Window.t1 = msg["t0"], msg["t1"]
+                await asyncio.sleep(max(0.0, _Window.t1 - time.time()) + 0.05)
+                conn.send(
+                    {
+                        "rows": [st.rows_win for st in sessions],
+                        "frames": [st.frames_win for st in sessions],
+                        "bytes": [st.bytes_win for st in sessions],
+                        "gap": [0 for _ in sessions],
+                        "resets": [0 for _ in sessions],
+                        "lag": [x for st in sessions for x in st.lag],
+                    }
+                )
+            else:
+                conn.send({"error": f"unknown command {cmd!r}"})
+    finally:
+        for st in sessions:
+            if st.ws is not None:
+                st.ws.close()
+        await asyncio.sleep(0.1)
+
+
+def bokeh_ws_sessions(conn: Any, port: int, count: int, options: dict[str, Any]) -> None:
+    """Process entry point: ``count`` Bokeh sessions speaking Bokeh's WebSocket protocol."""
+    child_setup()
+    try:
+        asyncio.run(_bokeh_ws_main(conn, port, count, options))
     except Exception as exc:
         with contextlib.suppress(OSError):
             conn.send(error_reply(exc))

@@ -16,12 +16,14 @@ COLORS = {
     "livestream-free": "#93c5fd",
     "raw": "#111827",
     "bokeh": "#f59e0b",
+    "bokeh-ws": "#b45309",
 }
 LABELS = {
     "livestream": "livestream, producer offering the raw ceiling's rate",
     "livestream-free": "livestream, producer as fast as it can (never waits)",
     "raw": "raw Tornado broadcast (awaits every write)",
-    "bokeh": "Bokeh server (Chromium sessions)",
+    "bokeh": "Bokeh server (Chromium pages)",
+    "bokeh-ws": "Bokeh server (Bokeh protocol clients, no page)",
 }
 
 
@@ -32,7 +34,7 @@ def _panel(rows: list[dict[str, Any]], title: str) -> Any:
     fig = figure(
         title=title,
         width=620,
-        height=560,
+        height=620,
         x_axis_type="log",
         y_axis_type="log",
         x_axis_label="subscribers (N)",
@@ -40,7 +42,7 @@ def _panel(rows: list[dict[str, Any]], title: str) -> Any:
         toolbar_location=None,
     )
     items = []
-    for variant in ("livestream", "livestream-free", "raw", "bokeh"):
+    for variant in ("livestream", "livestream-free", "raw", "bokeh", "bokeh-ws"):
         pts = sorted(
             (r["n"], r["rows_per_sub"])
             for r in rows
@@ -89,7 +91,7 @@ def fanout_png(results: dict[str, Any], path: str) -> None:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(
-                    viewport={"width": 620 * len(panels) + 40, "height": 600},
+                    viewport={"width": 620 * len(panels) + 40, "height": 660},
                     device_scale_factor=1.5,
                 )
                 page.goto(page_path.as_uri())

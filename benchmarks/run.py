@@ -38,14 +38,14 @@ FULL = {
         "ns": [1, 10, 100],
         "duration": 6.0,
         "warmup": 2.0,
-        "variants": ["raw", "livestream", "livestream-free", "bokeh"],
+        "variants": ["raw", "livestream", "livestream-free", "bokeh", "bokeh-ws"],
         "bokeh_max_n": 10,
     },
     "ticks": {
         "ns": [1, 10, 100],
         "duration": 6.0,
         "warmup": 2.0,
-        "variants": ["raw", "livestream-free", "bokeh"],
+        "variants": ["raw", "livestream-free", "bokeh", "bokeh-ws"],
         "bokeh_max_n": 10,
     },
     "latency": {
@@ -191,6 +191,8 @@ def fanout_ratios(rows: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
                 ratios["vs_raw"] = ls / v["raw"]["rows_per_sub"]
             if "bokeh" in v and v["bokeh"]["rows_per_sub"]:
                 ratios["vs_bokeh"] = ls / v["bokeh"]["rows_per_sub"]
+            if "bokeh-ws" in v and v["bokeh-ws"]["rows_per_sub"]:
+                ratios["vs_bokeh_ws"] = ls / v["bokeh-ws"]["rows_per_sub"]
         free = v.get("livestream-free", {}).get("rows_per_sub")
         if free is not None and "raw" in v and v["raw"]["rows_per_sub"]:
             ratios["free_vs_raw"] = free / v["raw"]["rows_per_sub"]
@@ -253,6 +255,7 @@ def render(results: dict[str, Any]) -> str:
                 str(n),
                 _fmt(v.get("vs_raw"), 2),
                 _fmt(v.get("vs_bokeh"), 1),
+                _fmt(v.get("vs_bokeh_ws"), 1),
                 _fmt(v.get("free_vs_raw"), 2),
             ]
             for n, v in sorted(fanout_ratios(rows).items())
@@ -263,7 +266,8 @@ def render(results: dict[str, Any]) -> str:
                 [
                     "N",
                     "livestream/raw (target >= 0.8)",
-                    "livestream/Bokeh (target >= 20)",
+                    "livestream/Bokeh page (target >= 20)",
+                    "livestream/Bokeh protocol client",
                     "livestream-free/raw (delivered, with loss)",
                 ],
                 ratio_rows,
@@ -466,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants",
         default=None,
-        help="servers for fanout/ticks: raw,livestream,livestream-free,bokeh",
+        help="servers for fanout/ticks: raw,livestream,livestream-free,bokeh,bokeh-ws",
     )
     parser.add_argument("--json", default=None, help="write all figures to this JSON file")
     parser.add_argument("--plot", default=None, help="write the fan-out PNG here")

@@ -44,6 +44,11 @@ def start_clients(
     options = options or {}
     if kind == "bokeh":
         return [start_process(clients.bokeh_pages, port, n, options, timeout=300)]
+    if kind == "bokeh-ws":
+        return [
+            start_process(clients.bokeh_ws_sessions, port, k, options, timeout=300)
+            for k in _split(n, procs or client_procs(n))
+        ]
     return [
         start_process(clients.ws_subscribers, kind, port, k, options, timeout=120)
         for k in _split(n, procs or client_procs(n))
@@ -123,13 +128,15 @@ def measure(
     nice: int | None = None,
     server_options: dict[str, Any] | None = None,
     produce_options: dict[str, Any] | None = None,
+    client_kind: str | None = None,
 ) -> dict[str, Any]:
     """Run one server with ``n`` subscribers and its producer; count what they receive in a
-    ``duration``-second window after ``warmup`` seconds."""
+    ``duration``-second window after ``warmup`` seconds. ``client_kind`` picks other
+    subscribers than the server's own kind (``bokeh-ws``: Bokeh's protocol, no page)."""
     server = start_process(SERVERS[kind], server_options or {})
     subs: list[ServerProcess] = []
     try:
-        subs = start_clients(kind, server.port, n)
+        subs = start_clients(client_kind or kind, server.port, n)
         connected = sum(s.info["connected"] for s in subs)
         if connected != n:
             raise RuntimeError(f"{kind}: {connected} of {n} subscribers connected")
@@ -211,6 +218,11 @@ FANOUT_VARIANTS = {
     "livestream": ("livestream", {}, "livestream, producer offers the raw ceiling's rate"),
     "livestream-free": ("livestream", {}, "livestream, producer as fast as it can"),
     "bokeh": ("bokeh", {}, "Bokeh server, one Chromium page per session"),
+    "bokeh-ws": (
+        "bokeh",
+        {"client_kind": "bokeh-ws"},
+        "Bokeh server, sessions speaking Bokeh's WebSocket protocol (no page)",
+    ),
 }
 
 
@@ -237,7 +249,9 @@ def fanout(
         raw_rate: float | None = None
         for name in variants:
             kind, options, label = FANOUT_VARIANTS[name]
-            if kind == "bokeh" and n > bokeh_max_n:
+            options = dict(options)
+            client_kind = options.pop("client_kind", None)
+            if name == "bokeh" and n > bokeh_max_n:
                 continue
             rate = None
             if name == "livestream":
@@ -256,6 +270,7 @@ def fanout(
                     duration=duration,
                     warmup=warmup,
                     produce_options=options,
+                    client_kind=client_kind,
                 )
             except Exception as exc:
                 log(f"    failed: {type(exc).__name__}: {exc}")

@@ -53,10 +53,11 @@ class WSClient(asyncio.Protocol):
         path: str,
         on_binary: Callable[[bytes], None],
         on_text: Callable[[str], None],
+        headers: str = "",
     ) -> None:
         self.request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\n"
+            f"Connection: Upgrade\r\n{headers}"
             f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
             "Sec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
@@ -152,11 +153,15 @@ async def connect(
     on_binary: Callable[[bytes], None],
     on_text: Callable[[str], None],
     timeout: float = 30.0,
+    headers: str = "",
 ) -> WSClient:
-    """Open a WebSocket and complete the handshake (bounded by ``timeout``)."""
+    """Open a WebSocket and complete the handshake (bounded by ``timeout``). ``headers``:
+    extra request header lines, each ending with CRLF (e.g. a ``Sec-WebSocket-Protocol``)."""
     loop = asyncio.get_running_loop()
     _, proto = await asyncio.wait_for(
-        loop.create_connection(lambda: WSClient(host, port, path, on_binary, on_text), host, port),
+        loop.create_connection(
+            lambda: WSClient(host, port, path, on_binary, on_text, headers), host, port
+        ),
         timeout,
     )
     await asyncio.wait_for(proto.opened, timeout)
