@@ -403,9 +403,9 @@ def plot_spec(
     _style(fig)
 
     if several:
-        # Inside the frame: BokehJS repaints an outside legend only on layout changes, so its
-        # swatches stay blank when it was first drawn before any data. The browser module
-        # replaces this legend with an HTML one above the plot (livestream.js, embedPlot).
+        # The browser module replaces this legend with an HTML one above the plot
+        # (livestream.js, embedPlot's htmlLegend); this one, inside the frame, is for a
+        # page that keeps BokehJS's own (htmlLegend: false) or renders the item itself.
         for legend_model in fig.legend:
             legend_model.update(
                 location="top_left",

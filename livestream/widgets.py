@@ -25,6 +25,7 @@ while the kernel is busy). ``"auto"`` takes the first that works, in that order;
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -314,7 +315,12 @@ class LivePlot(LiveWidget):
 
 
 class LiveTable(LiveWidget):
-    """The newest ``rows`` rows of a stream, formatted by dtype."""
+    """The newest ``rows`` rows of a stream, newest first, formatted by dtype.
+
+    ``columns`` picks and orders the columns (default: all of them). The table scrolls
+    sideways inside its box when its columns are wider than the cell; with ``height`` (in
+    pixels) it also scrolls down within that height, the header row staying in view.
+    """
 
     _kind = "table"
 
@@ -324,18 +330,89 @@ class LiveTable(LiveWidget):
         *,
         rows: int = 20,
         columns: Sequence[str] | None = None,
+        height: int | None = None,
         url: str | None = None,
         token: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if height is not None and (
+            isinstance(height, bool) or not isinstance(height, int) or height < 50
+        ):
+            raise ConfigError(
+                f"height must be a whole number of pixels, at least 50; got {height!r}. "
+                "Leave it out to show every row."
+            )
         options: dict[str, Any] = {"rows": rows}
         if columns:
             options["columns"] = list(columns)
+        if height is not None:
+            options["height"] = height
         super().__init__(stream, url=url, token=token, options=options, **kwargs)
 
 
+#: What ``alarm_above`` / ``alarm_below`` take: a number, or a declared parameter's name.
+_Threshold = float | str | None
+
+
+def _threshold(stream: Stream | str, name: str, value: _Threshold) -> float | str | None:
+    """A LiveValue threshold as the browser takes it; a parameter name is checked against the
+    stream's declared parameters when the stream is known here."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not isinstance(stream, Stream):
+            return value  # a stream of another server: its parameters are not known here
+        declared = stream.controls.params
+        param = declared.get(value)
+        numeric = {n for n, p in declared.items() if p.kind in ("float", "int")}
+        if param is None or value not in numeric:
+            problem = (
+                f"names no parameter of stream {stream.name!r}"
+                if param is None
+                else f"is a {param.kind} parameter of stream {stream.name!r}, not a number"
+            )
+            what = (
+                f"its numeric parameters are {', '.join(sorted(numeric))}"
+                if numeric
+                else "it declares no numeric parameter"
+            )
+            fix = (
+                f"declare it, e.g. @stream.producer(params={{{value!r}: ls.Float(...)}})"
+                if param is None
+                else "name a numeric parameter"
+            )
+            raise ConfigError(f"{name}={value!r} {problem}; {what}. Pass a number, or {fix}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(
+            f"{name} must be a finite number or the name of a declared parameter; got {value!r}"
+        )
+    return float(value)
+
+
 class LiveValue(LiveWidget):
-    """The newest value of one column, big, with its change and direction."""
+    """The newest value of one column, big, with its change, direction and a sparkline.
+
+    ``column`` defaults to the first numeric column that is not a time; ``digits`` fixes
+    the number's fraction digits (the change shows more when it would otherwise read 0).
+
+    Alarms: with ``alarm_above`` (or ``alarm_below``) the value turns red, with an "Alarm"
+    chip, while its newest value is above (below) the threshold. A threshold is a number, or
+    the name of a declared parameter of the stream: it then follows that parameter live, so
+    moving its slider in any viewer's :class:`Controls`, or ``stream.set(...)``, moves the
+    alarm::
+
+        @lab.producer(every=0.5, params={"max_temp": ls.Float(25.0, min=0, max=50)})
+        def read(params): ...
+
+        ls.LiveValue(lab, "temp", alarm_above="max_temp", alarm_below=5)
+
+    The browser view marks the alarm in ``data-alarm`` ("high" or "low").
+
+    Raises:
+        ConfigError: a threshold that is neither a finite number nor the name of a numeric
+            parameter the stream declared (the message lists those it has).
+    """
 
     _kind = "value"
 
@@ -346,13 +423,21 @@ class LiveValue(LiveWidget):
         *,
         label: str | None = None,
         digits: int | None = None,
+        alarm_above: _Threshold = None,
+        alarm_below: _Threshold = None,
         url: str | None = None,
         token: str | None = None,
         **kwargs: Any,
     ) -> None:
         options = {
             k: v
-            for k, v in {"column": column, "label": label, "digits": digits}.items()
+            for k, v in {
+                "column": column,
+                "label": label,
+                "digits": digits,
+                "alarmAbove": _threshold(stream, "alarm_above", alarm_above),
+                "alarmBelow": _threshold(stream, "alarm_below", alarm_below),
+            }.items()
             if v is not None
         }
         super().__init__(stream, url=url, token=token, options=options, **kwargs)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import http.server
 import math
 import random
+import re
 import socket
 import threading
 import time
@@ -37,7 +38,8 @@ from bokeh.plotting import figure
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 import livestream as ls
-from livestream import Float
+from livestream import Bool, Float
+from livestream.errors import ConfigError
 from livestream.plots import plot_spec
 from livestream.server import Server
 from livestream.widgets import LiveWidget, _module_source
@@ -214,6 +216,24 @@ def wait_until(cond: Callable[[], Any], what: str, timeout: float = WAIT_MS / 10
         if time.monotonic() > deadline:
             pytest.fail(f"waited {timeout} s for {what}")
         time.sleep(0.02)
+
+
+#: Put the elements with these ids side by side in a flex row, as an ipywidgets HBox does.
+HBOX = """([id, children]) => {
+  const box = document.createElement("div");
+  box.id = id;
+  box.style.display = "flex";
+  document.body.append(box);
+  for (const child of children) box.append(document.getElementById(child));
+}"""
+
+
+def set_width(page: Page, id: str, width: int | None) -> None:
+    """Give the cell ``id`` a fixed width in pixels (None: back to the page's width)."""
+    page.evaluate(
+        "([id, w]) => { document.getElementById(id).style.width = w === null ? '' : w + 'px'; }",
+        [id, width],
+    )
 
 
 @pytest.fixture
@@ -483,7 +503,44 @@ def test_bring_your_own_layout_gets_the_mapped_columns_and_keeps_its_look(
     )
     assert "#123456" in colors
     assert notebook.locator("#mine .ls-legend").is_hidden()
+    # The figure's own legend keeps its swatches painted while rows stream in: BokehJS
+    # rebuilds them blank on every data change, and would paint them only a frame later.
+    frames = notebook.evaluate(SWATCHES_PAINTED_PER_FRAME, 45)
+    assert len(frames) == 45
+    blank = [i for i, painted in enumerate(frames) if not painted]
+    assert not blank, f"legend swatches blank in frames {blank} of {len(frames)}"
     wait_status(notebook, "mine", "open")
+
+
+#: For ``n`` animation frames, whether every swatch of every BokehJS legend on the page has
+#: painted pixels, read once each frame's callbacks (the plot's data updates) have run.
+SWATCHES_PAINTED_PER_FRAME = """async (n) => {
+  const legends = () => {
+    const found = [];
+    const queue = [...Bokeh.index];
+    const seen = new Set();
+    while (queue.length) {
+      const view = queue.shift();
+      if (seen.has(view)) continue;
+      seen.add(view);
+      if (view.model.type === "Legend") found.push(view);
+      queue.push(...view.children());
+    }
+    return found;
+  };
+  const painted = (canvas) => {
+    const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    for (let i = 3; i < data.length; i += 4) if (data[i] > 0) return true;
+    return false;
+  };
+  const frames = [];
+  for (let i = 0; i < n; i++) {
+    await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+    const swatches = legends().flatMap((view) => view.entries.map((entry) => entry.glyph.canvas));
+    frames.push(swatches.length > 0 && swatches.every(painted));
+  }
+  return frames;
+}"""
 
 
 # ------------------------------------------------------------------------------ WebGL
@@ -602,3 +659,291 @@ def test_controls_show_a_refused_value_and_follow_the_broadcast_state(
         "aria-pressed", "true", timeout=WAIT_MS
     )
     wait_until(lambda: not wave.paused, "the resume to reach the stream")
+
+
+# ------------------------------------------------------------------------------ live values
+
+
+def test_live_value_alarm_follows_the_value_and_a_named_threshold(
+    server: Server, notebook: Page
+) -> None:
+    lab = server.stream(
+        "lab",
+        schema={"time": "float64", "temp": "float64"},
+        params={"max_temp": Float(25.0, min=0.0, max=50.0, label="Max temp")},
+    )
+    t0 = time.time() * 1000.0
+    lab.append({"time": [t0], "temp": [24.0]})
+    mount(notebook, ls.LiveValue(lab, "temp", alarm_above="max_temp", digits=1), "hot")
+    mount(notebook, ls.LiveValue(lab, "temp", alarm_below=10, digits=1), "cold")
+    mount(notebook, ls.Controls(lab), "knobs")
+    page = notebook
+    hot, cold = page.locator("#hot .ls-value"), page.locator("#cold .ls-value")
+    calm = page.locator("#hot .ls-value:not([data-alarm])")
+    expect(hot.locator(".ls-value-number")).to_have_text("24.0", timeout=WAIT_MS)
+    expect(calm).to_have_count(1)
+    expect(hot.locator(".ls-value-alarm")).to_be_hidden()
+
+    # Above the threshold: red, with an "Alarm" chip saying which threshold.
+    lab.append({"time": [t0 + 100], "temp": [26.0]})
+    expect(hot).to_have_attribute("data-alarm", "high", timeout=WAIT_MS)
+    chip = page.locator("#hot").get_by_role("status")
+    expect(chip).to_be_visible()
+    expect(chip).to_have_text(re.compile("^alarm$", re.I))
+    expect(chip).to_have_attribute("aria-label", "Alarm: 26.0 is above 25 (max_temp)")
+    red = hot.locator(".ls-value-number").evaluate("(el) => getComputedStyle(el).color")
+    assert red == "rgb(207, 34, 46)", f"the number in alarm is {red}, not red"
+    expect(page.locator("#cold .ls-value:not([data-alarm])")).to_have_count(1)
+
+    # The named threshold follows the parameter: raised from another viewer's controls, the
+    # alarm ends without a new row; lowered from Python, it is back.
+    threshold = page.locator('#knobs [data-param="max_temp"] input[type=number]')
+    expect(threshold).to_have_value("25", timeout=WAIT_MS)
+    threshold.fill("30")
+    threshold.press("Enter")
+    expect(calm).to_have_count(1, timeout=WAIT_MS)
+    assert lab.params["max_temp"] == 30.0
+    expect(hot).to_have_attribute("title", "Alarm above 30 (max_temp)")
+    lab.set(max_temp=20.0)
+    expect(hot).to_have_attribute("data-alarm", "high", timeout=WAIT_MS)
+
+    # Below a number: the other value's alarm.
+    lab.append({"time": [t0 + 200], "temp": [5.0]})
+    expect(cold).to_have_attribute("data-alarm", "low", timeout=WAIT_MS)
+    expect(page.locator("#cold").get_by_role("status")).to_have_attribute(
+        "aria-label", "Alarm: 5.0 is below 10"
+    )
+    expect(calm).to_have_count(1)
+
+
+def test_live_value_thresholds_are_checked_in_python(server: Server) -> None:
+    lab = server.stream(
+        "lab", params={"max_temp": Float(25.0, min=0.0, max=50.0), "heating": Bool(True)}
+    )
+    widget = ls.LiveValue(lab, "temp", alarm_above="max_temp", alarm_below=3)
+    assert widget.options == {"column": "temp", "alarmAbove": "max_temp", "alarmBelow": 3.0}
+    with pytest.raises(ConfigError, match=r"'max_tmp' names no parameter .*are max_temp\."):
+        ls.LiveValue(lab, "temp", alarm_above="max_tmp")
+    with pytest.raises(ConfigError, match=r"'heating' is a bool parameter .*not a number"):
+        ls.LiveValue(lab, "temp", alarm_below="heating")
+    with pytest.raises(ConfigError, match="finite number"):
+        ls.LiveValue(lab, "temp", alarm_above=math.nan)
+    with pytest.raises(ConfigError, match="finite number"):
+        ls.LiveValue(lab, "temp", alarm_above=True)
+    # A stream of another server: its parameters are not known here, the name is passed on.
+    remote = ls.LiveValue("lab", url=server.base_url, token="t", alarm_above="max_temp")
+    assert remote.options["alarmAbove"] == "max_temp"
+
+
+def test_live_values_side_by_side_stand_apart_and_show_small_changes(
+    server: Server, notebook: Page
+) -> None:
+    temps = server.stream("temps", schema={"time": "float64", "a": "float64", "b": "float64"})
+    t0 = time.time() * 1000.0
+    temps.append({"time": [t0], "a": [21.8], "b": [3.0]})
+    mount(notebook, ls.LiveValue(temps, "a", digits=1), "a")
+    mount(notebook, ls.LiveValue(temps, "b", digits=1), "b")
+    notebook.evaluate(HBOX, ["row", ["a", "b"]])
+    expect(notebook.locator("#b .ls-value-number")).to_have_text("3.0", timeout=WAIT_MS)
+    # A change smaller than the digits shown still reads as a change, not "▼ 0".
+    temps.append({"time": [t0 + 100], "a": [21.796], "b": [3.0]})
+    expect(notebook.locator("#a .ls-value-change")).to_have_text(
+        "▼ -0.004 (-0.02%)", timeout=WAIT_MS
+    )
+    expect(notebook.locator("#a .ls-value-number")).to_have_text("21.8")
+    boxes = notebook.evaluate(
+        """() => ["a", "b"].map((id) => {
+          const el = document.querySelector(`#${id} .ls-value`);
+          const r = el.getBoundingClientRect();
+          return {left: r.left, right: r.right, border: getComputedStyle(el).borderTopWidth};
+        })"""
+    )
+    gap = boxes[1]["left"] - boxes[0]["right"]
+    assert gap >= 8, f"two values in a row are {gap}px apart"
+    assert [b["border"] for b in boxes] == ["1px", "1px"]
+
+
+# ------------------------------------------------------------------------------ layout
+
+#: Controls (inputs, buttons) inside each element matched by a selector that stick out of it.
+STICKING_OUT = """(selectors) => {
+  const out = [];
+  for (const selector of selectors) {
+    for (const box of document.querySelectorAll(selector)) {
+      const b = box.getBoundingClientRect();
+      for (const el of box.querySelectorAll("input, button, select")) {
+        const r = el.getBoundingClientRect();
+        if (!r.width) continue;
+        if (r.right > b.right + 0.5 || r.left < b.left - 0.5) {
+          out.push(`${el.tagName} ${el.type} in ${selector}: ${r.left}-${r.right} of ${b.left}-${b.right}`);
+        }
+      }
+    }
+  }
+  return out;
+}"""
+
+
+def test_controls_stay_inside_narrow_widgets_and_a_phone_page(
+    server: Server, wave: Any, notebook: Page
+) -> None:
+    mount(notebook, ls.Dashboard(wave, y="y", rows=3), "dash")
+    mount(notebook, ls.Controls(wave), "knobs")
+    page = notebook
+    set_width(page, "dash", 600)
+    set_width(page, "knobs", 230)
+    expect(page.locator('#dash [data-param="amp"] input[type=number]')).to_have_value(
+        "1", timeout=WAIT_MS
+    )
+    for width in (1100, 375):
+        if width == 375:
+            page.set_viewport_size({"width": 375, "height": 800})
+            set_width(page, "dash", None)
+            set_width(page, "knobs", None)
+        # The dashboard lays out by its own width: one column of cards, each as wide as it.
+        widths = page.evaluate(
+            """() => {
+              const dash = document.querySelector("#dash .ls-dashboard").getBoundingClientRect();
+              return {dash: dash.width, cards: [...document.querySelectorAll("#dash .ls-card")]
+                .map((c) => c.getBoundingClientRect().width)};
+            }"""
+        )
+        assert widths["cards"], "no cards"
+        assert all(abs(w - widths["dash"]) < 1 for w in widths["cards"]), (width, widths)
+        out = page.evaluate(STICKING_OUT, ["#dash .ls-card", "#knobs"])
+        assert not out, f"at a {width}px page: {out}"
+        numbers = page.locator(".ls-range-row input[type=number]").evaluate_all(
+            "(els) => els.map((el) => el.getBoundingClientRect().width)"
+        )
+        assert len(numbers) == 2 and min(numbers) >= 56, numbers
+
+
+#: JupyterLab's own rules for definition lists in outputs (which float each dt at 20%).
+HOST_DL_CSS = """
+.jp-OutputArea-output dl, .jp-OutputArea-output dt, .jp-OutputArea-output dd { display: block; }
+.jp-OutputArea-output dl { width: 100%; overflow: hidden; padding: 0; margin: 0; }
+.jp-OutputArea-output dt { font-weight: bold; float: left; width: 20%; padding: 0; margin: 0; }
+.jp-OutputArea-output dd { float: left; width: 80%; padding: 0; margin: 0; }
+"""
+
+#: Record, at every change of the table in #rows, its newest offset and the status offset.
+WATCH_OFFSETS = """() => {
+  window.__offsets = [];
+  const tbody = document.querySelector("#rows tbody");
+  new MutationObserver(() => {
+    const newest = tbody.querySelector("td.ls-offset")?.textContent;
+    const status = document.querySelector('#status [data-stat="offset"] dd').textContent;
+    window.__offsets.push([newest, status]);
+  }).observe(tbody, {childList: true});
+}"""
+
+
+def test_status_keeps_pace_with_the_table_and_lays_out_in_a_host_page(
+    server: Server, notebook: Page
+) -> None:
+    feed = server.stream("feed", schema={"time": "float64", "v": "float64"})
+    t0 = time.time() * 1000.0
+    feed.append({"time": [t0], "v": [1.0]})
+    page = notebook
+    page.add_style_tag(content=HOST_DL_CSS)
+    mount(page, ls.LiveTable(feed, rows=3), "rows")
+    mount(page, ls.Status(feed), "status")
+    mount(page, ls.Dashboard(feed, y="v", rows=3), "dash")
+    page.evaluate(
+        """() => { for (const id of ["status", "dash"]) {
+          const host = document.createElement("div");
+          host.className = "jp-OutputArea-output";
+          document.body.append(host);
+          host.append(document.getElementById(id));
+        } }"""
+    )
+    wait_status(page, "status", "open")
+    expect(page.locator("#rows tbody tr")).to_have_count(1, timeout=WAIT_MS)
+    page.evaluate(WATCH_OFFSETS)
+    for k in range(1, 6):
+        feed.append({"time": [t0 + k], "v": [float(k)]})
+        expect(page.locator("#rows tbody td.ls-offset").first).to_have_text(str(k), timeout=WAIT_MS)
+    seen = page.evaluate("() => window.__offsets")
+    assert [table for table, _ in seen][-1] == "5"
+    lagging = [(table, status) for table, status in seen if table != status]
+    assert not lagging, f"the status offset lagged the table (table, status): {lagging}"
+
+    # Each figure is its label above its value, on one line each, two or more per row.
+    for root in ("#status", "#dash"):
+        stats = page.locator(f"{root} .ls-stat").evaluate_all(
+            """(els) => els.map((el) => {
+              const dt = el.querySelector("dt").getBoundingClientRect();
+              const dd = el.querySelector("dd").getBoundingClientRect();
+              return {dt: [dt.left, dt.top, dt.bottom, dt.height], dd: [dd.left, dd.top]};
+            })"""
+        )
+        assert len(stats) == 4
+        for stat in stats:
+            (dt_left, _, dt_bottom, dt_height), (dd_left, dd_top) = stat["dt"], stat["dd"]
+            assert abs(dt_left - dd_left) < 1 and dt_bottom <= dd_top + 1, (root, stat)
+            assert dt_height < 20, f"{root}: a label wraps: {stat}"
+        assert stats[0]["dt"][1] == stats[1]["dt"][1], f"{root}: one figure per row"
+
+
+#: The geometry of the table in widget `id`: its box, the table, and the scroll box.
+TABLE_GEOMETRY = """(id) => {
+  const el = document.getElementById(id);
+  const scroller = el.querySelector(".ls-table-scroll");
+  const rect = (e) => { const r = e.getBoundingClientRect(); return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; };
+  return {
+    widget: rect(el), scroller: rect(scroller), table: rect(el.querySelector(".ls-table")),
+    lastRow: rect(el.querySelector("tbody tr:last-child")),
+    scrollWidth: scroller.scrollWidth, clientWidth: scroller.clientWidth,
+    scrollHeight: scroller.scrollHeight, clientHeight: scroller.clientHeight,
+    clientTop: scroller.clientTop,
+  };
+}"""
+
+
+def test_a_wide_table_scrolls_in_its_box_with_its_header_in_view(
+    server: Server, notebook: Page
+) -> None:
+    columns = {f"sensor_{i:02d}": "float64" for i in range(16)}
+    wide = server.stream("wide", schema={"time": "float64", **columns})
+    t0 = time.time() * 1000.0
+    wide.append({"time": [t0 + i for i in range(12)], **{c: [1234.5678] * 12 for c in columns}})
+    page = notebook
+    with pytest.raises(ConfigError, match="height must be a whole number of pixels"):
+        ls.LiveTable(wide, height=10)
+    mount(page, ls.LiveTable(wide, rows=10, height=160), "tall")
+    mount(page, ls.LiveTable(wide, rows=4, columns=["time", "sensor_00"]), "short")
+    set_width(page, "tall", 480)
+    set_width(page, "short", 480)
+    expect(page.locator("#tall tbody tr")).to_have_count(10, timeout=WAIT_MS)
+    expect(page.locator("#short tbody tr")).to_have_count(4, timeout=WAIT_MS)
+
+    # Every row of a table without a height shows in full, inside the widget's box.
+    short = page.evaluate(TABLE_GEOMETRY, "short")
+    assert short["table"]["left"] >= short["widget"]["left"] - 0.5, short
+    assert short["table"]["right"] <= short["widget"]["right"] + 0.5, short
+    assert short["lastRow"]["bottom"] <= short["widget"]["bottom"] + 0.5, short
+    assert short["scrollHeight"] <= short["clientHeight"], "a table without a height scrolls"
+
+    # The wide one scrolls sideways and down in a box no wider than the widget.
+    tall = page.evaluate(TABLE_GEOMETRY, "tall")
+    assert tall["scroller"]["right"] <= tall["widget"]["right"] + 0.5, tall
+    assert tall["scrollWidth"] > tall["clientWidth"], "the wide table does not scroll sideways"
+    assert tall["clientHeight"] <= 160 < tall["scrollHeight"], tall
+    # At the far end, the last column is in view and the header row still on top.
+    page.locator("#tall .ls-table-scroll").evaluate(
+        "(el) => el.scrollTo(el.scrollWidth, el.scrollHeight)"
+    )
+    header = page.evaluate(
+        """() => {
+          const scroller = document.querySelector("#tall .ls-table-scroll");
+          const box = scroller.getBoundingClientRect();
+          const last = [...scroller.querySelectorAll("th")].at(-1).getBoundingClientRect();
+          return {box: [box.left, box.right, box.top + scroller.clientTop], last: [last.left, last.right, last.top],
+                  scrolled: [scroller.scrollLeft, scroller.scrollTop]};
+        }"""
+    )
+    (left, right, top), (th_left, th_right, th_top) = header["box"], header["last"]
+    assert min(header["scrolled"]) > 0, header
+    assert left <= th_left and th_right <= right + 0.5, f"the last column is out of view: {header}"
+    assert abs(th_top - top) < 1, f"the header row scrolled away: {header}"
+    expect(page.locator("#tall th").last).to_have_text("sensor_15")

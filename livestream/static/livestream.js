@@ -2287,6 +2287,7 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
   const several = !custom && !ohlc && (spec.y?.length ?? 0) > 1;
   let hidePending = autoHide && several;
   const legend = htmlLegend && several ? buildLegend(legendEl, document_, source, spec) : null;
+  for (const legendView of visibleLegends(views)) paintSwatchesOnRebuild(legendView);
 
   const mapping = Object.entries(spec.columns);
   const colors = spec.colors ?? { up: "#16a34a", down: "#dc2626" };
@@ -2417,6 +2418,51 @@ export function usesWebgl(spec) {
 }
 
 /**
+ * The views of the visible legends of an embedded item (a layout's figures included).
+ * @param {any} views  the ViewManager `embed_item` returned
+ * @returns {any[]}
+ */
+function visibleLegends(views) {
+  /** @type {any[]} */
+  const found = [];
+  const seen = new Set();
+  const queue = [...(views?.roots ?? [])];
+  while (queue.length) {
+    const view = queue.shift();
+    if (!view || seen.has(view)) continue;
+    seen.add(view);
+    if (view.model?.type === "Legend" && view.model.visible) found.push(view);
+    if (typeof view.children === "function") queue.push(...view.children());
+  }
+  return found;
+}
+
+/**
+ * Keep a BokehJS legend's swatches painted while its source streams. BokehJS rebuilds a
+ * legend's items, with blank swatch canvases, on every change of its renderers' data (one
+ * of those changes comes from an async step after the plot's paint), and paints them only
+ * with the plot's next paint: over a streaming source the swatches are blank in about one
+ * frame out of three, and stay blank when the stream stops between the two. So paint them
+ * right after each rebuild (they are tiny canvases). This leans on BokehJS 3 internals;
+ * without them the legend behaves as before.
+ * @param {any} legendView
+ */
+function paintSwatchesOnRebuild(legendView) {
+  const rebuild = legendView._render_items;
+  const paint = legendView._paint_glyphs;
+  if (typeof rebuild !== "function" || typeof paint !== "function") return;
+  legendView._render_items = function (/** @type {unknown[]} */ ...args) {
+    const result = rebuild.apply(this, args);
+    try {
+      paint.call(this);
+    } catch {
+      // Not laid out yet: the plot's own paint draws them.
+    }
+    return result;
+  };
+}
+
+/**
  * Drop a document from `Bokeh.documents`: BokehJS has no API to forget one, and without this
  * every re-rendered plot leaks its document and models.
  * @param {any} bokeh @param {any} doc
@@ -2536,12 +2582,19 @@ export function h(tag, attrs = {}, ...children) {
 
 /** @type {Map<string, Intl.NumberFormat>} */
 const numberFormats = new Map();
-/** @param {number} digits @param {boolean} [signed] */
-function numberFormat(digits, signed = false) {
-  const key = `${digits}:${signed}`;
+/** @param {number} digits @param {boolean} [signed] @param {boolean} [fixed] */
+function numberFormat(digits, signed = false, fixed = false) {
+  const key = `${digits}:${signed}:${fixed}`;
   let f = numberFormats.get(key);
   if (!f) {
-    f = new Intl.NumberFormat(undefined, { maximumFractionDigits: digits, minimumFractionDigits: 0, signDisplay: signed ? "exceptZero" : "auto" });
+    /** @type {Intl.NumberFormatOptions} */
+    const options = { maximumFractionDigits: digits, minimumFractionDigits: fixed ? digits : 0 };
+    try {
+      // "negative": no sign on a value that rounds to zero ("0", not "-0").
+      f = new Intl.NumberFormat(undefined, { ...options, signDisplay: signed ? "exceptZero" : /** @type {any} */ ("negative") });
+    } catch {
+      f = new Intl.NumberFormat(undefined, { ...options, signDisplay: signed ? "exceptZero" : "auto" });
+    }
     numberFormats.set(key, f);
   }
   return f;
@@ -2549,9 +2602,11 @@ function numberFormat(digits, signed = false) {
 
 /**
  * A number for people: grouping, and about five significant digits for fractions.
- * @param {unknown} v @param {{digits?: number, signed?: boolean}} [options]
+ * @param {unknown} v @param {{digits?: number, signed?: boolean, fixed?: boolean}} [options]
+ *   `digits`: at most this many fraction digits (default: by magnitude); `fixed`: exactly
+ *   `digits` (21.0, not 21); `signed`: a sign on positive values too
  */
-export function formatNumber(v, { digits, signed = false } = {}) {
+export function formatNumber(v, { digits, signed = false, fixed = false } = {}) {
   if (v === null || v === undefined) return "—";
   if (typeof v === "bigint") return v.toLocaleString();
   if (typeof v !== "number") return String(v);
@@ -2559,6 +2614,7 @@ export function formatNumber(v, { digits, signed = false } = {}) {
   if (!Number.isFinite(v)) return v > 0 ? "∞" : "−∞";
   const a = Math.abs(v);
   if (digits === undefined) {
+    fixed = false;
     if (Number.isInteger(v)) digits = 0;
     else if (a >= 1000) digits = 2;
     else if (a >= 1) digits = 4;
@@ -2566,7 +2622,7 @@ export function formatNumber(v, { digits, signed = false } = {}) {
     else digits = Math.min(10, 4 - Math.floor(Math.log10(a)));
   }
   if (a >= 1e15 || (a > 0 && a < 1e-9)) return v.toExponential(3);
-  return numberFormat(digits, signed).format(v);
+  return numberFormat(digits, signed, fixed).format(v);
 }
 
 /**
@@ -2686,21 +2742,27 @@ function firstValueColumn(schema) {
 // ---------------------------------------------------------------------------------------------
 
 /**
- * A table of a stream's newest rows, newest first.
+ * A table of a stream's newest rows, newest first. The table scrolls inside its own box:
+ * sideways when its columns are wider than the box, down when `height` is set; the header
+ * row stays in view (sticky) either way.
  * @param {HTMLElement} el @param {Connection} conn @param {string} stream
- * @param {{rows?: number, columns?: string[], quietErrors?: boolean}} [options]  `rows`: how
- *   many (default 20); `columns`: which, in order (default: the schema's); `quietErrors`:
- *   leave connection and unknown-stream errors to the container (see renderDashboard)
+ * @param {{rows?: number, columns?: string[], height?: number, quietErrors?: boolean}} [options]
+ *   `rows`: how many (default 20); `columns`: which, in order (default: the schema's);
+ *   `height`: the box's maximum height in pixels (default: tall enough for every row);
+ *   `quietErrors`: leave connection and unknown-stream errors to the container (see
+ *   renderDashboard)
  * @returns {Handle & {subscription: Subscription}}
  */
-export function renderTable(el, conn, stream, { rows: limit = 20, columns, quietErrors = false } = {}) {
-  el.classList.add("ls-table-wrap");
+export function renderTable(el, conn, stream, { rows: limit = 20, columns, height, quietErrors = false } = {}) {
+  el.classList.add("ls-table-view");
   const table = h("table", { class: "ls-table" });
   const thead = h("thead");
   const tbody = h("tbody");
   const empty = h("div", { class: "ls-empty", text: "Waiting for rows…" });
   table.append(thead, tbody);
-  el.replaceChildren(table, empty);
+  const scroller = h("div", { class: "ls-table-scroll", tabindex: "0", role: "region", "aria-label": `Newest rows of ${stream}` }, table);
+  if (typeof height === "number" && height > 0) scroller.style.maxHeight = `${height}px`;
+  el.replaceChildren(scroller, empty);
   /** @type {Record<string, string>} */
   let schema = {};
   /** @type {string[]} */
@@ -2708,8 +2770,10 @@ export function renderTable(el, conn, stream, { rows: limit = 20, columns, quiet
   /** @type {Array<{offset: number, values: unknown[]}>} newest last */
   let rows = [];
   let lastRendered = -1;
+  scroller.hidden = names.length === 0; // no header to show until the schema is known
 
   const renderHead = () => {
+    scroller.hidden = names.length === 0;
     const tr = h("tr", {}, h("th", { class: "ls-num ls-offset", text: "#", title: "row offset" }));
     for (const n of names) {
       const numeric = isNumericDtype(schema[n] ?? "") && !isTimeColumn(n, schema[n] ?? "");
@@ -2769,23 +2833,55 @@ export function renderTable(el, conn, stream, { rows: limit = 20, columns, quiet
     dispose() {
       subscription.unsubscribe();
       el.replaceChildren();
-      el.classList.remove("ls-table-wrap");
+      el.classList.remove("ls-table-view");
     },
   };
 }
 
 /**
+ * How many fraction digits show `x` as non-zero: `digits`, or more when `x` would round to
+ * zero at `digits` (a change of 0.004 shown with one digit would read "0"). Undefined
+ * `digits` stays undefined (formatNumber then picks digits by magnitude).
+ * @param {number} x @param {number | undefined} digits
+ */
+function visibleDigits(x, digits) {
+  if (digits === undefined || x === 0 || !Number.isFinite(x)) return digits;
+  let d = digits;
+  while (d < digits + 8 && Math.abs(x) * 10 ** d < 0.5) d++;
+  return d;
+}
+
+/** @param {unknown} v @returns {number | null} */
+function finiteOrNull(v) {
+  return typeof v === "number" && Number.isFinite(v) ? v : null;
+}
+
+/**
+ * @typedef {number | string | null | undefined} Threshold  a number, or the name of a
+ *   declared parameter of the stream (the threshold then follows its broadcast value)
+ */
+
+/**
  * A big live number: the last value of a column, its change from the previous value with
  * direction, and a sparkline of recent values.
+ *
+ * With `alarmAbove` / `alarmBelow`, the value is in alarm while the newest value is above /
+ * below the threshold: `el.dataset.alarm` is "high" or "low", the number turns red and an
+ * "Alarm" chip (a status live region saying which threshold) shows. A threshold given as a
+ * string names a declared parameter of the stream and follows its value in the broadcast
+ * state, so moving it from any viewer's controls (or `stream.set()`) moves the alarm.
  * @param {HTMLElement} el @param {Connection} conn @param {string} stream
- * @param {{column?: string, label?: string, digits?: number, history?: number, quietErrors?: boolean}} [options]
- *   `column`: default the first numeric non-time column; `history`: sparkline points (120);
- *   `quietErrors`: leave connection and unknown-stream errors to the container
+ * @param {{column?: string, label?: string, digits?: number, history?: number, alarmAbove?: Threshold, alarmBelow?: Threshold, quietErrors?: boolean}} [options]
+ *   `column`: default the first numeric non-time column; `digits`: the number's fraction
+ *   digits, fixed (the change gets more when it would otherwise read 0); `history`: sparkline
+ *   points (120); `quietErrors`: leave connection and unknown-stream errors to the container
  * @returns {Handle & {subscription: Subscription}}
  */
-export function renderValue(el, conn, stream, { column, label, digits, history = 120, quietErrors = false } = {}) {
+export function renderValue(el, conn, stream, { column, label, digits, history = 120, alarmAbove, alarmBelow, quietErrors = false } = {}) {
   el.classList.add("ls-value");
   const labelEl = h("div", { class: "ls-value-label", text: label ?? column ?? stream });
+  const alarmEl = h("span", { class: "ls-value-alarm", role: "status", hidden: true });
+  const headEl = h("div", { class: "ls-value-head" }, labelEl, alarmEl);
   const numberEl = h("div", { class: "ls-value-number", text: "—" });
   const changeEl = h("div", { class: "ls-value-change", dataset: { direction: "flat" } });
   const timeEl = h("div", { class: "ls-value-time" });
@@ -2799,8 +2895,10 @@ export function renderValue(el, conn, stream, { column, label, digits, history =
   area.setAttribute("class", "ls-spark-area");
   const line = document.createElementNS(svgNS, "path");
   line.setAttribute("class", "ls-spark-line");
-  spark.append(area, line);
-  el.replaceChildren(labelEl, numberEl, changeEl, spark, timeEl);
+  const limitLine = document.createElementNS(svgNS, "path");
+  limitLine.setAttribute("class", "ls-spark-limit");
+  spark.append(area, limitLine, line);
+  el.replaceChildren(headEl, numberEl, changeEl, spark, timeEl);
 
   /** @type {string | undefined} */
   let col = column;
@@ -2808,11 +2906,40 @@ export function renderValue(el, conn, stream, { column, label, digits, history =
   let values = [];
   /** @type {number | null} */
   let lastTime = null;
+  /** @type {Record<string, unknown>} the stream's parameters, for named thresholds */
+  let params = {};
+
+  /** @param {Threshold} t @returns {number | null} */
+  const resolve = (t) => (typeof t === "string" ? finiteOrNull(params[t]) : finiteOrNull(t));
+  /** @param {string} word @param {Threshold} t @param {number} limit */
+  const describeLimit = (word, t, limit) => `${word} ${formatNumber(limit, { digits })}${typeof t === "string" ? ` (${t})` : ""}`;
+
+  /** @param {number} v */
+  const showAlarm = (v) => {
+    const above = resolve(alarmAbove);
+    const below = resolve(alarmBelow);
+    const level = !Number.isFinite(v) ? null : above !== null && v > above ? "high" : below !== null && v < below ? "low" : null;
+    const limits = [above !== null ? describeLimit("above", alarmAbove, above) : "", below !== null ? describeLimit("below", alarmBelow, below) : ""].filter(Boolean);
+    el.title = limits.length ? `Alarm ${limits.join(" or ")}` : "";
+    if (level) {
+      el.dataset.alarm = level;
+      alarmEl.hidden = false;
+      alarmEl.textContent = "Alarm";
+      const limit = /** @type {number} */ (level === "high" ? above : below);
+      alarmEl.setAttribute("aria-label", `Alarm: ${formatNumber(v, { digits, fixed: true })} is ${describeLimit(level === "high" ? "above" : "below", level === "high" ? alarmAbove : alarmBelow, limit)}`);
+    } else {
+      delete el.dataset.alarm;
+      alarmEl.hidden = true;
+      alarmEl.textContent = "";
+      alarmEl.removeAttribute("aria-label");
+    }
+    return { above, below };
+  };
 
   const render = () => {
     const n = values.length;
     const v = n ? values[n - 1] : NaN;
-    numberEl.textContent = formatNumber(v, { digits });
+    numberEl.textContent = formatNumber(v, { digits, fixed: true });
     numberEl.classList.toggle("ls-value-empty", !Number.isFinite(v));
     if (n >= 2 && Number.isFinite(values[n - 2])) {
       const prev = values[n - 2];
@@ -2820,26 +2947,33 @@ export function renderValue(el, conn, stream, { column, label, digits, history =
       const direction = diff > 0 ? "up" : diff < 0 ? "down" : "flat";
       changeEl.dataset.direction = direction;
       const arrow = direction === "up" ? "▲" : direction === "down" ? "▼" : "■";
-      const pct = prev !== 0 ? ` (${formatNumber((diff / Math.abs(prev)) * 100, { digits: 2, signed: true })}%)` : "";
-      changeEl.textContent = `${arrow} ${formatNumber(diff, { digits, signed: true })}${pct}`;
+      const ratio = prev !== 0 ? (diff / Math.abs(prev)) * 100 : NaN;
+      const pct = Number.isFinite(ratio) ? ` (${formatNumber(ratio, { digits: visibleDigits(ratio, 2), signed: true })}%)` : "";
+      changeEl.textContent = `${arrow} ${formatNumber(diff, { digits: visibleDigits(diff, digits), signed: true })}${pct}`;
     } else {
       changeEl.dataset.direction = "flat";
       changeEl.textContent = "";
     }
     timeEl.textContent = lastTime !== null ? `at ${formatTime(lastTime)}` : "";
+    const { above, below } = showAlarm(v);
     const finite = values.filter(Number.isFinite);
+    limitLine.removeAttribute("d");
     if (finite.length >= 2) {
       const lo = Math.min(...finite);
       const hi = Math.max(...finite);
       const span = hi - lo || 1;
+      const y = (/** @type {number} */ value) => (26 - ((value - lo) / span) * 24).toFixed(2);
       const step = 100 / Math.max(1, n - 1);
       let d = "";
-      values.forEach((y, i) => {
-        if (!Number.isFinite(y)) return;
-        d += `${d ? "L" : "M"}${(i * step).toFixed(2)},${(26 - ((y - lo) / span) * 24).toFixed(2)}`;
+      values.forEach((value, i) => {
+        if (!Number.isFinite(value)) return;
+        d += `${d ? "L" : "M"}${(i * step).toFixed(2)},${y(value)}`;
       });
       line.setAttribute("d", d);
       area.setAttribute("d", `${d}L100,28L0,28Z`);
+      // A threshold within the sparkline's range is drawn as a dashed rule.
+      const limits = [above, below].filter((t) => t !== null && t >= lo && t <= hi);
+      if (limits.length) limitLine.setAttribute("d", limits.map((t) => `M0,${y(/** @type {number} */ (t))}H100`).join(""));
     } else {
       line.removeAttribute("d");
       area.removeAttribute("d");
@@ -2852,6 +2986,12 @@ export function renderValue(el, conn, stream, { column, label, digits, history =
       col ??= firstValueColumn(info.schema);
       if (!label) labelEl.textContent = col ?? stream;
       if (!col) numberEl.textContent = "no numeric column";
+      params = info.state?.params ?? params;
+      render();
+    },
+    onState(state) {
+      params = state.params ?? {};
+      render();
     },
     onData(batch) {
       if (!col) return;
@@ -2880,6 +3020,8 @@ export function renderValue(el, conn, stream, { column, label, digits, history =
       subscription.unsubscribe();
       el.replaceChildren();
       el.classList.remove("ls-value");
+      delete el.dataset.alarm;
+      el.title = "";
     },
   };
 }
@@ -2907,7 +3049,7 @@ export function renderStatus(el, conn, stream, { compact = false, connectionAler
   const grid = h("dl", { class: "ls-stats" });
   for (const [key, text] of [["rows", "Received"], ["rate", "Rate"], ["lag", "Lag"], ["offset", "Last offset"]]) {
     figures[key] = h("dd", { text: "—" });
-    grid.append(h("div", { class: "ls-stat" }, h("dt", { text }), figures[key]));
+    grid.append(h("div", { class: "ls-stat", dataset: { stat: key } }, h("dt", { text }), figures[key]));
   }
   el.replaceChildren(pills);
   if (!compact) el.append(message);
@@ -2939,9 +3081,18 @@ export function renderStatus(el, conn, stream, { compact = false, connectionAler
   let subscription = null;
   /** @type {any} */
   let timer = null;
+  /** Rows and last offset: called on every batch, so they move with the table. */
+  const showOffset = () => {
+    const s = /** @type {Subscription} */ (subscription).stats();
+    figures.rows.textContent = formatNumber(s.rows);
+    figures.offset.textContent = s.lastOffset === null ? "—" : formatNumber(s.lastOffset);
+  };
   if (stream) {
     subscription = conn.subscribe(stream, {
       last: 0,
+      onData() {
+        if (!compact) showOffset();
+      },
       onState(s) {
         state = s;
         subError = "";
@@ -2963,13 +3114,14 @@ export function renderStatus(el, conn, stream, { compact = false, connectionAler
       },
     });
     if (!compact) {
+      figures.rows.title = "rows received by this page";
+      figures.offset.title = "offset of the newest row received";
+      // Rate and lag change with time, not only with data: refreshed twice a second.
       const tick = () => {
         const s = /** @type {Subscription} */ (subscription).stats();
-        figures.rows.textContent = formatNumber(s.rows);
-        figures.rows.title = "rows received by this page";
         figures.rate.textContent = formatRate(s.rate);
         figures.lag.textContent = formatDuration(s.lag);
-        figures.offset.textContent = s.lastOffset === null ? "—" : formatNumber(s.lastOffset);
+        showOffset();
       };
       timer = setInterval(tick, 500);
       tick();
@@ -3433,6 +3585,7 @@ export function renderDashboard(el, conn, stream, options = {}) {
   const plot = renderPlot(plotCard.body, conn, stream, { autoHide: !options.y, ...options, ...parts });
   const controls = renderControls(controlsCard.body, conn, stream, parts);
   const status = renderStatus(statusCard.body, conn, stream, { connectionAlert: false, quietErrors: true });
+  tableCard.body.classList.add("ls-card-body-flush"); // the table runs to the card's edges
   const table = renderTable(tableCard.body, conn, stream, { rows: options.rows ?? 15, ...parts });
   // The plot's first y by default, which is also renderValue's own default (the first
   // numeric non-time column) unless y was given.

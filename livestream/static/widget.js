@@ -36,8 +36,11 @@ async function renderWidget({ model, el }) {
   const classes = ["ls-root", "ls-widget", `ls-widget-${kind}`];
   el.classList.add(...classes);
   const banner = h("div", { class: "ls-alert ls-widget-alert", role: "alert", hidden: true });
+  // The renderer draws into `body`, inside `frame`: the frame is the size container of the
+  // container queries in livestream.css (a container cannot query itself).
   const body = h("div", { class: "ls-widget-body" });
-  el.replaceChildren(banner, body);
+  const frame = h("div", { class: "ls-widget-frame" }, body);
+  el.replaceChildren(banner, frame);
   /** @type {Connection} */
   let conn;
   // The model's comm carries the relay and asks the kernel to admit the page's origin; a
