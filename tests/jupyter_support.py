@@ -39,20 +39,11 @@ from typing import Any
 
 import psutil
 import pytest
+from support import CHROMIUM, CHROMIUM_ARGS
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 SERVER_START_TIMEOUT = 90.0  # a Jupyter server on a busy 2-core machine
 KERNEL_TIMEOUT = 90.0

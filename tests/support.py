@@ -20,6 +20,18 @@ import pytest
 from livestream import Server
 
 TOKEN = "support-token-0123456789"
+
+#: Debian's Chromium, never a downloaded browser; these flags keep it off the closed network.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 TIMEOUT = 5.0
 
 

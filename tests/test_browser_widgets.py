@@ -36,6 +36,7 @@ from bokeh.layouts import column
 from bokeh.models import ColumnDataSource
 from bokeh.plotting import figure
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from support import CHROMIUM, CHROMIUM_ARGS
 
 import livestream as ls
 from livestream import Bool, Float
@@ -46,16 +47,6 @@ from livestream.widgets import LiveWidget, _module_source
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 #: Generous: two cores shared with other test runs.
 WAIT_MS = 20_000
 
