@@ -234,6 +234,26 @@ def _style(fig: figure) -> None:
         fig.title.text_color = _MUTED_TEXT
 
 
+def _live_figure(
+    stream: str, title: str | None, datetime_x: bool, height: int, webgl: bool, *, x_padding: float
+) -> Any:
+    """An empty figure whose ranges follow the data its source holds."""
+    return figure(
+        name=stream,
+        title=title,
+        x_axis_type="datetime" if datetime_x else "linear",
+        x_range=DataRange1d(range_padding=x_padding, only_visible=True),
+        y_range=DataRange1d(range_padding=0.08, only_visible=True),
+        sizing_mode="stretch_width",
+        height=height,
+        tools="pan,xwheel_zoom,box_zoom,reset,save",
+        active_drag=None,
+        active_scroll=None,
+        toolbar_location="right",
+        output_backend="webgl" if webgl else "canvas",
+    )
+
+
 def plot_spec(
     stream: str,
     schema: dict[str, str],
@@ -321,22 +341,9 @@ def plot_spec(
     source_columns = [x_col, *[c for c in y_cols if c != x_col]]
     source = ColumnDataSource(data={c: [] for c in source_columns}, name=f"{stream}:source")
 
-    fig = figure(
-        name=stream,
-        title=title,
-        x_axis_type="datetime" if datetime_x else "linear",
-        # Ranges follow the data the source holds; the rollover keeps that to the last
-        # `window` rows, so the view slides with the stream. No padding at the live edge.
-        x_range=DataRange1d(range_padding=0.0, only_visible=True),
-        y_range=DataRange1d(range_padding=0.08, only_visible=True),
-        sizing_mode="stretch_width",
-        height=height,
-        tools="pan,xwheel_zoom,box_zoom,reset,save",
-        active_drag=None,
-        active_scroll=None,
-        toolbar_location="right",
-        output_backend="webgl" if webgl else "canvas",
-    )
+    # No padding at the live edge: the rollover keeps the source to the last `window`
+    # rows, so the view slides with the stream.
+    fig = _live_figure(stream, title, datetime_x, height, webgl, x_padding=0.0)
     fig.xaxis.axis_label = None if datetime_x or x_col == OFFSET_COLUMN else x_col
     if datetime_x:
         fig.xaxis.ticker = _time_ticker()
@@ -468,20 +475,7 @@ def _ohlc_spec(
         raise ValueError(f"the price column {price!r} is also x; pass another y")
     datetime_x = x_col != OFFSET_COLUMN and _is_time(x_col, schema[x_col])
     source = ColumnDataSource(data={c: [] for c in OHLC_COLUMNS}, name=f"{stream}:bars")
-    fig = figure(
-        name=stream,
-        title=title,
-        x_axis_type="datetime" if datetime_x else "linear",
-        x_range=DataRange1d(range_padding=0.02, only_visible=True),
-        y_range=DataRange1d(range_padding=0.08, only_visible=True),
-        sizing_mode="stretch_width",
-        height=height,
-        tools="pan,xwheel_zoom,box_zoom,reset,save",
-        active_drag=None,
-        active_scroll=None,
-        toolbar_location="right",
-        output_backend="webgl" if webgl else "canvas",
-    )
+    fig = _live_figure(stream, title, datetime_x, height, webgl, x_padding=0.02)
     fig.yaxis.axis_label = price
     if datetime_x:
         fig.xaxis.ticker = _time_ticker()
