@@ -800,7 +800,9 @@ def test_relay_route_through_the_comm(
         "comm_log = []\n"
         "dash.on_msg(lambda w, c, b: comm_log.append(time.monotonic()))"
     )
-    sleeping = page.run_busy_cell("busy_t0 = time.monotonic(); time.sleep(5); busy_t1 = time.monotonic()")
+    sleeping = page.run_busy_cell(
+        "busy_t0 = time.monotonic(); time.sleep(5); busy_t1 = time.monotonic()"
+    )
     page.page.wait_for_timeout(1500)  # frames already on their way land
     busy_from = source_length(page.page, DASHBOARD)
     page.page.wait_for_timeout(2000)  # a window inside the busy cell
@@ -817,7 +819,9 @@ def test_relay_route_through_the_comm(
             f"yet the relay stood still ({busy_growth} rows)"
         )
     else:
-        assert busy_growth == 0, f"no widget message was handled, yet the relay moved ({busy_growth} rows)"
+        assert busy_growth == 0, (
+            f"no widget message was handled, yet the relay moved ({busy_growth} rows)"
+        )
 
     pause_reaches_server(page, base, token)
     rows = source_length(page.page, DASHBOARD)
