@@ -4,10 +4,13 @@ It is run the way a user runs it: ``livestream.Server(...).start()`` puts Tornad
 background thread with its own loop, and a plain thread calls ``stream.append`` (the
 producer). The process's main thread only answers the benchmark's pipe commands:
 
-* ``produce``: start the producer thread. ``batch`` rows per append; ``rate`` rows/s
+* ``produce``: start the producer. ``batch`` rows per append; ``rate`` rows/s
   (``None``: as fast as it can); ``shape``: ``"arrays"`` (a dict of numpy arrays) or
   ``"scalars"`` (a dict of Python scalars, one row, as a tick producer returns);
-  ``duration`` caps the run (seconds).
+  ``duration`` caps the run (seconds); ``on``: ``"thread"`` (a plain thread calling
+  ``stream.append``) or ``"loop"`` (an async generator registered with
+  ``stream.producer``, run on the server's event loop as livestream runs ``async``
+  producers: no second thread contends for the GIL).
 * ``stop``: stop it; answers ``{"appended", "end", "elapsed"}``.
 * ``info``: ``{"rss", "subscribers", "end", "sessions"}``.
 * ``quit``.
@@ -36,6 +39,7 @@ class _Producer:
         duration: float,
         hub: Any = None,
         max_lag: int | None = None,
+        on: str = "thread",
     ) -> None:
         self.stream = stream
         self.hub = hub
@@ -48,7 +52,62 @@ class _Producer:
         self.appended = 0
         self.started = 0.0
         self.stopped = 0.0
+        self.on = on
         self.thread = threading.Thread(target=self._run, name="bench-producer", daemon=True)
+        self.registered: Any = None  # the livestream Producer, when on the loop
+
+    def start(self) -> None:
+        if self.on == "thread":
+            self.thread.start()
+            return
+        if self.on != "loop":
+            raise ValueError(f"`on` must be 'thread' or 'loop'; got {self.on!r}")
+        if self.max_lag is not None:
+            raise ValueError("max_lag waits in a thread; use on='thread'")
+        self.registered = self.stream.producer(self._agen)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.registered is not None:
+            self.registered.stop()
+            deadline = time.monotonic() + 10
+            while not self.stopped and time.monotonic() < deadline:
+                time.sleep(0.01)
+        else:
+            self.thread.join(10)
+
+    async def _agen(self) -> Any:
+        """The same schedule as ``_run``, as an async generator: each item is appended by
+        livestream on its loop; the generator sleeps when ahead of the schedule and yields
+        to the loop (``sleep(0)``) between batches otherwise, as a well-behaved async
+        producer must."""
+        import asyncio
+
+        source = Batches(self.batch)
+        scalars = self.shape == "scalars"
+        self.started = start = time.monotonic()
+        deadline = start + self.duration
+        interval = self.batch / self.rate if self.rate else 0.0
+        next_at = start
+        n = 0
+        try:
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                if interval:
+                    if now < next_at:
+                        await asyncio.sleep(next_at - now)
+                        continue
+                    next_at += interval
+                    if next_at < now - 1.0:
+                        next_at = now
+                await asyncio.sleep(0)
+                yield source.row() if scalars else source.columns()
+                n += self.batch
+                self.appended = n
+        finally:
+            self.stopped = time.monotonic()
 
     def _run(self) -> None:
         source = Batches(self.batch)
@@ -126,8 +185,7 @@ def serve(conn: Any, options: dict[str, Any]) -> None:
             try:
                 if cmd == "produce":
                     if producer is not None:
-                        producer.stop_event.set()
-                        producer.thread.join(10)
+                        producer.stop()
                     producer = _Producer(
                         stream,
                         msg.get("batch", 1000),
@@ -136,14 +194,14 @@ def serve(conn: Any, options: dict[str, Any]) -> None:
                         msg.get("duration", 120.0),
                         server.hub,
                         msg.get("max_lag"),
+                        msg.get("on", "thread"),
                     )
-                    producer.thread.start()
+                    producer.start()
                     conn.send({"ok": True, "end": stream.end})
                 elif cmd == "stop":
                     out: dict[str, Any] = {"appended": 0, "elapsed": 0.0}
                     if producer is not None:
-                        producer.stop_event.set()
-                        producer.thread.join(10)
+                        producer.stop()
                         out = {
                             "appended": producer.appended,
                             "elapsed": (producer.stopped or time.monotonic()) - producer.started,
@@ -168,6 +226,5 @@ def serve(conn: Any, options: dict[str, Any]) -> None:
         pass
     finally:
         if producer is not None:
-            producer.stop_event.set()
-            producer.thread.join(10)
+            producer.stop()
         server.stop()

@@ -13,14 +13,18 @@ from typing import Any
 
 COLORS = {
     "livestream": "#2563eb",
-    "livestream-free": "#93c5fd",
+    "livestream-paced": "#1e40af",
+    "livestream-thread": "#60a5fa",
+    "livestream-thread-free": "#93c5fd",
     "raw": "#111827",
     "bokeh": "#f59e0b",
     "bokeh-ws": "#b45309",
 }
 LABELS = {
-    "livestream": "livestream, producer offering the raw ceiling's rate",
-    "livestream-free": "livestream, producer as fast as it can (never waits)",
+    "livestream": "livestream, async producer on the server loop, as fast as it can",
+    "livestream-paced": "livestream, async producer offering the raw ceiling's rate",
+    "livestream-thread": "livestream, producer thread offering the raw ceiling's rate",
+    "livestream-thread-free": "livestream, producer thread as fast as it can (never waits)",
     "raw": "raw Tornado broadcast (awaits every write)",
     "bokeh": "Bokeh server (Chromium pages)",
     "bokeh-ws": "Bokeh server (Bokeh protocol clients, no page)",
@@ -42,7 +46,7 @@ def _panel(rows: list[dict[str, Any]], title: str) -> Any:
         toolbar_location=None,
     )
     items = []
-    for variant in ("livestream", "livestream-free", "raw", "bokeh", "bokeh-ws"):
+    for variant in COLORS:
         pts = sorted(
             (r["n"], r["rows_per_sub"])
             for r in rows
@@ -57,7 +61,7 @@ def _panel(rows: list[dict[str, Any]], title: str) -> Any:
             ys,
             color=color,
             line_width=3,
-            line_dash="dashed" if variant == "livestream-free" else "solid",
+            line_dash="dashed" if variant.startswith("livestream-thread") else "solid",
         )
         dots = fig.scatter(xs, ys, color=color, size=9)
         items.append(LegendItem(label=LABELS[variant], renderers=[line, dots]))

@@ -38,14 +38,21 @@ FULL = {
         "ns": [1, 10, 100],
         "duration": 6.0,
         "warmup": 2.0,
-        "variants": ["raw", "livestream", "livestream-free", "bokeh", "bokeh-ws"],
+        "variants": [
+            "raw",
+            "livestream",
+            "livestream-thread",
+            "livestream-thread-free",
+            "bokeh",
+            "bokeh-ws",
+        ],
         "bokeh_max_n": 10,
     },
     "ticks": {
         "ns": [1, 10, 100],
         "duration": 6.0,
         "warmup": 2.0,
-        "variants": ["raw", "livestream-free", "bokeh", "bokeh-ws"],
+        "variants": ["raw", "livestream", "livestream-thread-free", "bokeh", "bokeh-ws"],
         "bokeh_max_n": 10,
     },
     "latency": {
@@ -68,14 +75,14 @@ QUICK = {
         "ns": [1, 10],
         "duration": 2.0,
         "warmup": 1.0,
-        "variants": ["raw", "livestream", "bokeh"],
+        "variants": ["raw", "livestream", "livestream-thread", "bokeh"],
         "bokeh_max_n": 1,
     },
     "ticks": {
         "ns": [10],
         "duration": 2.0,
         "warmup": 1.0,
-        "variants": ["raw", "livestream-free"],
+        "variants": ["raw", "livestream"],
         "bokeh_max_n": 0,
     },
     "latency": {
@@ -175,27 +182,40 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def fanout_ratios(rows: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
-    """livestream / raw and livestream / Bokeh per N, from rows of the same run."""
+    """livestream / raw and livestream / Bokeh per N, from rows of the same run.
+
+    ``vs_raw`` and the Bokeh ratios use ``livestream`` (its producer on the server's loop,
+    where raw Tornado's runs too); ``thread_vs_raw`` the producer thread offering raw's
+    rate, ``thread_free_vs_raw`` the producer thread at full speed (delivered rows)."""
     by: dict[int, dict[str, dict[str, Any]]] = {}
     for r in rows:
         if "error" not in r:
             by.setdefault(r["n"], {})[r["variant"]] = r
     out: dict[int, dict[str, float]] = {}
     for n, v in by.items():
-        # The lossless livestream figure: at the raw rate when measured, else full speed
-        # (single rows: the producer cannot outrun the subscribers; its loss is 0).
-        ls = (v.get("livestream") or v.get("livestream-free") or {}).get("rows_per_sub")
         ratios: dict[str, float] = {}
-        if ls is not None:
-            if "raw" in v and v["raw"]["rows_per_sub"]:
-                ratios["vs_raw"] = ls / v["raw"]["rows_per_sub"]
-            if "bokeh" in v and v["bokeh"]["rows_per_sub"]:
-                ratios["vs_bokeh"] = ls / v["bokeh"]["rows_per_sub"]
-            if "bokeh-ws" in v and v["bokeh-ws"]["rows_per_sub"]:
-                ratios["vs_bokeh_ws"] = ls / v["bokeh-ws"]["rows_per_sub"]
-        free = v.get("livestream-free", {}).get("rows_per_sub")
-        if free is not None and "raw" in v and v["raw"]["rows_per_sub"]:
-            ratios["free_vs_raw"] = free / v["raw"]["rows_per_sub"]
+        raw = v.get("raw", {}).get("rows_per_sub")
+
+        def over(
+            variant: str, base: float | None, v: dict[str, dict[str, Any]] = v
+        ) -> float | None:
+            got = v.get(variant, {}).get("rows_per_sub")
+            return got / base if got is not None and base else None
+
+        for key, variant, base in (
+            ("vs_raw", "livestream", raw),
+            ("vs_bokeh", "livestream", v.get("bokeh", {}).get("rows_per_sub")),
+            ("vs_bokeh_ws", "livestream", v.get("bokeh-ws", {}).get("rows_per_sub")),
+            ("paced_vs_raw", "livestream-paced", raw),
+            ("thread_vs_raw", "livestream-thread", raw),
+            ("thread_free_vs_raw", "livestream-thread-free", raw),
+        ):
+            ratio = over(variant, base)
+            if ratio is not None:
+                ratios[key] = ratio
+        loss = v.get("livestream", {}).get("loss_pct")
+        if loss is not None:
+            ratios["loss_pct"] = loss
         out[n] = ratios
     return out
 
@@ -254,21 +274,27 @@ def render(results: dict[str, Any]) -> str:
             [
                 str(n),
                 _fmt(v.get("vs_raw"), 2),
+                _fmt(v.get("loss_pct"), 1),
                 _fmt(v.get("vs_bokeh"), 1),
                 _fmt(v.get("vs_bokeh_ws"), 1),
-                _fmt(v.get("free_vs_raw"), 2),
+                _fmt(v.get("paced_vs_raw"), 2),
+                _fmt(v.get("thread_vs_raw"), 2),
+                _fmt(v.get("thread_free_vs_raw"), 2),
             ]
             for n, v in sorted(fanout_ratios(rows).items())
         ]
         parts.append(
-            "ratios (same run; livestream = its lossless figure)\n"
+            "ratios (same run; rows/s per subscriber)\n"
             + _table(
                 [
                     "N",
                     "livestream/raw (target >= 0.8)",
+                    "its loss%",
                     "livestream/Bokeh page (target >= 20)",
                     "livestream/Bokeh protocol client",
-                    "livestream-free/raw (delivered, with loss)",
+                    "paced/raw",
+                    "thread/raw",
+                    "thread-free/raw (with loss)",
                 ],
                 ratio_rows,
             )
@@ -470,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants",
         default=None,
-        help="servers for fanout/ticks: raw,livestream,livestream-free,bokeh,bokeh-ws",
+        help="servers for fanout/ticks: raw,livestream,livestream-paced,livestream-thread,"
+        "livestream-thread-free,bokeh,bokeh-ws",
     )
     parser.add_argument("--json", default=None, help="write all figures to this JSON file")
     parser.add_argument("--plot", default=None, help="write the fan-out PNG here")

@@ -215,8 +215,26 @@ def measure(
 FANOUT_VARIANTS = {
     # name: (server, produce options, label)
     "raw": ("raw", {"mode": "await"}, "raw Tornado broadcast, awaits every write"),
-    "livestream": ("livestream", {}, "livestream, producer offers the raw ceiling's rate"),
-    "livestream-free": ("livestream", {}, "livestream, producer as fast as it can"),
+    "livestream": (
+        "livestream",
+        {"on": "loop"},
+        "livestream, async producer on the server's loop (as raw's), as fast as it can",
+    ),
+    "livestream-paced": (
+        "livestream",
+        {"on": "loop"},
+        "livestream, async producer on the server's loop, offers the raw ceiling's rate",
+    ),
+    "livestream-thread": (
+        "livestream",
+        {"on": "thread"},
+        "livestream, producer thread, offers the raw ceiling's rate",
+    ),
+    "livestream-thread-free": (
+        "livestream",
+        {"on": "thread"},
+        "livestream, producer thread, as fast as it can",
+    ),
     "bokeh": ("bokeh", {}, "Bokeh server, one Chromium page per session"),
     "bokeh-ws": (
         "bokeh",
@@ -254,7 +272,7 @@ def fanout(
             if name == "bokeh" and n > bokeh_max_n:
                 continue
             rate = None
-            if name == "livestream":
+            if name in ("livestream-paced", "livestream-thread"):
                 if not raw_rate:
                     log(f"  fan-out batch={batch} N={n}: {label}: skipped, no raw figure")
                     continue

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -33,8 +33,16 @@ log = logging.getLogger("livestream.hub")
 #: Roles a token may grant.
 ROLES = ("view", "control", "publish")
 MAX_FRAME_BYTES = 4 * 1024 * 1024
+#: Frames never cross a multiple of this many bytes' worth of rows (see ``Hub.frame_for``).
+CHUNK_BYTES = 256 * 1024
+#: Encoded frames kept for reuse by other subscribers, at most this many bytes.
+CACHE_BYTES = 8 * 1024 * 1024
 _ROW_BYTES = {"float64": 8, "int64": 8, "float32": 4, "int32": 4, "uint8": 1, "bool": 1}
 MAX_STREAMS = 10_000
+#: A wake the loop has not run after this many seconds means a producer thread starves it.
+STARVED_AFTER = 0.002
+#: The longest an ``append`` from a thread waits for a starved loop (seconds).
+YIELD_MAX = 0.005
 BAD_MESSAGE_LIMIT = 20
 BAD_MESSAGE_WINDOW = 10.0
 
@@ -128,6 +136,7 @@ class Subscription:
         return False
 
     def _written(self, fut: Any) -> None:
+        self.session.hub.loop_seen = time.monotonic()
         self.busy_since = None
         if fut.cancelled() or fut.exception() is not None:
             self.closed = True
@@ -298,9 +307,12 @@ class Hub:
         self.sessions: set[Session] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self._pending: set[str] = set()
+        self._pending: dict[str, float] = {}  # stream name -> when its wake was scheduled
         self._pending_lock = threading.Lock()
-        self._cache: dict[tuple[Any, ...], tuple[str | bytes, int, int]] = {}
+        self._pending_done = threading.Condition(self._pending_lock)
+        self.loop_seen = 0.0  # when the loop last ran fan-out code (a wake or a write done)
+        self._cache: OrderedDict[tuple[Any, ...], tuple[str | bytes, int, int]] = OrderedDict()
+        self._cache_bytes = 0
         self._lock = threading.Lock()
         self._sweeper: asyncio.TimerHandle | None = None
         self.on_stream_created: list[Callable[[Stream], None]] = []
@@ -311,6 +323,8 @@ class Hub:
         """Bind the hub to the loop it runs on (called by the server when it starts)."""
         self.loop = loop
         self._loop_thread = threading.get_ident()
+        with self._pending_lock:
+            self._pending.clear()  # wakes scheduled on a loop that has since stopped
         self._sweeper = loop.call_later(1.0, self._sweep)
 
     def detach(self) -> None:
@@ -423,52 +437,90 @@ class Hub:
     # ------------------------------------------------------------------ fan-out
 
     def frame_for(self, sub: Subscription, end: int) -> tuple[str | bytes, int, int]:
-        """The encoded frame of rows ``sub.cursor:end`` (capped), shared by equal cursors."""
+        """The encoded frame of rows from ``sub.cursor`` up to ``end``, cut at the next chunk
+        boundary: ``(frame, first row, row after the last)``.
+
+        Rows are grouped in fixed chunks of about :data:`CHUNK_BYTES` by offset, and a frame
+        never crosses a chunk boundary. A subscriber that keeps up gets everything since its
+        cursor in one frame (merging); one that is behind walks the chunks, and subscribers
+        walking the same chunks get the same frame object, encoded once. Rows never change
+        once appended (a new stream by the same name has a new epoch), so an encoded frame
+        stays valid: the cache is bounded by size (:data:`CACHE_BYTES`), not cleared.
+        """
         stream = sub.stream
-        key = (stream.name, stream.epoch, sub.cursor, end, sub.columns, sub.format)
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
+        cursor = sub.cursor
         schema = stream.schema
         row_bytes = sum(_ROW_BYTES.get(d, 16) for d in schema.values()) or 8
-        stop = min(end, sub.cursor + max(1, MAX_FRAME_BYTES // row_bytes))
-        batch = stream.read(sub.cursor, stop, sub.columns)
-        first = sub.cursor if batch.offset is None else batch.offset
+        chunk = max(1, CHUNK_BYTES // row_bytes)
+        stop = min(end, (cursor // chunk + 1) * chunk)
+        key = (stream.name, stream.epoch, cursor, stop, sub.columns, sub.format)
+        cache = self._cache
+        hit = cache.get(key)
+        if hit is not None:
+            cache.move_to_end(key)
+            return hit
+        batch = stream.read(cursor, stop, sub.columns)
+        first = cursor if batch.offset is None else batch.offset
         msg = P.Data(stream.name, first, batch)
         frame = P.encode_server(msg, binary=sub.format == "binary")
         result = (frame, first, first + batch.rows)
-        if len(self._cache) > 64:
-            self._cache.clear()
-        self._cache[key] = result
+        if first == cursor and batch.rows == stop - cursor:  # a partial read is not reusable
+            cache[key] = result
+            self._cache_bytes += len(frame)
+            while self._cache_bytes > CACHE_BYTES and len(cache) > 1:
+                _, (old, _, _) = cache.popitem(last=False)
+                self._cache_bytes -= len(old)
         return result
 
     def _appended(self, stream: Stream) -> None:
-        """Called by ``Stream.append`` from any thread: schedule one wake per stream."""
+        """Called by ``Stream.append`` from any thread: schedule one wake per stream.
+
+        A producer thread that keeps the GIL busy can starve the server's loop: the loop
+        gets the GIL only every switch interval (5 ms), gives it up at its next socket
+        write, and waits again, while viewers fall out of the history. So when a wake has
+        waited longer than :data:`STARVED_AFTER` and the loop has run no fan-out code in
+        that time either (a loop busy writing to many viewers is not starved), the
+        appending thread waits (at most :data:`YIELD_MAX`) until the loop has run it. This waits for the server's
+        loop to take the rows, never for a viewer: busy subscribers are skipped by the
+        wake, and a loop that stays away costs the producer at most ``YIELD_MAX``.
+        """
         loop = self.loop
         if loop is None:
             return
+        name = stream.name
         with self._pending_lock:
-            if stream.name in self._pending:
-                return
-            self._pending.add(stream.name)
-        if threading.get_ident() == self._loop_thread:
-            loop.call_soon(self._wake, stream)
-        else:
-            try:
-                loop.call_soon_threadsafe(self._wake, stream)
-            except RuntimeError:  # loop closed while a producer thread was appending
-                pass
+            since = self._pending.get(name)
+            if since is None:
+                self._pending[name] = time.monotonic()
+        if since is None:
+            if threading.get_ident() == self._loop_thread:
+                loop.call_soon(self._wake, stream)
+            else:
+                try:
+                    loop.call_soon_threadsafe(self._wake, stream)
+                except RuntimeError:  # loop closed while a producer thread was appending
+                    with self._pending_lock:
+                        self._pending.pop(name, None)
+            return
+        if (
+            time.monotonic() - max(since, self.loop_seen) > STARVED_AFTER
+            and threading.get_ident() != self._loop_thread
+        ):
+            with self._pending_done:
+                self._pending_done.wait_for(lambda: name not in self._pending, YIELD_MAX)
 
     def _wake(self, stream: Stream) -> None:
+        self.loop_seen = time.monotonic()
         with self._pending_lock:
-            self._pending.discard(stream.name)
-        self._cache.clear()
+            self._pending.pop(stream.name, None)
         for sub in list(self.subscribers.get(stream.name, ())):
             try:
                 sub.pump()
             except Exception:
                 log.exception("fan-out to %s failed; dropping that subscription", sub.session.peer)
                 self.drop(sub)
+        with self._pending_done:  # a producer thread waiting for this wake may go on
+            self._pending_done.notify_all()
 
     def _state_changed(self, stream: Stream) -> None:
         loop = self.loop

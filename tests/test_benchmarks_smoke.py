@@ -45,7 +45,7 @@ def test_quick_fanout_for_one_subscriber_gives_figures_for_all_three_servers(
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(out.read_text())
     rows = {r["variant"]: r for r in figures["fanout"]}
-    assert set(rows) == {"raw", "livestream", "bokeh"}, rows
+    assert set(rows) == {"raw", "livestream", "livestream-thread", "bokeh"}, rows
     for name, row in rows.items():
         assert "error" not in row, f"{name}: {row.get('error')}"
         assert row["n"] == 1
