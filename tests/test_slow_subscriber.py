@@ -28,7 +28,7 @@ ROW_BYTES = 24  # int64 + float64 + float64
 #: Bound on the test process's RSS growth after warm-up while the soak runs. What the
 #: server may legitimately hold: the history (100k rows x 24 B = 2.4 MB), one frame per
 #: subscriber being written (<= the history window, 2.4 MB) plus the copy the kernel did
-#: not take yet, the frame cache (cleared on every append) and the reader's own receive
+#: not take yet, the frame cache (at most 8 MiB) and the reader's own receive
 #: queue (<= max_queue frames of <= 2.4 MB). Tens of MB at most; 150 MiB leaves room for
 #: allocator slack, and is still several times smaller than the data streamed through
 #: (asserted below), so a server that buffered for the stalled peer would exceed it.
