@@ -21,7 +21,10 @@ the last row pushed, and reports how long that took.
 Each ``push_notebook`` with ``{time, price, volume}`` numpy columns is ``3 + 2 x 3 = 9`` comm
 messages (header, metadata, content, then a header and a binary payload per column), all on
 the IOPub channel, so the Jupyter server's default IOPub limit (1,000 messages/s over 3 s)
-is reached at about 111 pushes/s whatever the batch size.
+is reached at about 111 pushes/s whatever the batch size (earlier when the server's loop
+falls behind and then handles a burst). A dropped message can leave BokehJS's ``Receiver``
+out of step with the 9-part messages, after which nothing more reaches the plot (seen here:
+``rows_lost`` equal to all rows pushed, in every later step).
 
 ``push_notebook`` in JupyterLab 4 and Notebook 7 needs the ``jupyter_bokeh`` extension: it
 hands BokehJS the kernel (``Bokeh.embed.kernels``) on which the comm target is registered;
@@ -58,6 +61,7 @@ from .common import HOST, percentile
 
 PREFIX_ENV = "LIVESTREAM_BENCH_JUPYTER_BOKEH"
 ROLLOVER = 100_000
+QUIET_MS = 3000  # no comm message for this long after the last push: nothing more will come
 
 # Cell 1: the figure. Cell 2: the push loop, steered through files in CTL (bounded in time).
 SETUP_CELL = """\
@@ -149,6 +153,7 @@ PAGE_RECORDER = """
     nb.sessionContext.session.kernel;
   if (!docs.length || !kernel) return false;
   const b = w.__bench = {events: [], frames: [], comms: [], applies: [], long: [], newest: 0,
+                         lastComm: Date.now(),
                          docs: docs.length, hasComm: kernel.hasComm(commId),
                          kernels: Object.keys(w.Bokeh.embed.kernels || {}).length};
   for (const doc of docs) {
@@ -169,7 +174,8 @@ PAGE_RECORDER = """
   }
   kernel.anyMessage.connect((_, a) => {
     if (a.direction !== "recv" || a.msg.header.msg_type !== "comm_msg") return;
-    b.comms.push([Date.now(), Date.parse(a.msg.header.date)]);
+    b.lastComm = Date.now();
+    b.comms.push([b.lastComm, Date.parse(a.msg.header.date)]);
   });
   try {
     new PerformanceObserver((list) => {
@@ -337,6 +343,7 @@ def _summarise(
     comm_lags = [c[0] - c[1] for c in comms if c[1] is not None]
     long = rec["long"]
     long_in = [d for s, d in (long or []) if t0 <= s < t1]
+    applied = sum(e[1] for e in rec["events"] if e[0] >= done["start"] * 1000)
     return {
         "server": "push_notebook (JupyterLab)",
         "offered": rate,
@@ -362,7 +369,9 @@ def _summarise(
         "kernel_late_resets": done["late"],
         "comm_closed_by_page": done["comm_closed"],
         "rows_pushed_total": done["rows"],
-        "rows_applied_total": sum(e[1] for e in rec["events"] if e[0] >= done["start"] * 1000),
+        "rows_applied_total": applied,
+        "rows_lost": done["rows"] - applied,
+        "newest_applied_is_last_pushed": rec["newest"] >= done["last"],
     }
 
 
@@ -374,11 +383,14 @@ def push_notebook_page(
     log: Any,
     pushes: list[int] | tuple[int, ...] = (10, 100),
     drain: float = 30.0,
+    iopub_msg_rate_limit: float | None = None,
 ) -> list[dict[str, Any]]:
     """One JupyterLab page, one kernel; a step per (rate, pushes/s), rates ascending.
 
     A step whose rows the page has not applied within ``drain`` seconds after the kernel
     stopped pushing ends the ladder: what follows would measure that backlog.
+    ``iopub_msg_rate_limit`` overrides the Jupyter server's IOPub message limit (default
+    1,000 messages/s; 0 turns it off); None keeps the default, what a user gets.
     """
     reason = missing()
     if reason is not None:
@@ -422,6 +434,11 @@ def push_notebook_page(
                     "--LabApp.expose_app_in_browser=True",
                     "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
                     "--ServerApp.open_browser=False",
+                    *(
+                        [f"--ZMQChannelsWebsocketConnection.iopub_msg_rate_limit={limit}"]
+                        if (limit := iopub_msg_rate_limit) is not None
+                        else []
+                    ),
                     *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
                 ],
                 stdout=out,
@@ -455,8 +472,11 @@ def push_notebook_page(
                         timeout=120_000,
                         polling=250,
                     )
+                    # Not awaited: the command's promise settles only when every cell has
+                    # run, and the push loop's cell runs until the benchmark says "quit".
                     page.evaluate(
-                        "() => window.jupyterapp.commands.execute('notebook:run-all-cells')"
+                        "() => { window.jupyterapp.commands.execute('notebook:run-all-cells');"
+                        " return true; }"
                     )
                     if not _wait_file(ctl / "comm.json", 120):
                         raise TimeoutError("the notebook did not show the figure within 120 s")
@@ -487,10 +507,14 @@ def push_notebook_page(
                         done = json.loads((ctl / f"done-{i}.json").read_text())
                         waited = time.monotonic()
                         drained = True
+                        # Caught up: the last row pushed is in the plot, or no comm message
+                        # came for QUIET ms (the Jupyter server dropped the rest: see
+                        # rows_lost). A page still receiving, or frozen, is not.
                         try:
                             page.wait_for_function(
-                                "(t) => window.__bench.newest >= t",
-                                arg=done["last"],
+                                "([t, quiet]) => window.__bench.newest >= t ||"
+                                " Date.now() - window.__bench.lastComm > quiet",
+                                arg=[done["last"], QUIET_MS],
                                 timeout=drain * 1000,
                                 polling=200,
                             )
@@ -498,6 +522,8 @@ def push_notebook_page(
                             drained = False
                         drain_s = time.monotonic() - waited
                         rec = _take(page, 30)
+                        if rec is not None and drained and rec["newest"] < done["last"]:
+                            drain_s = max(0.0, drain_s - QUIET_MS / 1000)
                         if rec is None:
                             log("    the page did not answer within 30 s")
                             rows.append(
@@ -513,13 +539,16 @@ def push_notebook_page(
                         r["drained"] = drained
                         r["drain_s"] = drain_s
                         r["iopub_limit_hits"] = _iopub_hits(lab_log)
+                        r["iopub_msg_rate_limit"] = (
+                            1000.0 if iopub_msg_rate_limit is None else iopub_msg_rate_limit
+                        )
                         rows.append(r)
                         log(
                             f"    {r['rows_per_s']:,.0f} rows/s into the plot "
                             f"(pushed {r['appended_per_s']:,.0f}), {r['fps']:.1f} fps, "
                             f"lag p50 {r['lag_p50']:.0f} ms, p99 {r['lag_p99']:.0f} ms; "
                             f"{r['comm_msgs_per_s']:.0f} comm msgs/s in the page; apply p50 "
-                            f"{r['apply_ms_p50']:.1f} ms; caught up "
+                            f"{r['apply_ms_p50']:.1f} ms; {r['rows_lost']:,} rows lost; caught up "
                             + (
                                 f"{drain_s:.1f} s after the last push"
                                 if drained

@@ -68,7 +68,12 @@ FULL = {
     "many": {"n": 1000, "rate": 100.0, "duration": 20.0},
     "producer": {"sizes": [1, 100, 10_000], "seconds": 1.0},
     "browser": {"rates": [1_000, 10_000, 50_000], "seconds": 8.0, "warmup": 3.0},
-    "notebook": {"rates": [1_000, 10_000, 50_000], "seconds": 8.0, "warmup": 3.0},
+    "notebook": {
+        "rates": [10, 100, 1_000, 10_000, 50_000],
+        "pushes": [10, 100],
+        "seconds": 8.0,
+        "warmup": 3.0,
+    },
 }
 QUICK = {
     "fanout": {
@@ -98,7 +103,7 @@ QUICK = {
     "many": {"n": 200, "rate": 100.0, "duration": 3.0},
     "producer": {"sizes": [1, 100, 10_000], "seconds": 0.2},
     "browser": {"rates": [10_000], "seconds": 3.0, "warmup": 1.5},
-    "notebook": {"rates": [10_000], "seconds": 3.0, "warmup": 1.5},
+    "notebook": {"rates": [1_000], "pushes": [10], "seconds": 3.0, "warmup": 1.5},
 }
 
 
@@ -181,12 +186,22 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def fanout_ratios(rows: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
+#: The livestream variant each scenario's targets are judged by: for 1,000-row batches the
+#: producer on the server's loop, where raw Tornado's runs; for single rows (a tick feed,
+#: which arrives on a thread reading a socket or a device) the producer thread, whose rows
+#: the loop merges while it writes.
+PRIMARY = {"fanout": "livestream", "ticks": "livestream-thread-free"}
+
+
+def fanout_ratios(
+    rows: list[dict[str, Any]], primary: str = "livestream"
+) -> dict[int, dict[str, float]]:
     """livestream / raw and livestream / Bokeh per N, from rows of the same run.
 
-    ``vs_raw`` and the Bokeh ratios use ``livestream`` (its producer on the server's loop,
-    where raw Tornado's runs too); ``thread_vs_raw`` the producer thread offering raw's
-    rate, ``thread_free_vs_raw`` the producer thread at full speed (delivered rows)."""
+    ``vs_raw``, ``loss_pct`` and the Bokeh ratios use the ``primary`` variant; the others
+    name theirs: ``loop_vs_raw`` (async producer at full speed), ``paced_vs_raw`` (async
+    producer at raw's rate), ``thread_vs_raw`` (producer thread at raw's rate),
+    ``thread_free_vs_raw`` (producer thread at full speed; delivered rows)."""
     by: dict[int, dict[str, dict[str, Any]]] = {}
     for r in rows:
         if "error" not in r:
@@ -203,9 +218,10 @@ def fanout_ratios(rows: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
             return got / base if got is not None and base else None
 
         for key, variant, base in (
-            ("vs_raw", "livestream", raw),
-            ("vs_bokeh", "livestream", v.get("bokeh", {}).get("rows_per_sub")),
-            ("vs_bokeh_ws", "livestream", v.get("bokeh-ws", {}).get("rows_per_sub")),
+            ("vs_raw", primary, raw),
+            ("vs_bokeh", primary, v.get("bokeh", {}).get("rows_per_sub")),
+            ("vs_bokeh_ws", primary, v.get("bokeh-ws", {}).get("rows_per_sub")),
+            ("loop_vs_raw", "livestream", raw),
             ("paced_vs_raw", "livestream-paced", raw),
             ("thread_vs_raw", "livestream-thread", raw),
             ("thread_free_vs_raw", "livestream-thread-free", raw),
@@ -213,7 +229,7 @@ def fanout_ratios(rows: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
             ratio = over(variant, base)
             if ratio is not None:
                 ratios[key] = ratio
-        loss = v.get("livestream", {}).get("loss_pct")
+        loss = v.get(primary, {}).get("loss_pct")
         if loss is not None:
             ratios["loss_pct"] = loss
         out[n] = ratios
@@ -277,14 +293,15 @@ def render(results: dict[str, Any]) -> str:
                 _fmt(v.get("loss_pct"), 1),
                 _fmt(v.get("vs_bokeh"), 1),
                 _fmt(v.get("vs_bokeh_ws"), 1),
+                _fmt(v.get("loop_vs_raw"), 2),
                 _fmt(v.get("paced_vs_raw"), 2),
                 _fmt(v.get("thread_vs_raw"), 2),
                 _fmt(v.get("thread_free_vs_raw"), 2),
             ]
-            for n, v in sorted(fanout_ratios(rows).items())
+            for n, v in sorted(fanout_ratios(rows, PRIMARY[key]).items())
         ]
         parts.append(
-            "ratios (same run; rows/s per subscriber)\n"
+            f"ratios (same run; rows/s per subscriber; targets judged by {PRIMARY[key]})\n"
             + _table(
                 [
                     "N",
@@ -292,6 +309,7 @@ def render(results: dict[str, Any]) -> str:
                     "its loss%",
                     "livestream/Bokeh page (target >= 20)",
                     "livestream/Bokeh protocol client",
+                    "loop/raw",
                     "paced/raw",
                     "thread/raw",
                     "thread-free/raw (with loss)",
@@ -445,16 +463,20 @@ def render(results: dict[str, Any]) -> str:
     if br:
         body = [
             [
-                r["server"],
+                r["server"]
+                + (
+                    f", {r['pushes_per_s_offered']} pushes/s" if "pushes_per_s_offered" in r else ""
+                ),
                 _fmt(r["offered"]),
                 _fmt(r["rows_per_s"]),
                 _fmt(r["fps"], 1),
                 _fmt(r["lag_p50"]),
                 _fmt(r["lag_p99"]),
                 _fmt(r["streams_per_s"], 1),
+                _fmt(r.get("rows_lost")),
             ]
             if "error" not in r
-            else [r["server"], "not measured (below)"] + [""] * 5
+            else [r["server"], "not measured (below)"] + [""] * 6
             for r in br
         ]
         notes = "".join(f"\n{r['server']} not measured: {r['error']}" for r in br if "error" in r)
@@ -469,6 +491,7 @@ def render(results: dict[str, Any]) -> str:
                     "lag p50 ms",
                     "lag p99 ms",
                     "stream() calls/s",
+                    "rows lost",
                 ],
                 body,
             )

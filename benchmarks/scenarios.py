@@ -257,11 +257,14 @@ def fanout(
 ) -> list[dict[str, Any]]:
     """Scenario 1 (``batch=1000``) and 2 (``batch=1``, ``shape="scalars"``).
 
-    ``raw`` runs first at each N; ``livestream`` then offers exactly the rate the raw
-    ceiling delivered per subscriber in this run (same batches) and must deliver it without
-    loss; ``livestream-free`` appends as fast as it can and never waits for anyone (rows a
-    subscriber cannot take before they leave the history are skipped with ``reset``: the
-    loss column)."""
+    ``raw`` runs first at each N (its producer is a coroutine on its loop, awaiting every
+    write). ``livestream`` runs its producer where raw's runs, on the server's loop (an
+    async generator given to ``stream.producer``), as fast as it can. ``livestream-paced``
+    (same place) and ``livestream-thread`` (a producer thread) offer exactly the rate the
+    raw ceiling delivered per subscriber in this run; ``livestream-thread-free`` is a
+    thread appending as fast as it can, never waiting for a viewer. Rows a subscriber
+    cannot take before they leave the history are skipped with ``reset``: the loss
+    column."""
     rows = []
     for n in ns:
         raw_rate: float | None = None
