@@ -158,7 +158,11 @@ class Peer:
                 if left <= 0:
                     seen = [(m["type"], m.get("stream"), m.get("offset")) for m in skipped]
                     raise TimeoutError(f"no matching message within {timeout} s; got {seen[:20]}")
-                msg = decode(await asyncio.wait_for(self.ws.recv(), left))
+                try:
+                    frame = await asyncio.wait_for(self.ws.recv(), left)
+                except TimeoutError:
+                    continue  # the deadline check above says what was seen
+                msg = decode(frame)
                 if predicate(msg):
                     return msg
                 skipped.append(msg)

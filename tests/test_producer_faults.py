@@ -101,15 +101,23 @@ async def test_faulty_producers_are_contained_and_reported(
 
     try:
         async with ws_connect(server) as viewer:
-            for name in names:
-                await viewer.subscribe(name)
+            subscribed = {name: await viewer.subscribe(name) for name in names}
+
+            async def failed(name: str) -> dict[str, Any]:
+                # A producer that failed before the viewer subscribed is reported in the
+                # `subscribed` reply; one that fails later, by a `state` message.
+                state: dict[str, Any] = subscribed[name]["state"]
+                if state["status"] == "error":
+                    return state
+                return await wait_for_state(viewer, name, "error")
+
             # Each failure reaches the viewers with its cause.
-            state = await wait_for_state(viewer, "raises", "error")
+            state = await failed("raises")
             assert state["error"] == "RuntimeError: sensor unplugged"
-            state = await wait_for_state(viewer, "wrong-schema", "error")
+            state = await failed("wrong-schema")
             assert state["error"].startswith("SchemaMismatch: ")
             assert "'price'" in state["error"] and "float64" in state["error"], state
-            state = await wait_for_state(viewer, "not-rows", "error")
+            state = await failed("not-rows")
             assert state["error"].startswith("SchemaMismatch: ") and "str" in state["error"]
             for name, rows in (("raises", 2), ("wrong-schema", 2), ("not-rows", 2)):
                 assert streams[name].end == rows, name  # the good rows before the fault stay
