@@ -102,9 +102,8 @@ def test_a_producer_thread_that_starves_the_loop_waits_a_bounded_time(server):
     server.loop.call_soon_threadsafe(hold_the_loop)
     assert entered.wait(5), "the loop did not run the holding callback"
     try:
-        t0 = time.monotonic()
         stream.append(rows(10, 20))  # schedules the wake; nothing to wait for yet
-        first = time.monotonic() - t0
+        assert "busy" in server.hub._pending, "the append scheduled no wake"
         # Let the wake wait longer than STARVED_AFTER: a stretch of time, not an event.
         time.sleep(H.STARVED_AFTER * 3)
         t1 = time.monotonic()
@@ -112,7 +111,6 @@ def test_a_producer_thread_that_starves_the_loop_waits_a_bounded_time(server):
         second = time.monotonic() - t1
     finally:
         release.set()
-    assert first < H.YIELD_MAX, f"the first append waited {first * 1000:.1f} ms"
     assert H.YIELD_MAX * 0.9 <= second < 1.0, f"the starved append waited {second * 1000:.1f} ms"
 
     # The loop runs again: its wake comes, and appends stop waiting.
@@ -124,6 +122,7 @@ def test_a_producer_thread_that_starves_the_loop_waits_a_bounded_time(server):
     for i in range(3, 50):
         stream.append(rows(i * 10, i * 10 + 10))
     took = time.monotonic() - t2
-    assert took < 10 * H.YIELD_MAX, f"47 appends took {took * 1000:.0f} ms: they kept waiting"
+    # Were every append to wait, 47 would take 235 ms; unhindered they take about 1 ms.
+    assert took < 47 * H.YIELD_MAX / 2, f"47 appends took {took * 1000:.0f} ms: they kept waiting"
     assert stream.window() == (0, 500)
     assert stream.read(0).columns["volume"].tolist() == list(range(500))
