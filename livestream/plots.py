@@ -97,6 +97,8 @@ NUMERIC_DTYPES: Final = frozenset(
 
 #: Supported plot kinds.
 KINDS: Final = ("line", "scatter", "step", "area", "bar", "ohlc")
+#: Lines of plots whose window holds more points than this are drawn 1 px wide, not 2.
+THIN_LINES_ABOVE: Final = 20_000
 
 #: The columns of an ``"ohlc"`` plot's source, one row per bar (``time`` is the bar's start).
 OHLC_COLUMNS: Final = ("time", "open", "high", "low", "close", "color")
@@ -354,13 +356,16 @@ def plot_spec(
         fig.yaxis.axis_label = y_cols[0]
 
     several = len(y_cols) > 1
+    # A 2-px line costs the browser several times a 1-px one to draw in software: at 100,000
+    # points about 57 ms against 10 ms a repaint (docs/benchmarks.md, section 7).
+    stroke = 1.0 if window > THIN_LINES_ABOVE else 2.0
     renderers: list[GlyphRenderer[Any]] = []
     for i, col in enumerate(y_cols):
         color = _PALETTE[i % len(_PALETTE)]
         legend: dict[str, Any] = {"legend_label": col} if several else {}
         if kind == "line":
             renderers.append(
-                fig.line(x_col, col, source=source, color=color, line_width=2, **legend)
+                fig.line(x_col, col, source=source, color=color, line_width=stroke, **legend)
             )
         elif kind == "scatter":
             renderers.append(
@@ -369,7 +374,13 @@ def plot_spec(
         elif kind == "step":
             renderers.append(
                 fig.step(
-                    x_col, col, source=source, color=color, line_width=2, mode="after", **legend
+                    x_col,
+                    col,
+                    source=source,
+                    color=color,
+                    line_width=stroke,
+                    mode="after",
+                    **legend,
                 )
             )
         elif kind == "area":
@@ -377,7 +388,9 @@ def plot_spec(
                 x=x_col, y1=0, y2=col, source=source, fill_color=color, fill_alpha=0.18, **legend
             )
             renderers.append(
-                fig.line(x_col, col, source=source, color=color, line_width=1.5, **legend)
+                fig.line(
+                    x_col, col, source=source, color=color, line_width=min(stroke, 1.5), **legend
+                )
             )
         else:  # bar
             if x_col == OFFSET_COLUMN:

@@ -938,3 +938,65 @@ def test_a_wide_table_scrolls_in_its_box_with_its_header_in_view(
     assert left <= th_left and th_right <= right + 0.5, f"the last column is out of view: {header}"
     assert abs(th_top - top) < 1, f"the header row scrolled away: {header}"
     expect(page.locator("#tall th").last).to_have_text("sensor_15")
+
+
+def test_a_large_plot_streams_at_a_pace_and_a_small_one_every_frame(
+    notebook: Page, server: Server
+) -> None:
+    """embedPlot directly: rows appended at every animation frame go into a 1,000-point
+    plot at every frame, but into a full 100,000-point plot at most every 100 ms (BokehJS
+    redraws every point at each `stream`), and none of them is lost."""
+    schema = {"time": "float64", "price": "float64"}
+    specs = {
+        "small": plot_spec("t", schema, window=1_000),
+        "big": plot_spec("t", schema, window=100_000),
+    }
+    result = notebook.evaluate(
+        """async ({esm, specs, base}) => {
+          const url = URL.createObjectURL(new Blob([esm], {type: "text/javascript"}));
+          const m = await import(url);
+          const frame = () => new Promise((r) => m.requestFrame(r));
+          const batch = (offset, rows) => {
+            const time = Float64Array.from({length: rows}, (_, i) => offset + i);
+            return {stream: "t", offset, rows, columns: {time, price: time}};
+          };
+          const run = async (spec, fill) => {
+            const el = document.createElement("div");
+            document.body.append(el);
+            const plot = await m.embedPlot(el, spec, {httpBase: base});
+            let calls = 0;
+            const stream = plot.source.stream.bind(plot.source);
+            plot.source.stream = (data, rollover) => { calls++; return stream(data, rollover); };
+            plot.append(batch(0, fill));
+            await new Promise((r) => setTimeout(r, 150));
+            await frame();
+            calls = 0;
+            let offset = fill, frames = 0;
+            const t0 = performance.now();
+            while (performance.now() - t0 < 1000) {
+              plot.append(batch(offset, 10));
+              offset += 10;
+              await frame();
+              frames++;
+            }
+            const during = calls;
+            await new Promise((r) => setTimeout(r, 150));
+            await frame();
+            const time = Array.from(plot.source.data.time);
+            plot.dispose();
+            el.remove();
+            return {calls: during, frames, length: time.length, last: time[time.length - 1],
+                    appended: offset};
+          };
+          return {small: await run(specs.small, 500), big: await run(specs.big, 100000)};
+        }""",
+        {"esm": _module_source(), "specs": specs, "base": server.base_url},
+    )
+    small, big = result["small"], result["big"]
+    assert small["frames"] >= 10, small
+    assert small["calls"] >= 0.8 * small["frames"], f"the small plot skipped frames: {small}"
+    assert big["frames"] >= 10, big
+    assert big["calls"] <= 13, f"the full plot streamed more often than every 100 ms: {big}"
+    assert big["calls"] * 2 <= big["frames"], f"the full plot streamed at most frames: {big}"
+    for got, window in ((small, 1_000), (big, 100_000)):
+        assert got["length"] == window and got["last"] == got["appended"] - 1, got

@@ -103,6 +103,18 @@ def test_several_y_columns_each_get_a_glyph_a_colour_and_a_legend_entry(kind: st
     assert legend.click_policy == "hide"
 
 
+@pytest.mark.parametrize("kind", ["line", "step", "area"])
+def test_lines_of_large_windows_are_drawn_thin(kind: str) -> None:
+    from livestream.plots import THIN_LINES_ABOVE
+
+    def widths(window: int) -> set[float]:
+        spec = plot_spec("s", SCHEMA, kind=kind, y="price", window=window)
+        return {field(g.line_width) for g in glyphs(spec) if isinstance(g, Line | Step)}
+
+    assert widths(THIN_LINES_ABOVE) == ({1.5} if kind == "area" else {2.0})
+    assert widths(THIN_LINES_ABOVE + 1) == {1.0}
+
+
 def test_default_y_is_every_numeric_column_but_x_and_one_y_has_no_legend() -> None:
     spec = plot_spec("sensors", SENSORS)
     assert spec["y"] == ["lab", "outdoor", "humidity"]

@@ -478,6 +478,9 @@ function concatColumns(parts, total) {
 // Frame scheduling: work that touches the DOM or BokehJS runs at most once per animation frame
 // ---------------------------------------------------------------------------------------------
 
+/** The longest a plot waits between two `stream` calls (ms); see `embedPlot`. */
+const PLOT_MAX_INTERVAL_MS = 100;
+
 /** @type {Set<() => void>} */
 const frameTasks = new Set();
 let frameScheduled = false;
@@ -2298,6 +2301,11 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
   /** @type {Batch[]} */
   let queued = [];
   let disposed = false;
+  /** rows the source holds (at most `spec.rollover`), which set how often it is redrawn */
+  let held = 0;
+  let lastFlush = -Infinity;
+  /** @type {ReturnType<typeof setTimeout> | null} */
+  let paceTimer = null;
 
   /** @param {Batch} batch @param {string} name @returns {ArrayLike<number> | null} */
   const numbers = (batch, name) => {
@@ -2370,6 +2378,35 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
       legend?.sync();
     }
     source.stream(data, spec.rollover);
+    held = Math.min(spec.rollover, held + batch.rows);
+  };
+  const flushNow = () => {
+    lastFlush = performance.now();
+    flush();
+  };
+  /**
+   * Stream into the source in the next animation frame, but not more often than every
+   * `held / 1000` ms (at most {@link PLOT_MAX_INTERVAL_MS}): BokehJS re-indexes and redraws
+   * every point at each `stream`, so a large window redrawn at every frame saturates the
+   * page (100,000 points: about 10 fps and a lag of a quarter second) while a paced one
+   * keeps it near 60 fps and the lag near 15 ms (docs/benchmarks.md, section 7). Rows that
+   * arrive meanwhile wait in `queued` and go in together.
+   */
+  const schedule = () => {
+    if (paceTimer !== null) return;
+    const wait = lastFlush + Math.min(PLOT_MAX_INTERVAL_MS, held / 1000) - performance.now();
+    if (wait <= 0) {
+      requestFrame(flushNow);
+      return;
+    }
+    paceTimer = setTimeout(() => {
+      paceTimer = null;
+      requestFrame(flushNow);
+    }, wait);
+  };
+  const stopPacing = () => {
+    if (paceTimer !== null) clearTimeout(paceTimer);
+    paceTimer = null;
   };
   return {
     spec,
@@ -2381,11 +2418,12 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
       const last = queued[queued.length - 1];
       if (last && last.offset + last.rows !== batch.offset) flush();
       queued.push(batch);
-      requestFrame(flush);
+      schedule();
     },
     clear() {
       queued = [];
       bars = [];
+      held = 0;
       /** @type {Record<string, unknown[]>} */
       const empty = {};
       for (const name of Object.keys(source.data ?? {})) empty[name] = [];
@@ -2395,6 +2433,7 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
     dispose() {
       if (disposed) return;
       disposed = true;
+      stopPacing();
       queued = [];
       bars = [];
       colorScheme?.removeEventListener?.("change", restyle);
