@@ -32,8 +32,8 @@ log = logging.getLogger("livestream.hub")
 
 #: Roles a token may grant.
 ROLES = ("view", "control", "publish")
-MAX_FRAME_BYTES = 4 * 1024 * 1024
-#: Frames never cross a multiple of this many bytes' worth of rows (see ``Hub.frame_for``).
+#: Frames never cross a multiple of this many bytes' worth of rows (see ``Hub.frame_for``);
+#: docs/protocol.md promises clients at most about 4 MiB of column data a frame.
 CHUNK_BYTES = 256 * 1024
 #: Encoded frames kept for reuse by other subscribers, at most this many bytes.
 CACHE_BYTES = 8 * 1024 * 1024
@@ -480,9 +480,10 @@ class Hub:
         write, and waits again, while viewers fall out of the history. So when a wake has
         waited longer than :data:`STARVED_AFTER` and the loop has run no fan-out code in
         that time either (a loop busy writing to many viewers is not starved), the
-        appending thread waits (at most :data:`YIELD_MAX`) until the loop has run it. This waits for the server's
-        loop to take the rows, never for a viewer: busy subscribers are skipped by the
-        wake, and a loop that stays away costs the producer at most ``YIELD_MAX``.
+        appending thread waits (at most :data:`YIELD_MAX`) until the loop has run it.
+        This waits for the server's loop to take the rows, never for a viewer: busy
+        subscribers are skipped by the wake, and a loop that stays away costs the producer
+        at most ``YIELD_MAX``.
         """
         loop = self.loop
         if loop is None:
