@@ -997,6 +997,5 @@ def test_a_large_plot_streams_at_a_pace_and_a_small_one_every_frame(
     assert small["calls"] >= 0.8 * small["frames"], f"the small plot skipped frames: {small}"
     assert big["frames"] >= 10, big
     assert big["calls"] <= 13, f"the full plot streamed more often than every 100 ms: {big}"
-    assert big["calls"] * 2 <= big["frames"], f"the full plot streamed at most frames: {big}"
     for got, window in ((small, 1_000), (big, 100_000)):
         assert got["length"] == window and got["last"] == got["appended"] - 1, got
