@@ -177,6 +177,13 @@ async def test_stalled_subscriber_does_not_cost_memory_or_rows(server_factory, w
             # The stalled peer really was stalled and still connected all along ...
             subs = server.hub.subscribers["soak"]
             assert len(subs) == 2
+            # The reader has its last frame, but the server learns that the write completed
+            # in a callback on its own loop, which may not have run yet: wait for it.
+            await wait_until(
+                lambda: sum(s.busy_since is not None for s in subs) <= 1,
+                5,
+                "the normal reader's last write to complete",
+            )
             stuck = [s for s in subs if s.busy_since is not None]
             assert len(stuck) == 1, "the raw peer's writes should not be completing"
             assert stuck[0].cursor < stream.start, "the stalled peer should lag the history"
