@@ -44,6 +44,33 @@ _U32 = struct.Struct("<I")
 CTX = mp.get_context("spawn")  # no fork: the parent may hold threads (Playwright, psutil)
 
 
+class Pace:
+    """A producer's schedule: batches of ``batch`` rows at ``rate`` rows/s (``None``: as
+    fast as it can) for ``duration`` seconds from now. Every producer of the benchmarks
+    (livestream's thread and async ones, raw Tornado's) follows it the same way."""
+
+    def __init__(self, batch: int, rate: float | None, duration: float) -> None:
+        self.start = time.monotonic()
+        self.deadline = self.start + duration
+        self.interval = batch / rate if rate else 0.0
+        self.next_at = self.start
+
+    def wait(self) -> float | None:
+        """``None``: the run is over; ``0``: make the next batch now; else wait that many
+        seconds and ask again. A producer that fell more than 1 s behind starts over from
+        now rather than bursting to catch up."""
+        now = time.monotonic()
+        if now >= self.deadline:
+            return None
+        if self.interval:
+            if now < self.next_at:
+                return self.next_at - now
+            self.next_at += self.interval
+            if self.next_at < now - 1.0:
+                self.next_at = now
+        return 0.0
+
+
 class Batches:
     """Fast source of ``{time, price, volume}`` batches of a fixed size.
 

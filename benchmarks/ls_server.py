@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from .common import HOST, STREAM, TOKEN, Batches, child_setup, error_reply
+from .common import HOST, STREAM, TOKEN, Batches, Pace, child_setup, error_reply
 
 SCHEMA = {"time": "float64", "price": "float64", "volume": "int64"}
 
@@ -85,23 +85,17 @@ class _Producer:
 
         source = Batches(self.batch)
         scalars = self.shape == "scalars"
-        self.started = start = time.monotonic()
-        deadline = start + self.duration
-        interval = self.batch / self.rate if self.rate else 0.0
-        next_at = start
+        pace = Pace(self.batch, self.rate, self.duration)
+        self.started = pace.start
         n = 0
         try:
             while not self.stop_event.is_set():
-                now = time.monotonic()
-                if now >= deadline:
+                wait = pace.wait()
+                if wait is None:
                     break
-                if interval:
-                    if now < next_at:
-                        await asyncio.sleep(next_at - now)
-                        continue
-                    next_at += interval
-                    if next_at < now - 1.0:
-                        next_at = now
+                if wait:
+                    await asyncio.sleep(wait)
+                    continue
                 await asyncio.sleep(0)
                 yield source.row() if scalars else source.columns()
                 n += self.batch
@@ -113,24 +107,18 @@ class _Producer:
         source = Batches(self.batch)
         append = self.stream.append
         stop = self.stop_event
-        self.started = start = time.monotonic()
-        deadline = start + self.duration
-        interval = self.batch / self.rate if self.rate else 0.0
-        next_at = start
+        pace = Pace(self.batch, self.rate, self.duration)
+        self.started = pace.start
         n = 0
         scalars = self.shape == "scalars"
         while not stop.is_set():
-            now = time.monotonic()
-            if now >= deadline:
+            wait = pace.wait()
+            if wait is None:
                 break
-            if interval:
-                if now < next_at:
-                    stop.wait(next_at - now)
-                    continue
-                next_at += interval
-                if next_at < now - 1.0:  # fell far behind: do not burst to catch up
-                    next_at = now
-            if self.max_lag is not None and not self._wait_for_slowest(deadline):
+            if wait:
+                stop.wait(wait)
+                continue
+            if self.max_lag is not None and not self._wait_for_slowest(pace.deadline):
                 break
             append(source.row() if scalars else source.columns())
             n += self.batch

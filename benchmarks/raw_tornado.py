@@ -34,7 +34,7 @@ import tornado.netutil
 import tornado.web
 import tornado.websocket
 
-from .common import HOST, STREAM, Batches, child_setup, error_reply
+from .common import HOST, STREAM, Batches, Pace, child_setup, error_reply
 
 _DTYPES = {"float64": "<f8", "int64": "<i8"}
 _SCHEMA = {"time": "float64", "price": "float64", "volume": "int64"}
@@ -102,22 +102,17 @@ class _Producer:
 
     async def run(self) -> None:
         source = Batches(self.batch)
-        self.started = start = time.monotonic()
-        deadline = start + self.duration
-        interval = self.batch / self.rate if self.rate else 0.0
-        next_at = start
+        pace = Pace(self.batch, self.rate, self.duration)
+        self.started = pace.start
+        interval = pace.interval
         offset = 0
         while not self.stopping:
-            now = time.monotonic()
-            if now >= deadline:
+            wait = pace.wait()
+            if wait is None:
                 break
-            if interval:
-                if now < next_at:
-                    await asyncio.sleep(next_at - now)
-                    continue
-                next_at += interval
-                if next_at < now - 1.0:
-                    next_at = now
+            if wait:
+                await asyncio.sleep(wait)
+                continue
             frame = encode_frame(offset, source.columns())
             offset += self.batch
             self.appended = offset
