@@ -44,6 +44,7 @@ _EXPORTS = {
     "ProtocolError": "errors",
     "SchemaMismatch": "errors",
     "ServerError": "errors",
+    "Limits": "limits",
     "Producer": "producer",
     "Server": "server",
     "serve": "server",
@@ -69,6 +70,7 @@ if _TYPE_CHECKING:
         SchemaMismatch,
         ServerError,
     )
+    from .limits import Limits
     from .producer import Producer
     from .server import Server, serve, shutdown
     from .stream import Stream
@@ -122,6 +124,7 @@ __all__ = [
     "LivePlot",
     "LiveTable",
     "LiveValue",
+    "Limits",
     "LivestreamError",
     "Producer",
     "ProtocolError",

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from . import protocol as P
 from .errors import Forbidden, ProtocolError, TooLarge, UnknownStream
+from .limits import Limits
 from .stream import DEFAULT_HISTORY, Stream
 
 __all__ = ["Hub", "Session", "Subscription", "Transport"]
@@ -38,7 +39,6 @@ CHUNK_BYTES = 256 * 1024
 #: Encoded frames kept for reuse by other subscribers, at most this many bytes.
 CACHE_BYTES = 8 * 1024 * 1024
 _ROW_BYTES = {"float64": 8, "int64": 8, "float32": 4, "int32": 4, "uint8": 1, "bool": 1}
-MAX_STREAMS = 10_000
 #: A wake the loop has not run after this many seconds means a producer thread starves it.
 STARVED_AFTER = 0.002
 #: The longest an ``append`` from a thread waits for a starved loop (seconds).
@@ -293,14 +293,14 @@ class Hub:
         *,
         history: int = DEFAULT_HISTORY,
         max_age: float | None = None,
-        write_timeout: float = 30.0,
-        max_streams: int = MAX_STREAMS,
+        limits: Limits | None = None,
         server: Any = None,
     ) -> None:
-        self.max_streams = max_streams
+        self.limits = limits = limits or Limits()
+        self.max_streams = limits.max_streams
         self.history = history
         self.max_age = max_age
-        self.write_timeout = write_timeout
+        self.write_timeout = limits.write_timeout
         self.server = server
         self.streams: dict[str, Stream] = {}
         self.subscribers: dict[str, set[Subscription]] = {}

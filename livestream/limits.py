@@ -67,9 +67,7 @@ class Limits:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 from .errors import ConfigError
 
-                raise ConfigError(
-                    f"limit {field.name} must be a positive number; got {value!r}"
-                )
+                raise ConfigError(f"limit {field.name} must be a positive number; got {value!r}")
 
     def replace(self, **changes: float | int | None) -> Limits:
         """A copy with ``changes`` applied; ``None`` values keep the current limit."""

@@ -36,6 +36,7 @@ import tornado.websocket
 from . import protocol as P
 from .errors import ConfigError, ProtocolError
 from .hub import Hub, Session
+from .limits import Limits
 from .security import Refusal, Security
 from .stream import DEFAULT_HISTORY, Stream
 
@@ -43,7 +44,7 @@ __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Server", "serve", "shutdown", "stream"]
 
 log = logging.getLogger("livestream.server")
 
-DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_SIZE = Limits.max_message_size
 STATIC_DIR = Path(__file__).parent / "static"
 
 
@@ -376,10 +377,11 @@ class Server:
         max_age: float | None = None,
         allow_origins: Iterable[str] = (),
         allow_hosts: Iterable[str] = (),
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        write_timeout: float = 30.0,
+        limits: Limits | None = None,
+        max_message_size: int | None = None,
+        write_timeout: float | None = None,
         ping_interval: float = 20.0,
-        max_streams: int = 10_000,
+        max_streams: int | None = None,
     ) -> None:
         token = token if token is not None else os.environ.get("LIVESTREAM_TOKEN") or None
         env_origins = [o for o in os.environ.get("LIVESTREAM_ALLOW_ORIGIN", "").split(",") if o]
@@ -392,14 +394,14 @@ class Server:
             allow_hosts=allow_hosts,
             bind_host=host,
         )
-        self.hub = Hub(
-            history=history,
-            max_age=max_age,
+        # The keyword arguments predate ``limits`` and still override it.
+        self.limits = (limits or Limits()).replace(
+            max_message_size=max_message_size,
             write_timeout=write_timeout,
             max_streams=max_streams,
-            server=self,
         )
-        self.max_message_size = max_message_size
+        self.hub = Hub(history=history, max_age=max_age, limits=self.limits, server=self)
+        self.max_message_size = self.limits.max_message_size
         self.ping_interval = ping_interval
         self.port: int | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
