@@ -23,6 +23,7 @@ PUBLIC = {
     "Server",
     "Stream",
     "Producer",
+    "Limits",
     # declared controls
     "Float",
     "Int",
