@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["Limits"]
 
@@ -71,4 +72,5 @@ class Limits:
 
     def replace(self, **changes: float | int | None) -> Limits:
         """A copy with ``changes`` applied; ``None`` values keep the current limit."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        kept: dict[str, Any] = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **kept)
