@@ -30,6 +30,7 @@ __all__ = [
     "DTYPES",
     "NUMERIC_DTYPES",
     "Batch",
+    "check_cells",
     "conform",
     "from_json_columns",
     "to_batch",
@@ -51,6 +52,10 @@ _FLOATS = ("float64", "float32")
 #: numpy dtypes that are a wire dtype as they are: a dict of such arrays needs no conversion.
 _WIRE_NUMPY: dict[np.dtype[Any], str] = {np.dtype(c): d for d, c in NUMERIC_DTYPES.items()}
 _INTS = ("int32", "int64", "uint8")
+#: How deeply a value in an ``object`` column may nest lists and dicts (Limits.max_depth).
+MAX_DEPTH = 32
+#: The longest column name, in characters.
+MAX_NAME = 256
 
 
 class Batch:
@@ -61,7 +66,7 @@ class Batch:
     from a stream (``None`` otherwise).
     """
 
-    __slots__ = ("columns", "dtypes", "offset", "rows")
+    __slots__ = ("checked", "columns", "dtypes", "offset", "rows")
 
     def __init__(
         self,
@@ -78,6 +83,8 @@ class Batch:
             raise SchemaMismatch(f"columns must have equal lengths; got {sizes}")
         self.rows: int = lengths.pop() if lengths else 0
         self.offset = offset
+        #: True once :func:`check_cells` passed: every value can be sent to every viewer.
+        self.checked = False
 
     @property
     def schema(self) -> dict[str, str]:
@@ -572,4 +579,74 @@ def conform(batch: Batch, schema: Mapping[str, str], stream: str = "") -> Batch:
                 f"column {name!r}{where} is {want} but the batch has {have} values"
                 f" (e.g. {_jsonable(arr[0]) if len(arr) else 'none'!r}); send {want} values"
             )
-    return Batch(cols, schema, offset=batch.offset)
+    out = Batch(cols, schema, offset=batch.offset)
+    out.checked = batch.checked
+    return out
+
+
+def check_cells(batch: Batch, *, max_depth: int = MAX_DEPTH, stream: str = "") -> Batch:
+    """Refuse a batch that could not be sent to a viewer; return it marked ``checked``.
+
+    A stream keeps what it accepts and sends it to every viewer as JSON (``str`` and
+    ``object`` columns) or binary buffers, so whatever could fail to encode later is
+    refused here, naming the column and row: column names that are not text (or longer
+    than :data:`MAX_NAME`), ``str`` cells that are not text, and ``object`` values holding
+    NaN or an infinity inside a list or dict, dict keys JSON cannot carry, or nesting
+    deeper than ``max_depth`` (a cycle counts as too deep). Numeric columns need no check.
+    """
+    if batch.checked:
+        return batch
+    where = f" of stream {stream!r}" if stream else ""
+    for name, arr in batch.columns.items():
+        if not isinstance(name, str) or len(name) > MAX_NAME:
+            shown = _clip(repr(name))
+            raise SchemaMismatch(
+                f"column name {shown}{where} must be text of at most {MAX_NAME} characters"
+            )
+        dtype = batch.dtypes[name]
+        if dtype == "str":
+            for row, value in enumerate(arr.tolist()):
+                if value is not None and not isinstance(value, str):
+                    raise SchemaMismatch(
+                        f"column {name!r}{where} is str but row {row} holds "
+                        f"{type(value).__name__} {_clip(repr(value))}; send text or null"
+                    )
+        elif dtype == "object":
+            for row, value in enumerate(arr.tolist()):
+                problem = _json_problem(value, max_depth)
+                if problem is not None:
+                    raise SchemaMismatch(
+                        f"column {name!r}{where}, row {row}: {problem}, so it could not be "
+                        "sent to viewers; fix the value or send it as text"
+                    )
+    batch.checked = True
+    return batch
+
+
+def _clip(text: str, most: int = 60) -> str:
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
+def _json_problem(value: Any, depth_left: int, top: bool = True) -> str | None:
+    """What keeps ``value`` from being sent as JSON, or None when nothing does."""
+    if isinstance(value, float):
+        # A missing value at the top is sent as null; inside a list it would be lost.
+        if top or math.isfinite(value):
+            return None
+        return f"the value holds {value!r} inside a list or object, which JSON cannot carry"
+    if isinstance(value, (list, tuple, dict)):
+        if depth_left <= 0:
+            return "the value nests lists and objects too deeply (or refers to itself)"
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, (str, int, bool)) and key is not None:
+                    return f"the value has a key of type {type(key).__name__}; keys must be text"
+                problem = _json_problem(item, depth_left - 1, False)
+                if problem is not None:
+                    return problem
+        else:
+            for item in value:
+                problem = _json_problem(item, depth_left - 1, False)
+                if problem is not None:
+                    return problem
+    return None

@@ -14,12 +14,13 @@ a frame and get an awaitable that completes when it is written, and ``close``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from . import protocol as P
@@ -45,6 +46,13 @@ STARVED_AFTER = 0.002
 YIELD_MAX = 0.005
 BAD_MESSAGE_LIMIT = 20
 BAD_MESSAGE_WINDOW = 10.0
+#: Frames larger than this are decoded on a worker thread, not on the loop.
+DECODE_OFF_LOOP = 64 * 1024
+#: Streams described per loop turn when answering ``list`` (a few ms of work).
+LIST_SLICE = 200
+#: Of a connection's outbound budget, what only replies and notices may use: data waits
+#: before it would fill this, so a slow viewer is not closed for a ``state`` notice.
+RESERVE_BYTES = 1024 * 1024
 
 
 def _retrieve(fut: Any) -> None:
@@ -74,6 +82,7 @@ class Subscription:
         "format",
         "session",
         "stream",
+        "successor",
     )
 
     def __init__(self, session: Session, stream: Stream, cursor: int, sub: P.Subscribe) -> None:
@@ -85,6 +94,9 @@ class Subscription:
         self.credit: int | None = sub.credit
         self.busy_since: float | None = None
         self.closed = False
+        # The subscription that replaced this one while its frame was being written: it
+        # waits for that write, so that a re-subscribe never stacks frames on a connection.
+        self.successor: Subscription | None = None
 
     def pump(self) -> None:
         """Send what lies past the cursor, if the previous frame is written and credit allows."""
@@ -99,15 +111,33 @@ class Subscription:
             return
         if self.columns is not None and not self._columns_exist():
             return
-        frame, first, stop = self.session.hub.frame_for(self, end)
+        session = self.session
+        try:
+            frame, first, stop = session.hub.frame_for(self, end)
+        except Exception:
+            # The door (check_cells) should make this impossible; if it happens anyway, this
+            # viewer hears of it and moves on, and the stream and its other viewers carry on.
+            log.exception("could not encode rows %d..%d of %r", self.cursor, end, stream.name)
+            session.send(
+                P.Error(
+                    "internal",
+                    f"rows {self.cursor} to {end - 1} of stream {stream.name!r} could not be "
+                    "encoded and are skipped; the server's log says why",
+                )
+            )
+            self.cursor = end
+            return
+        if not session.room_for(len(frame)):
+            session.waiting.add(self)  # pumped again as the connection drains
+            return
         if first > self.cursor:
             # Rows aged out between window() and read(): say so rather than skip silently.
-            self.session.send(P.Reset(stream.name, stream.epoch, first, "gap"))
+            session.send(P.Reset(stream.name, stream.epoch, first, "gap"))
         self.cursor = stop
         if self.credit is not None:
             self.credit -= 1
         self.busy_since = time.monotonic()
-        done = self.session.send_frame(frame)
+        done = session.send_frame(frame)
         if done is None:
             self.busy_since = None
             return
@@ -141,14 +171,20 @@ class Subscription:
         if fut.cancelled() or fut.exception() is not None:
             self.closed = True
             return
+        successor, self.successor = self.successor, None
+        if successor is not None:
+            successor._written(fut)
         self.pump()
 
 
 class Session:
     """One connection's protocol state: its roles, subscriptions and bad-message count.
 
-    The server's WebSocket handler feeds it decoded messages (``handle``) and decoding
-    errors (``reject``); everything it answers goes through the transport.
+    The server's WebSocket handler and the comm relay feed it the peer's frames
+    (:meth:`receive`); everything it answers goes through the transport. Everything queued
+    for the transport and not yet written counts against one outbound budget
+    (``Limits.outbound_budget``): data waits for room, and any other frame that finds none
+    closes the connection (1008), so a peer that does not read costs at most the budget.
     """
 
     def __init__(
@@ -163,12 +199,79 @@ class Session:
         self.closed = False
         self._bad: deque[float] = deque()
         self.messages_in = 0
+        #: Bytes handed to the transport and not yet written out.
+        self.outbound = 0
+        #: Subscriptions whose next frame waits for the outbound budget to drain.
+        self.waiting: set[Subscription] = set()
+
+    # ------------------------------------------------------------------ frames in
+
+    def receive(self, frame: str | bytes) -> Awaitable[None] | None:
+        """Decode one frame from the peer and carry it out.
+
+        Returns an awaitable when the work goes on past this call: a large frame decoded on
+        a worker thread (JSON parsing holds the interpreter), or a ``list`` built over
+        several loop turns. The adapter reads nothing more from this peer until it is done,
+        so one connection's messages are handled in order and never pile up.
+        """
+        if self.closed:
+            return None
+        if len(frame) > DECODE_OFF_LOOP and self.hub.loop is not None:
+            return asyncio.ensure_future(self._receive_off_loop(frame))
+        try:
+            msg = P.decode_client(frame, self.hub.limits)
+        except ProtocolError as err:
+            self.reject(err)
+            return None
+        return self.handle(msg)
+
+    async def _receive_off_loop(self, frame: str | bytes) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            msg = await loop.run_in_executor(
+                self.hub.decoder(), P.decode_client, frame, self.hub.limits
+            )
+        except ProtocolError as err:
+            self.reject(err)
+            return
+        except Exception:
+            log.exception("internal error decoding a %d-byte frame", len(frame))
+            self.send(P.Error("internal", "the server failed to decode this message; see its log"))
+            return
+        pending = self.handle(msg)
+        if pending is not None:
+            await pending
+
+    # ------------------------------------------------------------------ frames out
 
     def send(self, msg: P.ServerMessage) -> None:
         self.send_frame(P.encode_server(msg))
 
+    def room_for(self, size: int) -> bool:
+        """Whether a data frame of ``size`` bytes fits the outbound budget now (one always
+        fits an idle connection, however large)."""
+        budget = self.hub.limits.outbound_budget
+        reserve = min(RESERVE_BYTES, budget // 4)
+        return self.outbound == 0 or self.outbound + size <= budget - reserve
+
     def send_frame(self, frame: str | bytes) -> Awaitable[None] | None:
         if self.closed:
+            return None
+        size = len(frame)
+        budget = self.hub.limits.outbound_budget
+        if self.outbound and self.outbound + size > budget:
+            log.info(
+                "closing %s: %d bytes queued and unread, over its outbound budget of %d",
+                self.peer,
+                self.outbound,
+                budget,
+            )
+            self.transport.close(
+                1008,
+                f"the client is not reading: {self.outbound} bytes wait for it, over the "
+                f"server's outbound_budget of {budget}",
+            )
+            self.close()
             return None
         try:
             done = self.transport.send(frame)
@@ -177,10 +280,23 @@ class Session:
             return None
         add_done_callback = getattr(done, "add_done_callback", None)
         if add_done_callback is not None:
-            # A peer gone mid-write fails the write; nobody awaits most writes, and an
-            # unretrieved failure would be logged as an error by asyncio.
-            add_done_callback(_retrieve)
+            self.outbound += size
+            add_done_callback(lambda fut: self._written(fut, size))
         return done
+
+    def _written(self, fut: Any, size: int) -> None:
+        # A peer gone mid-write fails the write; nobody awaits most writes, and an
+        # unretrieved failure would be logged as an error by asyncio.
+        _retrieve(fut)
+        self.outbound -= size
+        if (
+            self.waiting
+            and not self.closed
+            and self.outbound <= self.hub.limits.outbound_budget // 2
+        ):
+            waiting, self.waiting = self.waiting, set()
+            for sub in waiting:
+                sub.pump()
 
     def welcome(self) -> None:
         self.send(P.Welcome(self.id, self.roles, server=f"livestream/{self.hub.version}"))
@@ -214,13 +330,14 @@ class Session:
                 id=id,
             )
 
-    def handle(self, msg: P.ClientMessage) -> None:
-        """Carry out one decoded client message (none once the session is closing)."""
+    def handle(self, msg: P.ClientMessage) -> Awaitable[None] | None:
+        """Carry out one decoded client message (none once the session is closing);
+        an awaitable when the work goes on (see :meth:`receive`)."""
         if self.closed:
-            return
+            return None
         self.messages_in += 1
         try:
-            self._dispatch(msg)
+            return self._dispatch(msg)
         except ProtocolError as err:
             if err.id is None:
                 err.id = getattr(msg, "id", None)
@@ -231,14 +348,18 @@ class Session:
             self.send(
                 P.Error("internal", "the server failed to handle this message; see its log", msg_id)
             )
+        return None
 
-    def _dispatch(self, msg: P.ClientMessage) -> None:
+    def _dispatch(self, msg: P.ClientMessage) -> Awaitable[None] | None:
         hub = self.hub
         if isinstance(msg, P.Ping):
             self.send(P.Pong(msg.id))
         elif isinstance(msg, P.ListStreams):
             self._need("view", "`list`", msg.id)
-            self.send(P.Streams([s.describe() for s in hub.streams.values()], msg.id))
+            if len(hub.streams) <= LIST_SLICE or hub.loop is None:
+                self.send(P.Streams(hub.describe_streams(), msg.id))
+            else:
+                return asyncio.ensure_future(self._list(msg.id))
         elif isinstance(msg, P.Subscribe):
             self._need("view", "`subscribe`", msg.id)
             hub.subscribe(self, msg)
@@ -273,10 +394,17 @@ class Session:
             stream = hub.stream_for_publish(msg.stream, id=msg.id)
             offset = stream.append(msg.batch)
             self.send(P.Ack(msg.id, True, offset=offset, rows=msg.batch.rows))
+        return None
+
+    async def _list(self, id: P.Id) -> None:
+        streams = [s async for s in self.hub.describe_streams_async()]
+        if not self.closed:
+            self.send(P.Streams(streams, id))
 
     def close(self) -> None:
         """Forget this session's subscriptions (the connection is gone)."""
         self.closed = True
+        self.waiting.clear()
         for sub in self.subscriptions.values():
             self.hub.drop(sub)
         self.subscriptions.clear()
@@ -315,6 +443,7 @@ class Hub:
         self._cache_bytes = 0
         self._lock = threading.Lock()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._decoder: concurrent.futures.ThreadPoolExecutor | None = None
         self.on_stream_created: list[Callable[[Stream], None]] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -331,7 +460,38 @@ class Hub:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._decoder is not None:
+            self._decoder.shutdown(wait=False, cancel_futures=True)
+            self._decoder = None
         self.loop = None
+
+    def decoder(self) -> concurrent.futures.Executor:
+        """The worker threads that decode large frames off the loop (two: decoding holds
+        the interpreter, so more would only queue behind it)."""
+        if self._decoder is None:
+            self._decoder = concurrent.futures.ThreadPoolExecutor(
+                max_workers=2, thread_name_prefix="livestream-decode"
+            )
+        return self._decoder
+
+    def describe_streams(self) -> list[dict[str, Any]]:
+        """What ``list`` answers: every stream's description, with its viewers."""
+        return [self._describe(s) for s in list(self.streams.values())]
+
+    async def describe_streams_async(self) -> AsyncIterator[dict[str, Any]]:
+        """The same, :data:`LIST_SLICE` streams per loop turn, so that describing ten
+        thousand streams never holds the loop for long."""
+        streams = list(self.streams.values())
+        for i in range(0, len(streams), LIST_SLICE):
+            if i:
+                await asyncio.sleep(0)
+            for stream in streams[i : i + LIST_SLICE]:
+                yield self._describe(stream)
+
+    def _describe(self, stream: Stream) -> dict[str, Any]:
+        info = stream.describe()
+        info["subscribers"] = self.subscriber_count(stream.name)
+        return info
 
     # ------------------------------------------------------------------ streams
 
@@ -347,6 +507,8 @@ class Hub:
                 options.setdefault("history", self.history)
                 options.setdefault("max_age", self.max_age)
                 stream = Stream(name, server=self.server, **options)
+                stream.max_depth = self.limits.max_depth
+                stream.max_columns = self.limits.max_columns
                 stream.on_append = self._appended
                 stream.on_state = self._state_changed
                 self.streams[name] = stream
@@ -407,7 +569,13 @@ class Hub:
         old = session.subscriptions.pop(stream.name, None)
         if old is not None:
             self.drop(old)
+            session.waiting.discard(old)
         sub = Subscription(session, stream, cursor, msg)
+        if old is not None and old.busy_since is not None:
+            # A re-subscribe replaces, never stacks: the new cursor waits for the frame the
+            # old one still has on the wire, however often the peer re-subscribes.
+            sub.busy_since = old.busy_since
+            old.successor = sub
         session.subscriptions[stream.name] = sub
         self.subscribers.setdefault(stream.name, set()).add(sub)
         session.send(

@@ -23,8 +23,9 @@ from typing import Any, Literal, TypeGuard
 
 import numpy as np
 
-from .columns import DTYPES, NUMERIC_DTYPES, Batch, from_json_columns
-from .errors import BadMessage, ProtocolError
+from .columns import DTYPES, NUMERIC_DTYPES, Batch, check_cells, from_json_columns
+from .errors import BadMessage, ProtocolError, TooLarge
+from .limits import Limits
 
 __all__ = [
     "CLIENT_TYPES",
@@ -76,6 +77,7 @@ _STREAM_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _ALIGN = 8
 _PAD = b"\0" * _ALIGN
 _U32 = struct.Struct("<I")
+_LIMITS = Limits()
 Id = str | int | None
 
 
@@ -387,7 +389,9 @@ def decode_batch_frame(
     return header, _read_batch(header, area, schema)
 
 
-def _split_frame(frame: bytes | bytearray | memoryview) -> tuple[dict[str, Any], memoryview]:
+def _split_frame(
+    frame: bytes | bytearray | memoryview, max_header: int | None = None
+) -> tuple[dict[str, Any], memoryview]:
     """The JSON header of a binary frame and its buffer area."""
     view = memoryview(frame).cast("B")
     total = len(view)
@@ -399,6 +403,12 @@ def _split_frame(frame: bytes | bytearray | memoryview) -> tuple[dict[str, Any],
     if hlen > total - 4:
         raise BadMessage(
             f"binary frame declares a {hlen}-byte header but only {total - 4} bytes follow"
+        )
+    if max_header is not None and hlen > max_header:
+        raise TooLarge(
+            f"a binary frame's JSON header of {hlen} bytes is over the server's max_json_size "
+            f"of {max_header} bytes; send the columns as buffers rather than JSON `values`, "
+            "or split the batch"
         )
     header = _parse_json_object(bytes(view[4 : 4 + hlen]), "a binary frame's header")
     start = 4 + hlen + (-(4 + hlen) % _ALIGN)
@@ -481,10 +491,19 @@ def _read_batch(header: dict[str, Any], area: memoryview, schema: dict[str, str]
 # --------------------------------------------------------------------------- client messages
 
 
-def decode_client(frame: str | bytes | bytearray | memoryview) -> ClientMessage:
-    """Parse one frame a client sent. Raises :class:`ProtocolError` with a wire code."""
+def decode_client(
+    frame: str | bytes | bytearray | memoryview, limits: Limits | None = None
+) -> ClientMessage:
+    """Parse one frame a client sent. Raises :class:`ProtocolError` with a wire code.
+
+    ``limits`` bounds what a frame may cost before anything is converted: the size of its
+    JSON (``max_json_size``), and a publish's columns (``max_columns``) and cells
+    (``max_cells``); a publish's ``object`` values are checked (:func:`check_cells`) so
+    that whatever is accepted can be sent to every viewer.
+    """
+    lim = limits or _LIMITS
     if isinstance(frame, (bytes, bytearray, memoryview)):
-        header, area = _split_frame(frame)
+        header, area = _split_frame(frame, lim.max_json_size)
         id = _get_id(header)
         if header.get("type") != "publish":
             raise BadMessage(
@@ -494,11 +513,20 @@ def decode_client(frame: str | bytes | bytearray | memoryview) -> ClientMessage:
             )
         stream = validate_stream_name(header.get("stream"), id=id)
         try:
-            batch = _read_batch(header, area, None)
+            descr, rows = header.get("columns"), header.get("rows")
+            if isinstance(descr, list) and _is_count(rows):
+                _check_publish_size(stream, len(descr), rows * len(descr), lim)
+            batch = check_cells(_read_batch(header, area, None), max_depth=lim.max_depth)
         except ProtocolError as exc:
             exc.id = id
             raise
         return Publish(stream, batch, id)
+    if len(frame) > lim.max_json_size:
+        raise TooLarge(
+            f"a JSON text frame of {len(frame)} bytes is over the server's max_json_size of "
+            f"{lim.max_json_size} bytes; send large publishes as binary frames (see "
+            "docs/protocol.md, Binary frames) or split them into smaller messages"
+        )
     obj = _parse_json_object(frame, "a text frame")
     id = _get_id(obj)
     kind = obj.get("type")
@@ -577,11 +605,26 @@ def decode_client(frame: str | bytes | bytearray | memoryview) -> ClientMessage:
             id=id,
         )
     try:
-        batch = from_json_columns(columns)
+        cells = sum(len(v) if isinstance(v, list) else 1 for v in columns.values())
+        _check_publish_size(stream, len(columns), cells, lim)
+        batch = check_cells(from_json_columns(columns), max_depth=lim.max_depth)
     except ProtocolError as exc:
         exc.id = id
         raise
     return Publish(stream, batch, id)
+
+
+def _check_publish_size(stream: str, columns: int, cells: int, limits: Limits) -> None:
+    if columns > limits.max_columns:
+        raise TooLarge(
+            f"a publish to {stream!r} with {columns} columns is over the server's max_columns "
+            f"of {limits.max_columns}; send fewer columns, or split them over streams"
+        )
+    if cells > limits.max_cells:
+        raise TooLarge(
+            f"a publish to {stream!r} with {cells} cells (rows x columns) is over the "
+            f"server's max_cells of {limits.max_cells}; split it into smaller batches"
+        )
 
 
 def encode_client(msg: ClientMessage, *, binary: bool = True) -> str | bytes:

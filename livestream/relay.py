@@ -43,11 +43,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import protocol as P
-from .errors import ConfigError, ProtocolError
+from .errors import ConfigError
 from .hub import Session
 from .security import Refusal
 
@@ -76,6 +76,9 @@ class _CommTransport:
         self.sid = sid
         self.session: Session | None = None
         self.closed = False
+        # A frame the session is still working on, and the frames that arrived behind it.
+        self.pending: Awaitable[None] | None = None
+        self.backlog: deque[str | bytes] = deque()
 
     def send(self, frame: str | bytes) -> None:
         if self.closed:
@@ -262,13 +265,20 @@ class Relay:
                 f"message of {len(payload)} bytes is over the {server.max_message_size}-byte limit",
             )
             return
-        session = transport.session
-        try:
-            msg = P.decode_client(payload)
-        except ProtocolError as err:
-            session.reject(err)
+        if transport.pending is not None:
+            transport.backlog.append(payload)  # in order, after the frame still at work
             return
-        session.handle(msg)
+        pending = transport.session.receive(payload)
+        if pending is not None:
+            transport.pending = pending
+            pending.add_done_callback(  # type: ignore[attr-defined]
+                lambda _: self._next_frame(sid, transport)
+            )
+
+    def _next_frame(self, sid: str, transport: _CommTransport) -> None:
+        transport.pending = None
+        if transport.backlog and not transport.closed:
+            self._frame(sid, transport.backlog.popleft())
 
     def _close(self, sid: str) -> None:
         transport = self._sessions.get(sid)

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
-from .columns import NUMERIC_DTYPES, Batch, conform, to_batch
+from .columns import MAX_DEPTH, NUMERIC_DTYPES, Batch, check_cells, conform, to_batch
 from .controls import Action, ControlSet, Param
-from .errors import ConfigError
+from .errors import ConfigError, TooLarge
+from .limits import Limits
 
 if TYPE_CHECKING:
     from .producer import Producer
@@ -181,6 +182,9 @@ class Stream:
         self._error: str | None = None
         self._producer: Any = None
         self._rate: deque[tuple[float, int]] = deque(maxlen=40)
+        #: Bounds on what may be appended (set from the server's Limits by the hub).
+        self.max_depth = MAX_DEPTH
+        self.max_columns = Limits.max_columns
         self.created = time.time()
         # Set by the hub: called (from any thread) after rows were added / state changed.
         self.on_append: Callable[[Stream], None] | None = None
@@ -230,9 +234,14 @@ class Stream:
         :class:`~livestream.errors.SchemaMismatch` naming the column when the batch does
         not match the stream's schema.
         """
-        batch = to_batch(data)
+        batch = check_cells(to_batch(data), max_depth=self.max_depth, stream=self.name)
         if batch.rows == 0:
             return self.end
+        if len(batch.columns) > self.max_columns:
+            raise TooLarge(
+                f"a batch of {len(batch.columns)} columns is over the limit of "
+                f"{self.max_columns} columns a stream may have; split it over streams"
+            )
         now = time.monotonic()
         with self._lock:
             h = self._history
