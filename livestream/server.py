@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -125,16 +125,9 @@ class WebSocketHandler(_Guarded, tornado.websocket.WebSocketHandler):
         self.server.hub.sessions.add(self.session)
         self.session.welcome()
 
-    def on_message(self, message: str | bytes) -> None:
-        session = self.session
-        if session is None:
-            return
-        try:
-            msg = P.decode_client(message)
-        except ProtocolError as err:
-            session.reject(err)
-            return
-        session.handle(msg)
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
+        # Tornado reads nothing more from this peer until a returned awaitable is done.
+        return self.session.receive(message) if self.session is not None else None
 
     def on_close(self) -> None:
         if self.session is not None:
