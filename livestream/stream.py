@@ -9,6 +9,9 @@ hub, which never blocks the caller.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import logging
 import threading
 import time
 import uuid
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
     from .producer import Producer
 
 __all__ = ["DEFAULT_HISTORY", "History", "Stream"]
+
+log = logging.getLogger("livestream.stream")
 
 DEFAULT_HISTORY = 100_000
 
@@ -176,6 +181,7 @@ class Stream:
         self.server = server
         self.controls = ControlSet(dict(params or {}), dict(actions or {}))
         self._lock = threading.Lock()
+        self._action_lock = threading.Lock()  # one action at a time per stream
         self._history: History | None = None
         self._status = "idle"
         self._paused = False
@@ -371,13 +377,62 @@ class Stream:
         else:
             act = self.controls.actions[action]
             if act.callback is not None:
-                from .controls import Params
-
-                act.callback(Params(dict(self.controls.values)))
+                done = self._run_action(action, act.callback)
+                if not self._on_server_loop():
+                    done.wait()  # a Python caller sees the action done, as with a call
         if self._producer is not None:
             self._producer.wake()
         self._notify_state()
         return self.state
+
+    def _on_server_loop(self) -> bool:
+        loop = getattr(self.server, "loop", None)
+        try:
+            return loop is not None and asyncio.get_running_loop() is loop
+        except RuntimeError:
+            return False
+
+    def _run_action(self, name: str, callback: Callable[..., Any]) -> threading.Event:
+        """Run a declared action's callback where producer code runs, never on the server's
+        loop: a coroutine function as a task beside an async producer, anything else on a
+        thread of its own, one action at a time per stream. A failure puts the stream in
+        the ``error`` state, naming the action, and leaves the server and viewers alone."""
+        from .controls import Params
+
+        params = Params(dict(self.controls.values))
+        done = threading.Event()
+
+        def failed(exc: BaseException) -> None:
+            log.warning("action %r of stream %r failed", name, self.name, exc_info=exc)
+            self.set_status("error", f"action {name!r} failed: {type(exc).__name__}: {exc}")
+
+        loop = getattr(self.server, "loop", None)
+        if inspect.iscoroutinefunction(callback) and loop is not None:
+
+            async def run_async() -> None:
+                try:
+                    await callback(params)
+                except Exception as exc:
+                    failed(exc)
+                finally:
+                    done.set()
+
+            asyncio.run_coroutine_threadsafe(run_async(), loop)
+            return done
+
+        def run() -> None:
+            try:
+                with self._action_lock:
+                    result = callback(params)
+                    if inspect.isawaitable(result):
+                        asyncio.run(result)  # type: ignore[arg-type]
+            except Exception as exc:
+                failed(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name=f"livestream-action-{self.name}", daemon=True).start()
+        return done
 
     def pause(self) -> None:
         """Pause the stream's producer (as a viewer's Pause button does)."""
