@@ -724,6 +724,19 @@ def encode_server(msg: ServerMessage, *, binary: bool = True) -> str | bytes:
     return _dumps(obj)
 
 
+def encode_stream_info(info: dict[str, Any]) -> str:
+    """One entry of a ``streams`` reply, as JSON text (see :func:`encode_streams_reply`)."""
+    return _dumps(info)
+
+
+def encode_streams_reply(entries: list[str], id: Id = None) -> str:
+    """A ``streams`` reply from entries encoded one by one with :func:`encode_stream_info`:
+    the same text as ``encode_server(Streams(...))``, but a server can encode a long list a
+    slice at a time instead of in one call that holds the loop."""
+    tail = "" if id is None else ',"id":' + json.dumps(id)
+    return '{"type":"streams","streams":[' + ",".join(entries) + "]" + tail + "}"
+
+
 def decode_server(
     frame: str | bytes | bytearray | memoryview, schema: dict[str, str] | None = None
 ) -> ServerMessage:
