@@ -9,7 +9,6 @@ hub, which never blocks the caller.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import threading
@@ -386,6 +385,8 @@ class Stream:
         return self.state
 
     def _on_server_loop(self) -> bool:
+        import asyncio  # here: importing livestream (and its pure modules) loads no I/O
+
         loop = getattr(self.server, "loop", None)
         try:
             return loop is not None and asyncio.get_running_loop() is loop
@@ -397,6 +398,8 @@ class Stream:
         loop: a coroutine function as a task beside an async producer, anything else on a
         thread of its own, one action at a time per stream. A failure puts the stream in
         the ``error`` state, naming the action, and leaves the server and viewers alone."""
+        import asyncio
+
         from .controls import Params
 
         params = Params(dict(self.controls.values))
