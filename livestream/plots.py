@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from bokeh.embed import json_item
 from bokeh.models import (
@@ -54,8 +54,10 @@ from bokeh.models import (
     DataRange1d,
     DatetimeTicker,
     HoverTool,
+    PlainText,
 )
 from bokeh.models.annotations import Title
+from bokeh.models.dom import Div, Span, ValueRef
 from bokeh.models.renderers import GlyphRenderer
 from bokeh.plotting import figure
 from bokeh.transform import dodge
@@ -157,6 +159,11 @@ def _pick_x(schema: Mapping[str, str], x: str | None) -> str:
     return x
 
 
+#: Lines a plot draws when y is not given, and the most it draws when y is given.
+DEFAULT_Y_COLUMNS = 12
+MAX_Y_COLUMNS = 64
+
+
 def _pick_y(schema: Mapping[str, str], x: str, y: str | Sequence[str] | None) -> list[str]:
     if y is None:
         ys = [
@@ -169,10 +176,17 @@ def _pick_y(schema: Mapping[str, str], x: str, y: str | Sequence[str] | None) ->
                 f"the stream has no numeric column to plot besides x={x!r}; "
                 f"{_describe(schema)}; pass y explicitly"
             )
-        return ys
+        # A wide stream (a publisher may send a thousand columns) gets its first lines,
+        # not a thousand renderers that would take seconds to build and to draw.
+        return ys[:DEFAULT_Y_COLUMNS]
     ys = [y] if isinstance(y, str) else list(y)
     if not ys:
         raise ValueError(f"y is empty; pass a column name or a list of them; {_describe(schema)}")
+    if len(ys) > MAX_Y_COLUMNS:
+        raise ValueError(
+            f"a plot draws at most {MAX_Y_COLUMNS} y columns; got {len(ys)}; pass fewer, or "
+            "use several plots"
+        )
     for name in ys:
         if name not in schema:
             raise ValueError(f"y column {name!r} is not in the stream; {_describe(schema)}")
@@ -182,6 +196,47 @@ def _pick_y(schema: Mapping[str, str], x: str, y: str | Sequence[str] | None) ->
                 f"numeric; {_describe(schema)}"
             )
     return ys
+
+
+def _text(text: str) -> PlainText:
+    """A label drawn as the text it is. Bokeh reads a plain string given as a title or an
+    axis label for TeX delimiters (``$$...$$``, ``\\[...\\]``, ``\\(...\\)``); a column or
+    stream name is a publisher's text, never markup."""
+    return PlainText(text=text)
+
+
+#: One tooltip row: (label, source column, format, Bokeh formatter).
+_TooltipRow = tuple[str, str, str, Literal["numeral", "datetime"]]
+
+#: The number format of tooltip values (numeral.js, as Bokeh's ``{0,0.[0000]}``).
+_NUMBER: Final = "0,0.[0000]"
+
+
+# Bokeh's own tooltip look (a two-column table, labels in its accent colour), as DOM styles.
+_TOOLTIP_GRID: Final = {
+    "display": "grid",
+    "grid-template-columns": "auto auto",
+    "column-gap": "6px",
+    "row-gap": "2px",
+}
+_TOOLTIP_LABEL: Final = {"color": "#26aae1", "text-align": "right"}
+
+
+def _tooltip(rows: Sequence[_TooltipRow]) -> Div:
+    """A hover tooltip built from Bokeh DOM models, safe for any column name.
+
+    Tooltips given as ``(label, "@{column}{format}")`` pairs are templates: BokehJS parses
+    the template as HTML, and a column name holding ``}`` ends the field and turns the rest
+    into markup (or script). Here a label is a string child of a DOM model, which BokehJS
+    inserts as a text node, and a value is a :class:`~bokeh.models.dom.ValueRef`, which
+    looks the column up by name and writes the formatted value as text: no name or value is
+    ever parsed as HTML or as a template.
+    """
+    cells: list[Span] = []
+    for label, column, fmt, formatter in rows:
+        cells.append(Span(children=[f"{label}:"], style=_TOOLTIP_LABEL))
+        cells.append(Span(children=[ValueRef(field=column, format=fmt, formatter=formatter)]))
+    return Div(children=list(cells), style=_TOOLTIP_GRID)
 
 
 def _time_ticker() -> DatetimeTicker:
@@ -242,7 +297,7 @@ def _live_figure(
     """An empty figure whose ranges follow the data its source holds."""
     return figure(
         name=stream,
-        title=title,
+        title=Title(text=_text(title)) if title is not None else None,
         x_axis_type="datetime" if datetime_x else "linear",
         x_range=DataRange1d(range_padding=x_padding, only_visible=True),
         y_range=DataRange1d(range_padding=0.08, only_visible=True),
@@ -346,14 +401,14 @@ def plot_spec(
     # No padding at the live edge: the rollover keeps the source to the last `window`
     # rows, so the view slides with the stream.
     fig = _live_figure(stream, title, datetime_x, height, webgl, x_padding=0.0)
-    fig.xaxis.axis_label = None if datetime_x or x_col == OFFSET_COLUMN else x_col
+    fig.xaxis.axis_label = None if datetime_x or x_col == OFFSET_COLUMN else _text(x_col)
     if datetime_x:
         fig.xaxis.ticker = _time_ticker()
     if x_col == OFFSET_COLUMN:
         for axis in fig.xaxis:
             axis.ticker = BasicTicker(min_interval=1)  # row numbers: no fractional ticks
     if len(y_cols) == 1:
-        fig.yaxis.axis_label = y_cols[0]
+        fig.yaxis.axis_label = _text(y_cols[0])
 
     several = len(y_cols) > 1
     # A 2-px line costs the browser several times a 1-px one to draw in software: at 100,000
@@ -412,11 +467,14 @@ def plot_spec(
             )
 
     x_label = "time" if datetime_x else ("row" if x_col == OFFSET_COLUMN else x_col)
-    x_field = f"@{{{x_col}}}{{%F %T}}" if datetime_x else f"@{{{x_col}}}"
+    x_row: _TooltipRow = (
+        (x_label, x_col, "%F %T", "datetime")
+        if datetime_x
+        else (x_label, x_col, _NUMBER, "numeral")
+    )
     hover = HoverTool(
         renderers=list(renderers),
-        tooltips=[(x_label, x_field), *[(c, f"@{{{c}}}{{0,0.[0000]}}") for c in y_cols]],
-        formatters={f"@{{{x_col}}}": "datetime"} if datetime_x else {},
+        tooltips=_tooltip([x_row, *[(c, c, _NUMBER, "numeral") for c in y_cols]]),
         mode="vline" if kind in ("line", "step", "area") else "mouse",
     )
     fig.add_tools(hover)
@@ -489,10 +547,10 @@ def _ohlc_spec(
     datetime_x = x_col != OFFSET_COLUMN and _is_time(x_col, schema[x_col])
     source = ColumnDataSource(data={c: [] for c in OHLC_COLUMNS}, name=f"{stream}:bars")
     fig = _live_figure(stream, title, datetime_x, height, webgl, x_padding=0.02)
-    fig.yaxis.axis_label = price
+    fig.yaxis.axis_label = _text(price)
     if datetime_x:
         fig.xaxis.ticker = _time_ticker()
-    fig.xaxis.axis_label = None if datetime_x else ("row" if x_col == OFFSET_COLUMN else x_col)
+    fig.xaxis.axis_label = None if datetime_x else _text("row" if x_col == OFFSET_COLUMN else x_col)
     # `time` is the bar's start; the candle is drawn centred on its interval.
     middle = dodge("time", interval / 2, range=fig.x_range)
     fig.segment(
@@ -508,19 +566,17 @@ def _ohlc_spec(
         line_color="color",
         line_width=1,
     )
-    fmt = "{0,0.[0000]}"
-    x_field = "@time{%F %T}" if datetime_x else "@time"
+    x_row: _TooltipRow = (
+        ("bar from", "time", "%F %T", "datetime")
+        if datetime_x
+        else (x_col, "time", _NUMBER, "numeral")
+    )
     fig.add_tools(
         HoverTool(
             renderers=[candles],
-            tooltips=[
-                ("bar from" if datetime_x else x_col, x_field),
-                ("open", f"@open{fmt}"),
-                ("high", f"@high{fmt}"),
-                ("low", f"@low{fmt}"),
-                ("close", f"@close{fmt}"),
-            ],
-            formatters={"@time": "datetime"} if datetime_x else {},
+            tooltips=_tooltip(
+                [x_row, *[(c, c, _NUMBER, "numeral") for c in ("open", "high", "low", "close")]]
+            ),
             mode="vline",
         )
     )

@@ -18,6 +18,8 @@ import pytest
 from bokeh.document import Document
 from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, DatetimeAxis, GlyphRenderer, HoverTool, Legend
+from bokeh.models.dom import Span as DomSpan
+from bokeh.models.dom import ValueRef
 from bokeh.models.glyphs import Line, Scatter, Segment, Step, VArea, VBar
 from bokeh.plotting import figure
 
@@ -121,7 +123,7 @@ def test_default_y_is_every_numeric_column_but_x_and_one_y_has_no_legend() -> No
     one = plot_spec("prices", SCHEMA, y="price")
     assert one["y"] == ["price"]
     assert document(one).select_one({"type": Legend}) is None
-    assert root(one).left[0].axis_label == "price"
+    assert root(one).left[0].axis_label.text == "price"  # PlainText: never read as TeX
 
 
 def test_without_a_time_column_x_is_the_row_offset() -> None:
@@ -135,12 +137,15 @@ def test_options_reach_the_figure() -> None:
     spec = plot_spec("prices", SCHEMA, y="price", window=500, height=180, title="ACME", webgl=True)
     fig = root(spec)
     assert fig.height == 180
-    assert fig.title.text == "ACME"
+    assert fig.title.text.text == "ACME"
     assert fig.output_backend == "webgl"
     assert spec["rollover"] == 500
     assert root(plot_spec("prices", SCHEMA, y="price")).output_backend == "canvas"
     hover = document(spec).select_one({"type": HoverTool})
-    assert ["price", "@{price}{0,0.[0000]}"] in [list(t) for t in hover.tooltips]
+    # A tooltip of DOM models (text children, ValueRef values), not an HTML template.
+    values = [(v.field, v.format, v.formatter) for v in hover.tooltips.select({"type": ValueRef})]
+    assert ("price", "0,0.[0000]", "numeral") in values
+    assert "price:" in [c for s in hover.tooltips.select({"type": DomSpan}) for c in s.children]
 
 
 # ----------------------------------------------------------------------------- ohlc

@@ -526,13 +526,35 @@ export function requestFrame(task) {
  * @property {string} key       registry key: one connection per page per key
  */
 
+/** Where a page keeps its token: this tab's sessionStorage, under this key. */
+const PAGE_TOKEN_KEY = "livestream.token";
+
 /**
- * The token in this page's URL (`?token=`); for pages served by the livestream server only —
- * inside Jupyter the page's token belongs to Jupyter.
+ * This page's livestream token, for pages served by the livestream server only (inside
+ * Jupyter the page's token belongs to Jupyter). A page may arrive with `?token=` (the URL
+ * `livestream serve` prints): the token is then moved to this tab's sessionStorage and
+ * removed from the address bar at once (`history.replaceState`, the other query parameters
+ * kept), so that it never stays in a URL that the page, its history or a screenshot could
+ * leak. Without `?token=`, the token this tab stored earlier: links between the pages carry
+ * none. Call it first thing on a page.
  * @returns {string}
  */
 export function pageToken() {
-  return typeof location === "undefined" ? "" : new URLSearchParams(location.search).get("token") ?? "";
+  if (typeof location === "undefined") return "";
+  const url = new URL(location.href);
+  const fromUrl = url.searchParams.get("token");
+  /** @type {Storage | null} */
+  let storage = null;
+  try {
+    storage = sessionStorage;
+  } catch {
+    // Storage turned off: the token lasts as long as this page.
+  }
+  if (fromUrl === null) return storage?.getItem(PAGE_TOKEN_KEY) ?? "";
+  storage?.setItem(PAGE_TOKEN_KEY, fromUrl);
+  url.searchParams.delete("token");
+  history.replaceState(history.state, "", url.href);
+  return fromUrl;
 }
 
 /**
@@ -3543,12 +3565,14 @@ function withFigureOptions(spec, options) {
     if (!attrs || root.name !== "Figure") continue;
     if (options.webgl) attrs.output_backend = "webgl";
     if (options.title) {
+      // A PlainText model, not a string: BokehJS reads a string title for TeX delimiters.
+      const text = { type: "object", name: "PlainText", id: `${root.id}-title-text`, attributes: { text: String(options.title) } };
       const title = attrs.title;
-      if (isObject(title) && isObject(title.attributes)) title.attributes.text = options.title;
+      if (isObject(title) && isObject(title.attributes)) title.attributes.text = text;
       else {
         attrs.title = {
           type: "object", name: "Title", id: `${root.id}-title`,
-          attributes: { text: options.title, text_font_size: "14px", text_font_style: "bold", text_color: PLOT_COLORS.light.text },
+          attributes: { text, text_font_size: "14px", text_font_style: "bold", text_color: PLOT_COLORS.light.text },
         };
       }
     }
@@ -3663,7 +3687,8 @@ export function renderDashboard(el, conn, stream, options = {}) {
  */
 export function renderStreamList(el, { httpBase = defaultHttpBase(), token = "", interval = 2000, href, onStatus } = {}) {
   el.classList.add("ls-stream-list");
-  const link = href ?? ((/** @type {string} */ name) => apiUrl(httpBase, `/streams/${encodeURIComponent(name)}`, token));
+  // No token in a link: the page it opens reads it from this tab's storage (pageToken).
+  const link = href ?? ((/** @type {string} */ name) => `${httpBase}/streams/${encodeURIComponent(name)}`);
   const alert = h("div", { class: "ls-alert", role: "alert", hidden: true, dataset: { level: "error" } });
   const grid = h("div", { class: "ls-stream-grid" });
   const empty = h("div", { class: "ls-empty-state", hidden: true },
