@@ -316,20 +316,58 @@ class HealthHandler(tornado.web.RequestHandler):
 
 class StaticHandler(tornado.web.StaticFileHandler):
     """Our browser module and BokehJS: public files, readable from any page (a notebook on
-    another port loads them as cross-origin ES modules, which needs CORS)."""
+    another port loads them as cross-origin ES modules, which needs CORS). Every file says
+    ``nosniff`` (a browser takes it as the type it is sent as, never guesses script from
+    it), and an HTML file opened at its ``/static/`` address gets the pages' headers."""
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Access-Control-Allow-Origin", "*")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        if path.endswith(".html"):
+            for name, value in _PAGE_HEADERS.items():
+                self.set_header(name, value)
         if path.endswith((".js", ".css", ".html")) and "bokeh" not in path:
             self.set_header("Cache-Control", "no-cache")
 
 
+#: Headers of the dashboard pages (and of HTML under ``/static/``). A publisher's text only
+#: ever reaches a page as text (livestream.js builds the DOM from text nodes, plots.py's
+#: tooltips and labels are Bokeh text models); the policy is the second wall should that
+#: ever fail: script runs only from files of this server (no inline script, no ``eval``,
+#: no other origin: BokehJS comes from ``/static/js/``), sockets and fetches go to this
+#: server only, no ``<base>``, forms, plugins, or framing by another site.
+#: ``style-src 'unsafe-inline'``: BokehJS puts its CSS in ``<style>`` elements in each
+#: view's shadow root, and styles cannot run script. ``img-src data:``: Bokeh's toolbar
+#: icons and the pages' icon are ``data:`` SVGs. WebGL plots (regl builds shader code with
+#: ``Function``) would need ``'unsafe-eval'``: the pages draw on canvas, never WebGL.
+_PAGE_HEADERS: dict[str, str] = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; "
+        "form-action 'none'; object-src 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
 class PageHandler(_Guarded, tornado.web.RequestHandler):
-    """The dashboard pages: static shells; the page reads its token from the URL."""
+    """The dashboard pages: static shells under :data:`_PAGE_HEADERS`; the page takes its
+    token from ``?token=`` once, into the tab's sessionStorage (livestream.js,
+    ``pageToken``), and removes it from the address bar."""
 
     def initialize(self, server: Server, page: str) -> None:
         self.server = server
         self.page = page
+
+    def set_default_headers(self) -> None:
+        # On every answer, refusals and errors included (those are plain text).
+        for name, value in _PAGE_HEADERS.items():
+            self.set_header(name, value)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
 
     def get(self, *args: str) -> None:
         try:
@@ -344,8 +382,6 @@ class PageHandler(_Guarded, tornado.web.RequestHandler):
             self.finish("page not installed")
             return
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("Referrer-Policy", "no-referrer")
         self.finish(path.read_bytes())
 
 
