@@ -272,6 +272,12 @@ class StreamHandler(_ApiHandler):
         self._json({"stream": name, "offset": offset, "rows": batch.rows})
 
 
+def _plot_spec(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    from .plots import plot_spec
+
+    return plot_spec(*args, **kwargs)
+
+
 class PlotHandler(_ApiHandler):
     def _number(self, name: str, default: str, kind: type[int] | type[float]) -> Any:
         text = self.get_query_argument(name, default)
@@ -283,15 +289,16 @@ class PlotHandler(_ApiHandler):
                 f"query parameter {name!r} must be {what}; got {text!r} (e.g. ?{name}={default})"
             ) from None
 
-    def get(self, name: str) -> None:
+    async def get(self, name: str) -> None:
         stream = self._viewable_stream(name)
         if stream is None:
             return
-        from .plots import plot_spec
-
         y = self.get_query_argument("y", None)
         try:
-            spec = plot_spec(
+            # Importing Bokeh (the first time) and building its models, tens of milliseconds
+            # per line, happen off the loop.
+            spec = await asyncio.to_thread(
+                _plot_spec,
                 name,
                 stream.schema,
                 x=self.get_query_argument("x", None) or None,

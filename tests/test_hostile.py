@@ -479,3 +479,20 @@ async def test_a_slow_action_runs_off_the_loop_and_a_failing_one_reports_error(
             assert state["state"]["error"] == (
                 "action 'boom' failed: ValueError: <b>no</b> such thing"
             )
+
+
+async def test_the_plot_of_a_wide_stream_does_not_hold_the_loop(http: Any) -> None:
+    setup = "server.stream('wide').append({f'c{i}': [1.0] for i in range(1000)})"
+    many = ",".join(f"c{i}" for i in range(64))
+    with server_process(setup) as server:
+        async with Bystander(server):
+            status, spec = await asyncio.to_thread(http, server, "GET", "/api/streams/wide/plot")
+            assert status == 200 and len(spec["y"]) == 12, spec  # the first lines, not 1,000
+            status, spec = await asyncio.to_thread(
+                http, server, "GET", f"/api/streams/wide/plot?y={many}"
+            )
+            assert status == 200 and len(spec["y"]) == 64, spec
+        status, error = await asyncio.to_thread(
+            http, server, "GET", f"/api/streams/wide/plot?y={many},c64"
+        )
+        assert status == 400 and "at most 64 y columns" in error["error"]["message"], error
