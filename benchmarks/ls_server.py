@@ -14,6 +14,11 @@ producer). The process's main thread only answers the benchmark's pipe commands:
 * ``stop``: stop it; answers ``{"appended", "end", "elapsed"}``.
 * ``info``: ``{"rss", "subscribers", "end", "sessions"}``.
 * ``quit``.
+
+Options (the dict given to :func:`serve`): ``history``, ``write_timeout``,
+``switch_interval``, ``limits`` (a dict of :class:`livestream.limits.Limits` fields, for a
+server configured the way an operator would), and ``fixtures`` (see :func:`fixtures`):
+streams created in this process before the server answers, for ``benchmarks.abuse``.
 """
 
 from __future__ import annotations
@@ -139,6 +144,59 @@ class _Producer:
         return False
 
 
+def fixtures(server: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """Create the streams an abuse run needs, in the server's own process (as an operator's
+    code would), and say what was made. Keys of ``spec``, each optional:
+
+    * ``history``: ``{"name", "rows"}``: a stream of one float64 column ``v`` holding
+      ``rows`` rows (its history is made that long).
+    * ``streams``: a count: streams ``s00001`` ... of one row each, until the server holds
+      that many streams (what publishing one row to each name makes, without depending on
+      a publish path a rate limit may slow down).
+    * ``wide``: ``{"name", "columns", "rows"}``: a stream of that many float64 columns
+      (needs ``limits={"max_columns": ...}`` when over the server's limit).
+    * ``slow_action``: ``{"name", "sleep"}``: a stream whose producer (a plain function
+      called every 0.5 s, so on a thread of its own) declares an action ``nap`` whose
+      callback sleeps ``sleep`` seconds.
+    """
+    import numpy as np
+
+    made: dict[str, Any] = {}
+    if "history" in spec:
+        name, rows = spec["history"]["name"], int(spec["history"]["rows"])
+        stream = server.stream(name, schema={"v": "float64"}, history=rows)
+        step = 1_000_000
+        for lo in range(0, rows, step):
+            stream.append({"v": np.arange(lo, min(rows, lo + step), dtype=np.float64)})
+        made["history"] = {"name": name, "rows": stream.end}
+    if "streams" in spec:
+        want = int(spec["streams"])
+        i = 0
+        while len(server.hub.streams) < want and i < want + 10:
+            i += 1
+            server.stream(f"s{i:05d}").append({"t": [float(i)], "v": [1.0]})
+        made["streams"] = len(server.hub.streams)
+    if "wide" in spec:
+        name, ncols = spec["wide"]["name"], int(spec["wide"]["columns"])
+        rows = int(spec["wide"].get("rows", 100))
+        stream = server.stream(name, schema={f"c{j:05d}": "float64" for j in range(ncols)})
+        stream.append({f"c{j:05d}": np.full(rows, float(j)) for j in range(ncols)})
+        made["wide"] = {"name": name, "columns": len(stream.schema), "rows": stream.end}
+    if "slow_action" in spec:
+        name, nap_s = spec["slow_action"]["name"], float(spec["slow_action"]["sleep"])
+        stream = server.stream(name, schema={"t": "float64"})
+
+        def tick() -> dict[str, float]:
+            return {"t": time.time() * 1000.0}
+
+        def nap(params: Any) -> None:
+            time.sleep(nap_s)  # a slow device, a blocking call: what a real action may do
+
+        stream.producer(tick, every=0.5, actions={"nap": nap})
+        made["slow_action"] = {"name": name, "sleep": nap_s}
+    return made
+
+
 def serve(conn: Any, options: dict[str, Any]) -> None:
     """Process entry point: run a livestream server and obey pipe commands."""
     child_setup()
@@ -149,20 +207,27 @@ def serve(conn: Any, options: dict[str, Any]) -> None:
     try:
         from livestream.server import Server
 
+        extra: dict[str, Any] = {}
+        if options.get("limits"):
+            from livestream.limits import Limits
+
+            extra["limits"] = Limits(**options["limits"])
         server = Server(
             HOST,
             0,
             token=TOKEN,
             history=options.get("history", 100_000),
             write_timeout=options.get("write_timeout", 30.0),
+            **extra,
         )
         server.start()
         stream = server.stream(STREAM, schema=SCHEMA)
+        made = fixtures(server, options["fixtures"]) if options.get("fixtures") else {}
     except Exception as exc:
         conn.send(error_reply(exc))
         return
     me = psutil.Process()
-    conn.send({"kind": "livestream", "port": server.port, "pid": me.pid})
+    conn.send({"kind": "livestream", "port": server.port, "pid": me.pid, "fixtures": made})
     producer: _Producer | None = None
     try:
         while True:

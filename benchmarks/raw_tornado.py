@@ -74,7 +74,20 @@ class _Broadcast(tornado.websocket.WebSocketHandler):
         self.clients.add(self)
 
     def on_message(self, message: str | bytes) -> None:
-        pass  # a raw broadcast has nothing to hear
+        # A raw broadcast has nothing to hear but the protocol's application ping, answered
+        # so that a bystander can measure the loop's responsiveness (benchmarks.abuse).
+        if not isinstance(message, str) or '"ping"' not in message:
+            return
+        try:
+            msg = json.loads(message)
+        except ValueError:
+            return
+        if isinstance(msg, dict) and msg.get("type") == "ping":
+            try:
+                fut = self.write_message(json.dumps({"type": "pong", "id": msg.get("id")}))
+            except tornado.websocket.WebSocketClosedError:
+                return
+            fut.add_done_callback(_retrieve)
 
     def on_close(self) -> None:
         self.clients.discard(self)

@@ -7,8 +7,9 @@
 
 Scenarios (``--scenarios``, comma-separated): ``fanout`` (1), ``ticks`` (2), ``latency``
 (3), ``slow`` (4), ``many`` (5), ``producer`` (6), ``browser`` (7, the livestream page) and
-``notebook`` (7, Bokeh's ``push_notebook`` in JupyterLab; needs ``jupyter_bokeh``). See
-docs/benchmarks.md.
+``notebook`` (7, Bokeh's ``push_notebook`` in JupyterLab; needs ``jupyter_bokeh``) and
+``abuse`` (8, a bystander while an abusive client runs; ``--abuse-seconds``,
+``--attacks``). See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`
 from benchmarks import scenarios
 from benchmarks.common import start_process
 
-ALL = ("fanout", "ticks", "latency", "slow", "many", "producer", "browser", "notebook")
+ALL = ("fanout", "ticks", "latency", "slow", "many", "producer", "browser", "notebook", "abuse")
 
 FULL = {
     "fanout": {
@@ -74,6 +75,7 @@ FULL = {
         "seconds": 8.0,
         "warmup": 3.0,
     },
+    "abuse": {},  # benchmarks.abuse.DEFAULTS
 }
 QUICK = {
     "fanout": {
@@ -104,6 +106,18 @@ QUICK = {
     "producer": {"sizes": [1, 100, 10_000], "seconds": 0.2},
     "browser": {"rates": [10_000], "seconds": 3.0, "warmup": 1.5},
     "notebook": {"rates": [1_000], "pushes": [10], "seconds": 3.0, "warmup": 1.5},
+    "abuse": {
+        "duration": 1.0,
+        "warm": 0.5,
+        "after": 0.8,
+        "history_rows": 100_000,
+        "streams": 1_000,
+        "columns": 40_000,
+        "big_mib": 3.0,
+        "max_requests": 50,
+        "grace": 4.0,
+        "drain_s": 1.0,
+    },
 }
 
 
@@ -497,6 +511,10 @@ def render(results: dict[str, Any]) -> str:
             )
             + notes
         )
+    if results.get("abuse"):
+        from benchmarks import abuse
+
+        parts.append(abuse.render(results["abuse"], _fmt, _table))
     return "\n\n".join(parts)
 
 
@@ -522,6 +540,15 @@ def main(argv: list[str] | None = None) -> int:
         help="servers for fanout/ticks: raw,livestream,livestream-paced,livestream-thread,"
         "livestream-thread-free,bokeh,bokeh-ws",
     )
+    parser.add_argument(
+        "--abuse-seconds", type=float, default=None, help="abuse: seconds each attack runs"
+    )
+    parser.add_argument(
+        "--attacks",
+        default=None,
+        help="abuse: comma-separated subset of raw,none,resubscribe,list_noread,wide_publish,"
+        "big_json,big_binary,list_pipelined,plot_wide,slow_action",
+    )
     parser.add_argument("--json", default=None, help="write all figures to this JSON file")
     parser.add_argument("--plot", default=None, help="write the fan-out PNG here")
     args = parser.parse_args(argv)
@@ -538,6 +565,11 @@ def main(argv: list[str] | None = None) -> int:
             cfg[key]["variants"] = [v.strip() for v in args.variants.split(",")]
             if "bokeh" in cfg[key]["variants"]:
                 cfg[key]["bokeh_max_n"] = max(cfg[key]["bokeh_max_n"], *cfg[key]["ns"])
+
+    if args.abuse_seconds is not None:
+        cfg["abuse"]["duration"] = args.abuse_seconds
+    if args.attacks:
+        cfg["abuse"]["attacks"] = [a.strip() for a in args.attacks.split(",") if a.strip()]
 
     started = time.monotonic()
     results: dict[str, Any] = {
@@ -588,6 +620,11 @@ def main(argv: list[str] | None = None) -> int:
             results["notebook"] = [
                 {"server": "push_notebook", "error": f"{type(exc).__name__}: {exc}"}
             ]
+    if "abuse" in chosen:
+        log("8. abuse: a bystander while an abusive client runs")
+        from benchmarks import abuse
+
+        results["abuse"] = abuse.run(log=log, **cfg["abuse"])
     results["elapsed_s"] = round(time.monotonic() - started, 1)
 
     print(render(results))
