@@ -905,6 +905,10 @@ def _one_row(
             t2 = max(time.monotonic(), t1) + cfg["after"]
             time.sleep(max(0.0, t2 - time.monotonic()))
             stats = by.call("stats", t0=t0, t1=t1, t2=t2, rate=cfg["rate"])
+        if key != "raw":
+            info = server.call("info", timeout=20)
+            row["server_errors"] = info.get("errors_logged", 0)
+            row["server_first_errors"] = info.get("first_errors", [])
         base = rss.between(t0 - cfg["warm"], t0)
         peak = rss.between(t0, t2)
         after = rss.between(t2 - 0.5, t2 + 0.1)
@@ -978,9 +982,13 @@ HEADERS = [
 def _cells(r: dict[str, Any], fmt: Any) -> list[str]:
     if "error" in r:
         return [r["label"], "failed: " + r["error"][:100]] + [""] * (len(HEADERS) - 2)
+    outcome = r["outcome"]
+    if r.get("server_errors"):
+        first = r.get("server_first_errors") or [""]
+        outcome += f"; server logged {r['server_errors']:,} errors ({first[0][:60]})"
     return [
         r["label"],
-        r["outcome"],
+        outcome,
         fmt(r["ping_p50_ms"], 1),
         fmt(r["ping_p99_ms"], 1),
         fmt(r["ping_max_ms"]),

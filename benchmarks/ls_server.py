@@ -23,6 +23,7 @@ streams created in this process before the server answers, for ``benchmarks.abus
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -197,9 +198,29 @@ def fixtures(server: Any, spec: dict[str, Any]) -> dict[str, Any]:
     return made
 
 
+class _ErrorCount(logging.Handler):
+    """Counts what the server logs at ERROR and above (an exception in a callback, a
+    failed write), keeping the first few lines, for ``info``."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.count = 0
+        self.first: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        if len(self.first) < 3:
+            text = record.getMessage().splitlines()[0][:200]
+            if record.exc_info and record.exc_info[0] is not None:
+                text += f" ({record.exc_info[0].__name__})"
+            self.first.append(text)
+
+
 def serve(conn: Any, options: dict[str, Any]) -> None:
     """Process entry point: run a livestream server and obey pipe commands."""
     child_setup()
+    errors = _ErrorCount()
+    logging.getLogger().addHandler(errors)
     if options.get("switch_interval"):
         import sys
 
@@ -269,6 +290,8 @@ def serve(conn: Any, options: dict[str, Any]) -> None:
                             "end": stream.end,
                             "subscribers": server.hub.subscriber_count(STREAM),
                             "sessions": len(server.hub.sessions),
+                            "errors_logged": errors.count,
+                            "first_errors": errors.first,
                         }
                     )
                 else:
