@@ -17,6 +17,7 @@ which every viewer sees; a ``resume`` control starts it again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import threading
@@ -27,13 +28,44 @@ from typing import Any
 from .controls import Action, Param, Params
 from .errors import ConfigError
 
-__all__ = ["STALL_SECONDS", "Producer"]
+__all__ = ["STALL_SECONDS", "Producer", "Schedule"]
 
 log = logging.getLogger("livestream.producer")
 
 #: A call that has not returned after this many seconds (or after ``every``, when longer)
 #: makes the producer *stalled* (see :meth:`Producer.stalled_for`).
 STALL_SECONDS = 1.0
+
+
+class Schedule:
+    """When a producer's next step is due: one schedule for every kind of producer.
+
+    Steps are due ``every`` seconds apart, counted from the step before, so a steady
+    producer keeps its rate. A step that ends after the next one was due does not start a
+    burst to catch up: the next step is due at once, and the pace goes on from there.
+    Without ``every`` (a generator that paces itself) every step is due at once. Pure: the
+    clock is injected, so tests drive it by hand.
+
+    >>> now = [0.0]
+    >>> s = Schedule(0.05, clock=lambda: now[0])
+    >>> s.delay(), s.done(), s.delay()
+    (0.0, None, 0.05)
+    >>> now[0] = 1.0; s.done(); s.delay()   # a slow step: due at once, no burst after it
+    0.0
+    """
+
+    def __init__(self, every: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every or 0.0
+        self._clock = clock
+        self.next_at = clock()
+
+    def delay(self) -> float:
+        """Seconds until the next step is due; 0 when it is due now."""
+        return max(0.0, self.next_at - self._clock())
+
+    def done(self) -> None:
+        """Record that a step was made."""
+        self.next_at = max(self.next_at + self.every, self._clock())
 
 
 def _wants_params(fn: Callable[..., Any]) -> bool:
@@ -112,6 +144,9 @@ class Producer:
         self._task: Any = None
         self._generation = 0
         self._call_started: float | None = None  # monotonic start of the running call
+        self._close: Callable[[], Any] | None = None  # closes the running generator
+        self._loop: asyncio.AbstractEventLoop | None = None  # where an async producer runs
+        self._async_wake: asyncio.Event | None = None
         self.calls = 0
         if start:
             self.start()
@@ -198,6 +233,10 @@ class Producer:
     def wake(self) -> None:
         """Called when controls change, so a waiting producer notices at once."""
         self._wake.set()
+        loop, woken = self._loop, self._async_wake
+        if loop is not None and woken is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(woken.set)
 
     def stalled_for(self) -> float | None:
         """Seconds the running call of the function (or step of the generator) has lasted,
@@ -224,103 +263,86 @@ class Producer:
         )
         self.stream.set_status("error", f"{type(exc).__name__}: {exc}")
 
-    def _wait(self, stop: threading.Event, deadline: float) -> bool:
-        """Wait until ``deadline`` or until unpaused; False when stopped."""
+    def _wait(self, stop: threading.Event, schedule: Schedule) -> bool:
+        """Wait until the next step is due and the stream is not paused; False when stopped.
+        A control (resume, set) wakes it at once."""
         while not stop.is_set():
-            if self.stream.paused:
-                self._wake.wait(0.5)
-                self._wake.clear()
-                continue
-            delay = deadline - time.monotonic()
+            delay = 3600.0 if self.stream.paused else schedule.delay()
             if delay <= 0:
                 return True
             self._wake.wait(delay)
             self._wake.clear()
         return False
 
+    def _step(self) -> Callable[[], Any]:
+        """One step of the producer: a call of the function, or the generator's next item
+        (``StopIteration`` / ``StopAsyncIteration`` when it ends)."""
+        if self.is_generator:
+            args = (_LiveParams(self.stream),) if self._pass_params else ()
+            gen = self.fn(*args)
+            self._close = gen.aclose if self.is_async else gen.close
+            return gen.__anext__ if self.is_async else gen.__next__  # type: ignore[no-any-return]
+        if self._pass_params:
+            return lambda: self.fn(self._params())
+        return self.fn
+
+    def _stepped(self, rows: Any, schedule: Schedule) -> None:
+        self._call_started = None
+        self.calls += 1
+        self._emit(rows)
+        schedule.done()
+
     def _run_thread(self, stop: threading.Event) -> None:
-        args = (_LiveParams(self.stream),) if self._pass_params else ()
+        schedule = Schedule(self.every)
         try:
-            if self.is_generator:
-                gen = self.fn(*args)
-                next_at = time.monotonic()
-                while self._wait(stop, next_at):
-                    self._call_started = time.monotonic()
-                    try:
-                        rows = next(gen)
-                    except StopIteration:
-                        break
-                    finally:
-                        self._call_started = None
-                    self.calls += 1
-                    self._emit(rows)
-                    next_at = (next_at + self.every) if self.every else time.monotonic()
-                    if self.every and next_at < time.monotonic() - self.every:
-                        next_at = time.monotonic()
-                gen.close()
-            else:
-                next_at = time.monotonic()
-                while self._wait(stop, next_at):
-                    params = (self._params(),) if self._pass_params else ()
-                    self.calls += 1
-                    self._call_started = time.monotonic()
-                    rows = self.fn(*params)
-                    self._call_started = None
-                    self._emit(rows)
-                    assert self.every is not None
-                    next_at += self.every
-                    if next_at < time.monotonic() - self.every:
-                        next_at = time.monotonic()  # fell behind: do not burst to catch up
+            step = self._step()
+            while self._wait(stop, schedule):
+                self._call_started = time.monotonic()
+                try:
+                    rows = step()
+                except StopIteration:
+                    break
+                self._stepped(rows, schedule)
         except BaseException as exc:
             self._call_started = None
             if not stop.is_set():
                 self._fail(exc)
             return
+        finally:
+            self._close_generator()
         if not stop.is_set():
             self.stream.set_status("stopped")
 
-    async def _sleep_until(self, stop: threading.Event, deadline: float) -> bool:
+    def _close_generator(self) -> Any:
+        close, self._close = self._close, None
+        return close() if close is not None else None
+
+    async def _sleep_until_due(self, stop: threading.Event, schedule: Schedule) -> bool:
+        """The async twin of :meth:`_wait`, woken by :meth:`wake` through an asyncio event."""
         while not stop.is_set():
-            if self.stream.paused:
-                await asyncio.sleep(0.05)
-                continue
-            delay = deadline - time.monotonic()
+            delay = 3600.0 if self.stream.paused else schedule.delay()
             if delay <= 0:
                 return True
-            await asyncio.sleep(min(delay, 0.05))
+            woken = self._async_wake
+            assert woken is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), delay)
+            woken.clear()
         return False
 
     async def _run_async(self, stop: threading.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._async_wake = asyncio.Event()
+        schedule = Schedule(self.every)
         try:
-            next_at = time.monotonic()
-            if inspect.isasyncgenfunction(self.fn):
-                agen = self.fn(*((_LiveParams(self.stream),) if self._pass_params else ()))
+            step = self._step()
+            while await self._sleep_until_due(stop, schedule):
+                self._call_started = time.monotonic()
                 try:
-                    while await self._sleep_until(stop, next_at):
-                        self._call_started = time.monotonic()
-                        try:
-                            rows = await agen.__anext__()
-                        except StopAsyncIteration:
-                            break
-                        finally:
-                            self._call_started = None
-                        self.calls += 1
-                        self._emit(rows)
-                        next_at = (next_at + self.every) if self.every else time.monotonic()
-                finally:
-                    await agen.aclose()
-            else:
-                while await self._sleep_until(stop, next_at):
-                    params = (self._params(),) if self._pass_params else ()
-                    self.calls += 1
-                    self._call_started = time.monotonic()
-                    rows = await self.fn(*params)
-                    self._call_started = None
-                    self._emit(rows)
-                    assert self.every is not None
-                    next_at += self.every
-                    if next_at < time.monotonic() - self.every:
-                        next_at = time.monotonic()
+                    rows = await step()
+                except StopAsyncIteration:
+                    break
+                self._stepped(rows, schedule)
         except asyncio.CancelledError:
             self._call_started = None
             return
@@ -329,5 +351,10 @@ class Producer:
             if not stop.is_set():
                 self._fail(exc)
             return
+        finally:
+            closing = self._close_generator()
+            if closing is not None:
+                with contextlib.suppress(Exception):
+                    await closing
         if not stop.is_set():
             self.stream.set_status("stopped")

@@ -13,6 +13,7 @@ import pytest
 from support import live_server_fixture, no_thread_leaks_fixture, wait_until  # noqa: F401 - fixtures
 
 from livestream import ConfigError, Float, Int, Producer, Server, Stream
+from livestream.producer import Schedule
 
 
 @pytest.fixture
@@ -335,3 +336,95 @@ def test_a_custom_action_runs_with_the_current_params(make_stream: Callable[...,
     assert state["params"] == {"size": 0.5}
     stream.control("reset")
     assert resets == [{"size": 0.5}]
+
+
+# --------------------------------------------------------------------------- one schedule
+
+
+def test_the_schedule_keeps_pace_and_never_bursts_after_a_slow_step() -> None:
+    now = [100.0]
+    schedule = Schedule(0.05, clock=lambda: now[0])
+    assert schedule.delay() == 0.0  # the first step is due at once
+    gaps = []
+    for step in range(6):
+        now[0] += schedule.delay()  # wait until due
+        gaps.append(round(now[0] - 100.0, 3))
+        now[0] += 0.5 if step == 2 else 0.01  # the third step is slow
+        schedule.done()
+    # Due every 50 ms; after the slow step, the next one is due at once and the pace
+    # goes on from it: no run of back-to-back steps to catch up.
+    assert gaps == [0.0, 0.05, 0.1, 0.6, 0.65, 0.7]
+
+
+def test_a_schedule_without_every_is_always_due() -> None:
+    now = [0.0]
+    schedule = Schedule(None, clock=lambda: now[0])
+    for _ in range(3):
+        assert schedule.delay() == 0.0
+        schedule.done()
+
+
+@pytest.mark.parametrize("kind", ["thread generator", "async generator", "async function"])
+def test_every_kind_of_producer_keeps_pace_after_a_slow_step(
+    live_server: Server, kind: str
+) -> None:
+    """The same schedule for every kind: one slow step is followed by at most one step at
+    once, then the 50 ms pace (an async generator used to fire ~11 steps back to back)."""
+    stream = live_server.stream(f"pace-{kind.replace(' ', '-')}")
+    stamps: list[float] = []
+
+    def step() -> dict[str, Any]:
+        stamps.append(time.monotonic())
+        if len(stamps) == 3:
+            time.sleep(0.4)  # a slow step (it holds the loop for an async one; fine here)
+        return {"n": len(stamps)}
+
+    if kind == "thread generator":
+
+        def gen() -> Iterator[dict[str, Any]]:
+            while True:
+                yield step()
+
+        stream.producer(every=0.05)(gen)
+    elif kind == "async generator":
+
+        async def agen() -> Any:
+            while True:
+                yield step()
+
+        stream.producer(every=0.05)(agen)
+    else:
+
+        async def afn() -> dict[str, Any]:
+            return step()
+
+        stream.producer(every=0.05)(afn)
+    wait_until(lambda: len(stamps) >= 9, message="9 steps")
+    stream._producer.stop()
+    gaps = [b - a for a, b in itertools.pairwise(stamps[:9])]
+    after_slow = gaps[3:]  # gaps[2] is the slow step itself
+    quick = [g for g in after_slow if g < 0.025]
+    assert len(quick) <= 1, f"steps fired back to back after a slow one: {gaps}"
+
+
+def test_an_async_producer_wakes_on_resume_without_polling(live_server: Server) -> None:
+    stream = live_server.stream("wake-async")
+    calls: list[float] = []
+
+    @stream.producer(every=0.02)
+    async def tick() -> dict[str, Any]:
+        calls.append(time.monotonic())
+        return {"n": len(calls)}
+
+    wait_until(lambda: len(calls) >= 2)
+    # The first call after each resume comes at once, not at the next poll (polling every
+    # 50 ms, as the async path did, would pass all five rounds about 8 % of the time).
+    for _ in range(5):
+        stream.pause()
+        paused_at = len(calls)
+        stream.resume()
+        resumed = time.monotonic()
+        wait_until(lambda paused_at=paused_at: len(calls) > paused_at + 1)
+        first_after = next(t for t in calls[paused_at:] if t >= resumed)
+        assert first_after - resumed < 0.03
+    tick.stop()
