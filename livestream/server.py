@@ -15,6 +15,24 @@ Routes:
 :class:`Server` runs the app on a background thread with its own loop (``start()``, what
 ``livestream.serve()`` does), on the caller's running asyncio loop (``await
 start_async()``), or in the foreground (``run()``, what ``livestream serve`` does).
+
+What one HTTP request may cost (docs/security.md, "Limits"):
+
+* Token, ``Origin`` and ``Host`` are checked from the headers, before any body is read. Only
+  ``POST /api/streams/<name>`` reads a body; it streams it in, up to
+  ``min(max_message_size, max_json_size)`` bytes, refusing a larger one (413, ``too_large``)
+  from its ``Content-Length`` or as soon as it grows past the limit. Every other route
+  refuses a body over 64 KiB from its ``Content-Length`` (413). A refused body is not read:
+  the answer says ``Connection: close`` and the connection closes once it is written.
+* ``header_timeout`` bounds how long a connection may take to send a request's headers
+  (and how long an idle keep-alive connection is kept); ``body_timeout`` how long its body
+  may take. Either closes the connection. An upgraded WebSocket is bound by neither.
+* When accepting fails (no file descriptors left), the server stops accepting for a short,
+  growing pause, logs one summary line every few seconds at most, and goes on serving the
+  connections it has. At start it raises the soft ``RLIMIT_NOFILE`` to the hard limit.
+* No token reaches a log line: the query values ``token=`` and ``livestream_token=`` and
+  ``Authorization`` headers are redacted from what Tornado and livestream log.
+* API errors (400, 404, 405, 413, 500) answer JSON ``{"error": {"code", "message"}}``.
 """
 
 from __future__ import annotations
@@ -23,18 +41,26 @@ import asyncio
 import json
 import logging
 import os
+import re
+import socket
+import sys
 import threading
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
+import tornado.http1connection
 import tornado.httpserver
+import tornado.httputil
+import tornado.ioloop
 import tornado.netutil
 import tornado.web
 import tornado.websocket
 
 from . import protocol as P
-from .errors import ConfigError, ProtocolError
+from .columns import Batch
+from .errors import BadMessage, ConfigError, ProtocolError, TooLarge
 from .hub import Hub, Session
 from .limits import Limits
 from .security import Refusal, Security
@@ -82,6 +108,157 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     )
 
 
+# ---------------------------------------------------------------------- secrets out of logs
+
+# A token travels in the query (``token=``, ``livestream_token=``; percent-encoded when the
+# URL sits inside another one) or in an ``Authorization`` header; Tornado's own log lines
+# print the request's URI with its query.
+_SECRET_QUERY = re.compile(r"(?i)((?:livestream_)?token(?:=|%3d))[^&\s'\"#;,)]+")
+_SECRET_HEADER = re.compile(
+    r"(?i)(authorization[\"']?\s*[:=,]\s*[\"']?(?:(?:bearer|basic|token)\s+)?)[^\s'\",;}]+"
+)
+#: The loggers that can print a request: Tornado's, asyncio's, and ours (every
+#: ``livestream.*`` logger that exists when a server is made).
+_REQUEST_LOGGERS = ("tornado.access", "tornado.application", "tornado.general", "asyncio")
+
+
+def _redact(text: str) -> str:
+    """``text`` with token values and ``Authorization`` credentials replaced by ``***``."""
+    return _SECRET_HEADER.sub(r"\1***", _SECRET_QUERY.sub(r"\1***", text))
+
+
+class _RedactSecrets(logging.Filter):
+    """Replaces tokens in a log record's message and traceback text before any handler
+    formats it (a logger's filter sees only the records logged on that logger)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is the logging module's to report
+            return True
+        clean = _redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = _redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = _redact(record.stack_info)
+        return True
+
+
+_redactor = _RedactSecrets()
+
+
+def _install_redaction() -> None:
+    names = [*_REQUEST_LOGGERS, "livestream"]
+    names += [n for n in list(logging.root.manager.loggerDict) if n.startswith("livestream.")]
+    for name in names:
+        logger = logging.getLogger(name)
+        if _redactor not in logger.filters:
+            logger.addFilter(_redactor)
+
+
+# ---------------------------------------------------------------------- request bodies
+
+#: Routes other than ``POST /api/streams/<name>`` read no body: one declaring more than
+#: this is refused from its headers (413), and Tornado buffers at most this much of one.
+_UNREAD_BODY_LIMIT = 64 * 1024
+#: A POSTed body larger than this is parsed and converted on a worker thread.
+_DECODE_OFF_LOOP = 64 * 1024
+#: What Tornado is told a streamed body may reach: our ``data_received`` enforces the real
+#: limit, with a clear 413; Tornado's own check would answer a bare 400 instead.
+_UNBOUNDED = sys.maxsize
+
+_BODY_SHAPES = (
+    'a row object, a list of row objects, {"columns": {name: [values]}}, {"rows": [...]}, '
+    "or JSON lines (one row object per line)"
+)
+
+
+def _declared_length(request: tornado.httputil.HTTPServerRequest) -> int | None:
+    """The request's ``Content-Length`` as a number; ``None`` when absent or malformed
+    (Tornado answers a malformed one with 400 itself)."""
+    text = request.headers.get("Content-Length")
+    if text is None:
+        return None
+    try:
+        return int(text.split(",")[0].strip())
+    except ValueError:
+        return None
+
+
+def _shape(data: Any) -> tuple[int, int]:
+    """(columns, cells) a parsed body converts to, counted before converting it: rows
+    that name different columns each get every column, so a few KiB of JSON could
+    otherwise ask for billions of cells."""
+    if isinstance(data, dict):
+        return len(data), sum(len(v) if isinstance(v, list) else 1 for v in data.values())
+    if isinstance(data, list):
+        names: set[str] = set()
+        for row in data:
+            if isinstance(row, dict):
+                names.update(row)
+        return len(names), len(data) * len(names)
+    return 0, 0
+
+
+def _decode_body(body: bytes, limits: Limits) -> Batch:
+    """A POSTed body as a checked :class:`Batch` (on a worker thread for large bodies).
+
+    Raises :class:`ProtocolError`: ``bad_message`` for what is not JSON of a known shape,
+    ``too_large`` past ``max_columns`` or ``max_cells``, ``schema_mismatch`` for values.
+    """
+    from .columns import check_cells, to_batch
+
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadMessage(
+            f"the body must be UTF-8 encoded JSON; byte {exc.start} "
+            f"({body[exc.start]:#04x}) is not valid UTF-8"
+        ) from None
+    try:
+        try:
+            data: Any = json.loads(text)
+        except ValueError:
+            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise BadMessage(
+            f"the body must be JSON: {_BODY_SHAPES}; could not parse it "
+            f"({type(exc).__name__}: {str(exc)[:80]})"
+        ) from None
+    except RecursionError:
+        raise BadMessage(
+            f"the body must be JSON: {_BODY_SHAPES}; it is nested too deeply to parse"
+        ) from None
+    if isinstance(data, dict) and isinstance(data.get("columns"), dict):
+        data = data["columns"]
+    elif isinstance(data, dict) and isinstance(data.get("rows"), list):
+        data = data["rows"]
+    columns, cells = _shape(data)
+    if columns > limits.max_columns:
+        raise TooLarge(
+            f"the body has {columns} columns, over the server's max_columns of "
+            f"{limits.max_columns}; send fewer columns, or split them over streams"
+        )
+    if cells > limits.max_cells:
+        raise TooLarge(
+            f"the body makes {cells} cells (rows x columns), over the server's max_cells of "
+            f"{limits.max_cells}; split it into smaller requests"
+        )
+    try:
+        return check_cells(to_batch(data), max_depth=limits.max_depth)
+    except RecursionError:
+        raise BadMessage("a value in the body is nested too deeply") from None
+    except (TypeError, ValueError) as exc:
+        raise BadMessage(
+            f"the body must be JSON: {_BODY_SHAPES}; could not convert it "
+            f"({type(exc).__name__}: {str(exc)[:80]})"
+        ) from None
+
+
 class _Guarded:
     """Host, origin and token checks shared by the HTTP and WebSocket handlers."""
 
@@ -93,6 +270,10 @@ class _Guarded:
         sec.check_host(self.request.headers.get("Host"))
         sec.check_origin(self.request.headers.get("Origin"), self.request.headers.get("Host"))
         return sec.authenticate(_token_of(self)) if need_token else ()  # type: ignore[arg-type]
+
+    def _request_summary(self) -> str:
+        # Tornado's summary, in its error log lines, prints the URI with the query: the token.
+        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
 
 
 class WebSocketHandler(_Guarded, tornado.websocket.WebSocketHandler):
@@ -138,7 +319,81 @@ class WebSocketHandler(_Guarded, tornado.websocket.WebSocketHandler):
         return self.write_message(frame, binary=isinstance(frame, bytes))
 
 
-class _ApiHandler(_Guarded, tornado.web.RequestHandler):
+class _JsonHandler(tornado.web.RequestHandler):
+    """A handler whose every error answers JSON ``{"error": {"code", "message"}}``, and
+    whose log lines name the path, never the query (which may hold the token)."""
+
+    #: Set when the HTTP method starts: a streamed body has then been read in full.
+    _body_read = False
+
+    def _fail(self, status: int, code: str, message: str) -> None:
+        if self._stream_request_body and not self._body_read:
+            self._abandon_body()
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+
+    def _abandon_body(self) -> None:
+        """Answer before the body is read: the connection closes once the answer is out,
+        and Tornado drops whatever of the body arrives until then."""
+        self.set_header("Connection", "close")
+        connection = self.request.connection
+        if isinstance(connection, tornado.http1connection.HTTP1Connection):
+            # Tornado's own size check would write a second, bare 400 after our answer.
+            connection.set_max_body_size(_UNBOUNDED)
+
+    def _allowed_methods(self) -> list[str]:
+        base = tornado.web.RequestHandler
+        return [
+            m
+            for m in self.SUPPORTED_METHODS
+            if getattr(type(self), m.lower(), None) is not getattr(base, m.lower(), None)
+        ]
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        method, path = self.request.method, self.request.path
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if status_code == 405:
+            allowed = ", ".join(self._allowed_methods())
+            self.set_header("Allow", allowed)
+            code = "method_not_allowed"
+            message = f"{method} is not allowed on {path}; it answers {allowed}"
+        elif status_code == 404:
+            code, message = "not_found", f"nothing at {path}"
+        elif status_code >= 500:
+            code = "internal"
+            message = "the server failed to answer this request; its log says why"
+        else:
+            detail = exc.get_message() if isinstance(exc, tornado.web.HTTPError) else ""
+            code = "too_large" if status_code == 413 else "bad_request"
+            message = f"the request could not be handled: {detail or self._reason}"
+        self._fail(status_code, code, message)
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(value, tornado.web.HTTPError):
+            # Answered with a JSON message; the request's own log line has the status.
+            log.debug(
+                "%d %s %s: %s", value.status_code, self.request.method, self.request.path, value
+            )
+            return
+        log.error(
+            "internal error answering %s %s",
+            self.request.method,
+            self.request.path,
+            exc_info=value,
+        )
+
+    def _request_summary(self) -> str:
+        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
+
+
+class _ApiHandler(_Guarded, _JsonHandler):
     def initialize(self, server: Server) -> None:
         self.server = server
         self.roles: tuple[str, ...] = ()
@@ -169,11 +424,6 @@ class _ApiHandler(_Guarded, tornado.web.RequestHandler):
         self.set_status(204)
         self.finish()
 
-    def _fail(self, status: int, code: str, message: str) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": {"code": code, "message": message}}))
-
     def _need(self, role: str) -> bool:
         if role in self.roles:
             return True
@@ -189,19 +439,6 @@ class _ApiHandler(_Guarded, tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(obj, allow_nan=False, default=str))
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        self.set_header("Content-Type", "application/json")
-        self.finish(
-            json.dumps(
-                {
-                    "error": {
-                        "code": "internal" if status_code >= 500 else "bad_request",
-                        "message": self._reason,
-                    }
-                }
-            )
-        )
 
     def _viewable_stream(self, name: str) -> Stream | None:
         """The stream ``name`` for a request that needs the view role; ``None`` once the
@@ -228,46 +465,91 @@ class StreamsHandler(_ApiHandler):
             )
 
 
+@tornado.web.stream_request_body
 class StreamHandler(_ApiHandler):
+    """``/api/streams/<name>``: GET describes the stream; POST appends JSON rows.
+
+    The body is streamed in after the token, origin, host and role have been checked from
+    the headers, and refused (413) past ``min(max_message_size, max_json_size)`` bytes,
+    from its ``Content-Length`` or as soon as it grows past that.
+    """
+
+    def prepare(self) -> None:
+        self._body = bytearray()
+        self._limit = _UNREAD_BODY_LIMIT
+        super().prepare()
+        if self._finished or self.request.method == "OPTIONS":
+            return
+        if self.request.method == "POST":
+            if not self._need("publish"):
+                return
+            limits = self.server.limits
+            self._limit = min(limits.max_message_size, limits.max_json_size)
+        declared = _declared_length(self.request)
+        if declared is not None and declared > self._limit:
+            self._too_large(declared)
+            return
+        connection = self.request.connection
+        if self._limit > _UNREAD_BODY_LIMIT and isinstance(
+            connection, tornado.http1connection.HTTP1Connection
+        ):
+            connection.set_max_body_size(_UNBOUNDED)  # data_received counts
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return
+        if len(self._body) + len(chunk) > self._limit:
+            self._too_large(None)
+            return
+        self._body += chunk
+
+    def _too_large(self, declared: int | None) -> None:
+        method, path = self.request.method, self.request.path
+        size = f"{declared} bytes" if declared is not None else f"more than {self._limit} bytes"
+        if method != "POST":
+            self._fail(
+                413,
+                "too_large",
+                f"{method} {path} reads no request body, and this one is {size} (at most "
+                f"{self._limit} bytes are accepted here); send the request without a body",
+            )
+            return
+        self._fail(
+            413,
+            "too_large",
+            f"a request body of {size} is over this server's limit of {self._limit} bytes for "
+            "a POST (min of max_message_size and max_json_size); split the rows over several "
+            "requests, publish large batches as binary WebSocket frames (docs/protocol.md), "
+            "or start the server with a higher --max-json-size",
+        )
+
     def get(self, name: str) -> None:
+        self._body_read = True
         stream = self._viewable_stream(name)
         if stream is not None:
             self._json(self._describe(stream))
 
-    def post(self, name: str) -> None:
+    async def post(self, name: str) -> None:
         """Append JSON rows: a row object, a list of row objects, {column: [values]},
         or JSON lines (one row object per line)."""
-        if not self._need("publish"):
-            return
-        body = self.request.body
+        self._body_read = True
+        body, self._body = bytes(self._body), bytearray()
+        limits = self.server.limits
         try:
-            text = body.decode("utf-8")
-            try:
-                data: Any = json.loads(text)
-            except ValueError:
-                lines = [ln for ln in text.splitlines() if ln.strip()]
-                data = [json.loads(ln) for ln in lines]
-            if isinstance(data, dict) and isinstance(data.get("columns"), dict):
-                data = data["columns"]
-            elif isinstance(data, dict) and isinstance(data.get("rows"), list):
-                data = data["rows"]
             P.validate_stream_name(name)
-            from .columns import to_batch
-
-            batch = to_batch(data)  # before the stream exists: a refused body creates none
+            if len(body) > _DECODE_OFF_LOOP:
+                # Parsing and converting a large body would hold the loop for its duration.
+                loop = asyncio.get_running_loop()
+                batch = await loop.run_in_executor(
+                    self.server.hub.decoder(), _decode_body, body, limits
+                )
+            else:
+                batch = _decode_body(body, limits)
+            # Converted before the stream exists: a refused body creates none.
             stream = self.server.hub.stream_for_publish(name)
             offset = stream.append(batch)
-        except (UnicodeDecodeError, ValueError) as exc:
-            self._fail(
-                400,
-                "bad_message",
-                "the body must be JSON: a row object, a list of row "
-                'objects, {"columns": {name: [values]}}, or JSON lines; could not parse '
-                f"it ({type(exc).__name__})",
-            )
-            return
         except ProtocolError as err:
-            self._fail(400, err.code, err.message)
+            self._fail(413 if err.code == "too_large" else 400, err.code, err.message)
             return
         self._json({"stream": name, "offset": offset, "rows": batch.rows})
 
@@ -314,7 +596,7 @@ class PlotHandler(_ApiHandler):
         self._json(spec)
 
 
-class HealthHandler(tornado.web.RequestHandler):
+class HealthHandler(_JsonHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
         self.set_header("Access-Control-Allow-Origin", "*")  # says nothing secret
@@ -392,6 +674,221 @@ class PageHandler(_Guarded, tornado.web.RequestHandler):
         self.finish(path.read_bytes())
 
 
+class _NotFoundHandler(_JsonHandler):
+    """Every path no route matches: a JSON 404 that lists the routes."""
+
+    def prepare(self) -> None:
+        self._fail(
+            404,
+            "not_found",
+            f"nothing at {self.request.path}; the routes are /ws, /api/streams, "
+            "/api/streams/<name>, /api/streams/<name>/plot, /healthz, /static/..., / and "
+            "/streams/<name>",
+        )
+
+
+@tornado.web.stream_request_body
+class _BodyRefusedHandler(_JsonHandler):
+    """Answers, in place of a route that reads no body, a request declaring a large one:
+    413 from the headers, before any of the body is read."""
+
+    def initialize(self, declared: int) -> None:
+        self.declared = declared
+
+    def prepare(self) -> None:
+        self._fail(
+            413,
+            "too_large",
+            f"{self.request.method} {self.request.path} reads no request body, and this one "
+            f"declares {self.declared} bytes (at most {_UNREAD_BODY_LIMIT} are accepted here); "
+            "send the request without a body",
+        )
+
+    def data_received(self, chunk: bytes) -> None:
+        pass  # never called: the answer is out before the body is read
+
+
+class _Application(tornado.web.Application):
+    """Tornado's application, refusing large bodies on routes that read none from their
+    headers: Tornado would buffer the whole body before the handler checks the token."""
+
+    def get_handler_delegate(
+        self,
+        request: tornado.httputil.HTTPServerRequest,
+        target_class: type[tornado.web.RequestHandler],
+        target_kwargs: dict[str, Any] | None = None,
+        path_args: list[bytes] | None = None,
+        path_kwargs: dict[str, bytes] | None = None,
+    ) -> tornado.web._HandlerDelegate:
+        if not target_class._stream_request_body:
+            declared = _declared_length(request)
+            if declared is not None and declared > _UNREAD_BODY_LIMIT:
+                return super().get_handler_delegate(
+                    request, _BodyRefusedHandler, {"declared": declared}
+                )
+        return super().get_handler_delegate(
+            request, target_class, target_kwargs, path_args, path_kwargs
+        )
+
+
+class _Acceptor:
+    """Accepts connections on one listening socket, and outlasts running out of file
+    descriptors (or any other accept failure): it stops accepting for a pause that grows
+    from 50 ms to 1 s while failures go on, logs one summary line every 5 s at most (how
+    many accepts failed and why, then that accepting works again), and meanwhile the
+    connections already open are served as usual. Tornado's own accept handler lets
+    ``EMFILE`` escape into the loop, which logs a traceback for every attempt."""
+
+    FIRST_PAUSE = 0.05
+    LONGEST_PAUSE = 1.0
+    REPORT_EVERY = 5.0
+    #: Accepts per readiness event, so that a flood of connections cannot starve the loop.
+    BATCH = 128
+
+    def __init__(
+        self, sock: socket.socket, on_connection: Callable[[socket.socket, Any], None]
+    ) -> None:
+        self.sock = sock
+        self.port = sock.getsockname()[1]
+        self.on_connection = on_connection
+        self.loop = tornado.ioloop.IOLoop.current()
+        self.pause = self.FIRST_PAUSE
+        self.listening = False
+        self.removed = False
+        self.resume_timer: object | None = None
+        self.report_timer: object | None = None
+        self.troubled = False  # failures were reported; "accepting again" is owed
+        self.failures = 0  # since the last report
+        self.failing_since = 0.0
+        self.reason = ""
+        self.reported_at = -self.REPORT_EVERY
+
+    def start(self) -> Callable[[], None]:
+        """Start accepting; returns the function that stops it (as Tornado's does)."""
+        self._listen()
+        return self.remove
+
+    def remove(self) -> None:
+        self.removed = True
+        if self.listening:
+            self.loop.remove_handler(self.sock)
+            self.listening = False
+        for timer in (self.resume_timer, self.report_timer):
+            if timer is not None:
+                self.loop.remove_timeout(timer)
+        self.resume_timer = self.report_timer = None
+
+    def _listen(self) -> None:
+        self.loop.add_handler(self.sock, self._ready, tornado.ioloop.IOLoop.READ)
+        self.listening = True
+
+    def _ready(self, fd: Any, events: int) -> None:
+        for _ in range(self.BATCH):
+            if self.removed or not self.listening:
+                return
+            try:
+                connection, address = self.sock.accept()
+            except BlockingIOError:
+                return  # accepted every waiting connection
+            except ConnectionAbortedError:
+                continue  # closed while still in the queue
+            except OSError as exc:
+                self._back_off(exc)
+                return
+            self.pause = self.FIRST_PAUSE
+            self.on_connection(connection, address)
+
+    def _back_off(self, exc: OSError) -> None:
+        # The socket stays readable while connections wait, so stop watching it: the loop
+        # would otherwise spin on accepts that cannot succeed.
+        self.loop.remove_handler(self.sock)
+        self.listening = False
+        if not self.failures:
+            self.failing_since = self.loop.time()
+        self.failures += 1
+        self.reason = exc.strerror or str(exc)
+        self.resume_timer = self.loop.call_later(self.pause, self._resume)
+        self.pause = min(2 * self.pause, self.LONGEST_PAUSE)
+        self._report()
+
+    def _resume(self) -> None:
+        self.resume_timer = None
+        if not self.removed:
+            self._listen()
+
+    def _report(self) -> None:
+        now = self.loop.time()
+        if now - self.reported_at < self.REPORT_EVERY:
+            if self.report_timer is None:
+                self.report_timer = self.loop.call_at(
+                    self.reported_at + self.REPORT_EVERY, self._report_due
+                )
+            return
+        if self.failures:
+            log.warning(
+                "could not accept %d connection(s) on port %d over %.1f s (%s); accepting "
+                "pauses for up to %g s at a time and connections already open are still "
+                "served. Raise the open-files limit (ulimit -n) or serve fewer connections.",
+                self.failures,
+                self.port,
+                now - self.failing_since,
+                self.reason,
+                self.LONGEST_PAUSE,
+            )
+            self.failures = 0
+            self.troubled = True
+        elif self.troubled:
+            log.warning("accepting connections on port %d again", self.port)
+            self.troubled = False
+        else:
+            return
+        self.reported_at = now
+        # Come back to report further failures, or that accepting works again.
+        self.report_timer = self.loop.call_at(now + self.REPORT_EVERY, self._report_due)
+
+    def _report_due(self) -> None:
+        self.report_timer = None
+        if not self.removed:
+            self._report()
+
+
+class _HTTPServer(tornado.httpserver.HTTPServer):
+    """Tornado's HTTP server with our accept handler (:class:`_Acceptor`)."""
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = _Acceptor(sock, self._handle_connection).start()
+
+
+_nofile_raised = False
+
+
+def _raise_open_file_limit() -> None:
+    """Raise the process's soft limit on open files to its hard limit (once): each
+    connection holds a descriptor, and the soft limit is often 1024."""
+    global _nofile_raised
+    if _nofile_raised:
+        return
+    _nofile_raised = True
+    try:
+        import resource
+    except ImportError:  # Windows has no such limit
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Some systems refuse a soft limit of "infinity"; a million is plenty.
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        log.debug("the open-files limit is %s already", soft)
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError) as exc:
+        log.debug("could not raise the open-files limit from %d to %d: %s", soft, want, exc)
+        return
+    log.info("raised the open-files limit from %d to %d (the hard limit)", soft, want)
+
+
 class Server:
     """A livestream server: a hub of streams behind a Tornado app.
 
@@ -438,6 +935,7 @@ class Server:
         )
         self.hub = Hub(history=history, max_age=max_age, limits=self.limits, server=self)
         self.max_message_size = self.limits.max_message_size
+        _install_redaction()
         self.ping_interval = ping_interval
         self.port: int | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -484,7 +982,7 @@ class Server:
     def make_app(self) -> tornado.web.Application:
         """The Tornado application with every route (see the module docstring)."""
         args = {"server": self}
-        return tornado.web.Application(
+        return _Application(
             [
                 (r"/ws", WebSocketHandler, args),
                 (r"/api/streams", StreamsHandler, args),
@@ -496,10 +994,10 @@ class Server:
                 (r"/", PageHandler, {"server": self, "page": "index.html"}),
                 (r"/streams/([^/]+)", PageHandler, {"server": self, "page": "stream.html"}),
             ],
-            websocket_max_message_size=self.max_message_size,
+            default_handler_class=_NotFoundHandler,
+            websocket_max_message_size=self.limits.max_message_size,
             websocket_ping_interval=self.ping_interval or None,
             websocket_ping_timeout=self.ping_interval or None,
-            max_body_size=self.max_message_size,
             compress_response=False,
             log_function=_log_request,
         )
@@ -510,10 +1008,18 @@ class Server:
             raise ConfigError("this server is already running")
         self.loop = asyncio.get_running_loop()
         self.hub.attach(self.loop)
+        _raise_open_file_limit()
         sockets = tornado.netutil.bind_sockets(self.requested_port, self.host)
         self.port = sockets[0].getsockname()[1]
-        self._http = tornado.httpserver.HTTPServer(
-            self.make_app(), max_body_size=self.max_message_size, xheaders=False
+        self._http = _HTTPServer(
+            self.make_app(),
+            xheaders=False,
+            # Tornado waits this long for a request's headers, idle keep-alive included.
+            idle_connection_timeout=self.limits.header_timeout,
+            body_timeout=self.limits.body_timeout,
+            # What a route that reads no body may buffer; the POST route raises it for its
+            # own (streamed) body once the token has been checked.
+            max_body_size=_UNREAD_BODY_LIMIT,
         )
         self._http.add_sockets(sockets)
         for stream in self.hub.streams.values():
