@@ -860,20 +860,34 @@ def _fixtures_for(key: str, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def git_state() -> dict[str, Any]:
-    """The commit the server code came from, and whether livestream/ differed from it."""
+    """The commit the server code came from, and whether livestream/ differed from it.
+
+    The server imports ``livestream`` as this process does: from the checkout the command
+    runs in. In a tree exported with ``git archive`` (no ``.git``), a file ``COMMIT`` at its
+    top names the commit (see docs/benchmarks.md, section 8)."""
+    import importlib.util
+
     out: dict[str, Any] = {}
+    spec = importlib.util.find_spec("livestream")
+    where = Path(spec.origin).resolve().parent.parent if spec and spec.origin else ROOT
+    out["livestream_from"] = str(where)
     with contextlib.suppress(Exception):
-        out["commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "livestream"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.split("\n")
-        out["livestream_uncommitted"] = [line[3:] for line in dirty if line.strip()]
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10
+        )
+        if head.returncode == 0:
+            out["commit"] = head.stdout.strip()
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--", "livestream"],
+                cwd=where,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.split("\n")
+            out["livestream_uncommitted"] = [line[3:] for line in dirty if line.strip()]
+        elif (where / "COMMIT").is_file():
+            out["commit"] = (where / "COMMIT").read_text().strip()
+            out["livestream_uncommitted"] = []
     return out
 
 
@@ -881,10 +895,15 @@ def _one_row(
     key: str, cfg: dict[str, Any], by: ServerProcess, at: ServerProcess, log: Any
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"attack": key, "label": label(key, cfg)}
-    if key == "raw":
-        server = start_process(raw_tornado.serve, {}, timeout=60)
-    else:
-        server = start_process(ls_server.serve, _fixtures_for(key, cfg), timeout=120)
+    try:
+        if key == "raw":
+            server = start_process(raw_tornado.serve, {}, timeout=60)
+        else:
+            server = start_process(ls_server.serve, _fixtures_for(key, cfg), timeout=120)
+    except Exception as exc:
+        row["error"] = f"server did not start: {type(exc).__name__}: {exc}"
+        log(f"    {row['error']}")
+        return row
     row["fixtures"] = server.info.get("fixtures", {})
     try:
         if key == "raw":
