@@ -4,18 +4,125 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import math
 import os
+import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TextIO, TypeVar
+
+from .errors import ConfigError
+from .limits import Limits
 
 __all__ = ["main"]
 
 DEFAULT_PORT = 8765
+
+_N = TypeVar("_N", int, float)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]?)(i?b?)", re.IGNORECASE)
+_SECONDS = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(s|ms)?", re.IGNORECASE)
+
+
+def _parse_size(flag: str, text: str) -> int:
+    """Bytes from ``16777216``, ``16MiB``, ``512K`` (powers of 1024) or ``2MB`` (of 1000)."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None or (match[3] and not match[2] and match[3].lower() != "b"):
+        raise ConfigError(
+            f"{flag} expects a size in bytes such as 16777216, 16MiB, 512K or 2MB; got {text!r}"
+        )
+    number, prefix, suffix = match.groups()
+    unit = _UNITS[prefix.lower()]
+    if prefix and suffix.lower() == "b":
+        unit = 1000 ** "kmg".index(prefix.lower()) * 1000  # KB, MB, GB: powers of 1000
+    return _positive(flag, text, int(float(number) * unit))
+
+
+def _parse_seconds(flag: str, text: str) -> float:
+    """Seconds from ``30``, ``2.5``, ``30s`` or ``500ms``."""
+    match = _SECONDS.fullmatch(text.strip())
+    if match is None:
+        raise ConfigError(f"{flag} expects seconds such as 30, 2.5 or 500ms; got {text!r}")
+    value = float(match[1]) / (1000 if (match[2] or "").lower() == "ms" else 1)
+    return _positive(flag, text, value)
+
+
+def _parse_count(flag: str, text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ConfigError(f"{flag} expects a whole number such as 1000; got {text!r}") from None
+    return _positive(flag, text, value)
+
+
+def _positive(flag: str, text: str, value: _N) -> _N:
+    if value <= 0:
+        raise ConfigError(f"{flag} must be more than 0; got {text!r}")
+    return value
+
+
+def _show_size(n: int) -> str:
+    for unit, name in ((1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
+        if n % unit == 0:
+            return f"{n // unit}{name}"
+    return str(n)
+
+
+#: Every field of :class:`Limits`: its parser, metavar, and what it bounds.
+_LIMIT_FLAGS: dict[str, tuple[Callable[[str, str], Any], str, str]] = {
+    "max_message_size": (_parse_size, "BYTES", "largest WebSocket message; past it: close 1009"),
+    "max_json_size": (_parse_size, "BYTES", "largest JSON text frame, frame header or POST body"),
+    "max_columns": (_parse_count, "N", "most columns of a stream"),
+    "max_cells": (_parse_count, "N", "most rows x columns in one publish"),
+    "max_depth": (_parse_count, "N", "deepest nesting of a value in an object column"),
+    "max_streams": (_parse_count, "N", "most streams on the server"),
+    "outbound_budget": (_parse_size, "BYTES", "bytes queued to one connection, unwritten"),
+    "write_timeout": (_parse_seconds, "SECONDS", "a frame unwritten this long: close 1008"),
+    "header_timeout": (_parse_seconds, "SECONDS", "time for request headers, idle keep-alive too"),
+    "body_timeout": (_parse_seconds, "SECONDS", "time for a request body"),
+}
+
+
+def _limit_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group(
+        "limits",
+        "What one connection or request may cost (docs/security.md). Sizes in bytes, or with "
+        "K/M/G or KiB/MiB/GiB (powers of 1024) or KB/MB/GB (powers of 1000); times in seconds "
+        "or with ms.",
+    )
+    defaults = Limits()
+    for field in dataclasses.fields(Limits):
+        parse, metavar, text = _LIMIT_FLAGS[field.name]
+        default = getattr(defaults, field.name)
+        shown = (
+            _show_size(default)
+            if parse is _parse_size
+            else f"{default:g} s"
+            if parse is _parse_seconds
+            else str(default)
+        )
+        group.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest="limit_" + field.name,
+            metavar=metavar,
+            default=None,
+            help=f"{text}; default {shown}",
+        )
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    """The :class:`Limits` the ``--max-*`` and ``--*-timeout`` flags ask for."""
+    given: dict[str, Any] = {}
+    for field in dataclasses.fields(Limits):
+        text = getattr(args, "limit_" + field.name, None)
+        if text is not None:
+            parse = _LIMIT_FLAGS[field.name][0]
+            given[field.name] = parse("--" + field.name.replace("_", "-"), text)
+    return Limits(**given)
 
 
 def _server_options(p: argparse.ArgumentParser) -> None:
@@ -51,6 +158,7 @@ def _server_options(p: argparse.ArgumentParser) -> None:
         metavar="HOST",
         help="also accept this Host header on a loopback server (repeatable)",
     )
+    _limit_options(p)
 
 
 def _client_options(p: argparse.ArgumentParser) -> None:
@@ -77,6 +185,7 @@ def _make_server(args: argparse.Namespace) -> Any:
         max_age=args.max_age,
         allow_origins=args.allow_origin,
         allow_hosts=args.allow_host,
+        limits=_limits(args),
     )
 
 
