@@ -575,9 +575,12 @@ async def _request_loop(
     took: list[float] = []
     end = None
     try:
-        for _ in range(max_requests):
+        for n in range(max_requests + 1):
             now = time.monotonic()
             if now >= deadline:
+                break
+            if n == max_requests:
+                end = f"stopped at the cap of {max_requests:,} requests"
                 break
             try:
                 await asyncio.wait_for(ws.send(payload), deadline - now + grace)
@@ -674,9 +677,12 @@ def _plot_loop(port: int, name: str, deadline: float, grace: float, max_requests
     end = None
     conn = http.client.HTTPConnection(HOST, port, timeout=deadline - time.monotonic() + grace)
     try:
-        for _ in range(max_requests):
+        for n in range(max_requests + 1):
             now = time.monotonic()
             if now >= deadline:
+                break
+            if n == max_requests:
+                end = f"stopped at the cap of {max_requests:,} requests"
                 break
             try:
                 conn.request(
@@ -816,6 +822,7 @@ class _RssSampler:
         self.proc = psutil.Process(pid)
         self.every = every
         self.samples: list[tuple[float, int]] = []
+        self.threads: list[tuple[float, int]] = []
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -824,7 +831,9 @@ class _RssSampler:
             if self.stop_event.is_set():
                 return
             try:
-                self.samples.append((time.monotonic(), self.proc.memory_info().rss))
+                now = time.monotonic()
+                self.samples.append((now, self.proc.memory_info().rss))
+                self.threads.append((now, self.proc.num_threads()))
             except psutil.Error:
                 return
             self.stop_event.wait(self.every)
@@ -837,8 +846,8 @@ class _RssSampler:
         self.stop_event.set()
         self.thread.join(5)
 
-    def between(self, a: float, b: float) -> list[int]:
-        return [r for t, r in list(self.samples) if a <= t <= b]
+    def between(self, a: float, b: float, what: str = "samples") -> list[int]:
+        return [r for t, r in list(getattr(self, what)) if a <= t <= b]
 
 
 def _fixtures_for(key: str, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -931,6 +940,8 @@ def _one_row(
         base = rss.between(t0 - cfg["warm"], t0)
         peak = rss.between(t0, t2)
         after = rss.between(t2 - 0.5, t2 + 0.1)
+        threads_base = rss.between(t0 - cfg["warm"], t0, "threads")
+        threads_peak = rss.between(t0, t2, "threads")
         row.update(
             {
                 "outcome": result.get("outcome", "-"),
@@ -942,6 +953,8 @@ def _one_row(
                 "rss_base_mib": float(np.median(base)) / MiB if base else math.nan,
                 "rss_peak_mib": max(peak) / MiB if peak else math.nan,
                 "rss_after_mib": float(np.median(after)) / MiB if after else math.nan,
+                "threads_base": max(threads_base) if threads_base else 0,
+                "threads_peak": max(threads_peak) if threads_peak else 0,
                 **stats,
             }
         )
@@ -1002,6 +1015,8 @@ def _cells(r: dict[str, Any], fmt: Any) -> list[str]:
     if "error" in r:
         return [r["label"], "failed: " + r["error"][:100]] + [""] * (len(HEADERS) - 2)
     outcome = r["outcome"]
+    if r.get("threads_peak", 0) > r.get("threads_base", 0) + 10:
+        outcome += f"; server threads {r['threads_base']} -> {r['threads_peak']}"
     if r.get("server_errors"):
         first = r.get("server_first_errors") or [""]
         outcome += f"; server logged {r['server_errors']:,} errors ({first[0][:60]})"
