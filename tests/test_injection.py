@@ -230,7 +230,9 @@ def assert_nothing_ran(page: Page, root: str = "", *, csp: bool = True) -> None:
 def hover_plot(page: Page, plot: str, expected: list[str]) -> str:
     """Move the mouse over the plot until its tooltip shows every text of ``expected``;
     returns the tooltip text."""
-    box = page.locator(f"{plot} .ls-plot-root").bounding_box()
+    target = page.locator(f"{plot} .ls-plot-root")
+    target.scroll_into_view_if_needed()
+    box = target.bounding_box()
     assert box is not None
     x, y = box["x"] + box["width"] * 0.6, box["y"] + box["height"] / 2
     page.mouse.move(x - 20, y)
@@ -464,6 +466,11 @@ def test_jupyterlab_dashboard_widget_shows_payloads_as_text(tmp_path: Path) -> N
     with jupyter_server("lab", tmp_path) as lab:
         nb = nbformat.v4.new_notebook()
         nb.cells = [nbformat.v4.new_code_cell(NOTEBOOK_CODE)]
+        nb.metadata["kernelspec"] = {  # else Lab asks which kernel to start
+            "name": "python3",
+            "display_name": "Python 3 (ipykernel)",
+            "language": "python",
+        }
         nbformat.write(nb, str(lab.root / "injection.ipynb"))
         with chromium() as browser:
             context = browser.new_context(viewport={"width": 1400, "height": 1000})
