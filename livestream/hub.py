@@ -18,22 +18,19 @@ import concurrent.futures
 import logging
 import threading
 import time
-import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from . import protocol as P
-from .errors import Forbidden, ProtocolError, TooLarge, UnknownStream
+from .errors import ProtocolError, TooLarge, UnknownStream
 from .limits import Limits
 from .stream import DEFAULT_HISTORY, Stream
 
-__all__ = ["Hub", "Session", "Subscription", "Transport"]
+__all__ = ["Hub", "Subscription", "Transport", "Viewer"]
 
 log = logging.getLogger("livestream.hub")
 
-#: Roles a token may grant.
-ROLES = ("view", "control", "publish")
 #: Frames never cross a multiple of this many bytes' worth of rows (see ``Hub.frame_for``);
 #: docs/protocol.md promises clients at most about 4 MiB of column data a frame.
 CHUNK_BYTES = 256 * 1024
@@ -44,20 +41,8 @@ _ROW_BYTES = {"float64": 8, "int64": 8, "float32": 4, "int32": 4, "uint8": 1, "b
 STARVED_AFTER = 0.002
 #: The longest an ``append`` from a thread waits for a starved loop (seconds).
 YIELD_MAX = 0.005
-BAD_MESSAGE_LIMIT = 20
-BAD_MESSAGE_WINDOW = 10.0
-#: Frames larger than this are decoded on a worker thread, not on the loop.
-DECODE_OFF_LOOP = 64 * 1024
 #: Streams described per loop turn when answering ``list`` (a few ms of work).
 LIST_SLICE = 200
-#: Of a connection's outbound budget, what only replies and notices may use: data waits
-#: before it would fill this, so a slow viewer is not closed for a ``state`` notice.
-RESERVE_BYTES = 1024 * 1024
-
-
-def _retrieve(fut: Any) -> None:
-    if not fut.cancelled():
-        fut.exception()
 
 
 class Transport(Protocol):
@@ -70,6 +55,29 @@ class Transport(Protocol):
         """Close the connection with a WebSocket close code."""
 
 
+class Viewer(Protocol):
+    """What the hub needs from a subscriber's connection: a :class:`~livestream.session.
+    Session`. The hub calls down into it only through these (the session imports the hub,
+    never the other way round)."""
+
+    peer: str
+    transport: Transport
+    subscriptions: dict[str, Subscription]
+    waiting: set[Subscription]
+
+    def send(self, msg: P.ServerMessage) -> None:
+        """Encode and send a control-plane message."""
+
+    def send_frame(self, frame: str | bytes) -> Awaitable[None] | None:
+        """Send an encoded frame; the awaitable completes when it is written."""
+
+    def room_for(self, size: int) -> bool:
+        """Whether a data frame of ``size`` bytes fits the connection's outbound budget."""
+
+    def close(self) -> None:
+        """Forget the connection (it is gone or being closed)."""
+
+
 class Subscription:
     """One subscriber's cursor into one stream."""
 
@@ -80,12 +88,14 @@ class Subscription:
         "credit",
         "cursor",
         "format",
+        "hub",
         "session",
         "stream",
         "successor",
     )
 
-    def __init__(self, session: Session, stream: Stream, cursor: int, sub: P.Subscribe) -> None:
+    def __init__(self, session: Viewer, stream: Stream, cursor: int, sub: P.Subscribe) -> None:
+        self.hub: Hub | None = None  # set by Hub.subscribe
         self.session = session
         self.stream = stream
         self.cursor = cursor
@@ -113,7 +123,7 @@ class Subscription:
             return
         session = self.session
         try:
-            frame, first, stop = session.hub.frame_for(self, end)
+            frame, first, stop = self.hub_of().frame_for(self, end)
         except Exception:
             # The door (check_cells) should make this impossible; if it happens anyway, this
             # viewer hears of it and moves on, and the stream and its other viewers carry on.
@@ -136,7 +146,7 @@ class Subscription:
         self.cursor = stop
         if self.credit is not None:
             self.credit -= 1
-        self.busy_since = time.monotonic()
+        self.busy_since = self.hub_of().clock()
         done = session.send_frame(frame)
         if done is None:
             self.busy_since = None
@@ -152,7 +162,7 @@ class Subscription:
         if not unknown:
             return True
         session, name = self.session, self.stream.name
-        session.hub.drop(self)
+        self.hub_of().drop(self)
         if session.subscriptions.get(name) is self:
             del session.subscriptions[name]
         session.send(
@@ -165,8 +175,13 @@ class Subscription:
         )
         return False
 
+    def hub_of(self) -> Hub:
+        assert self.hub is not None, "a subscription made by Hub.subscribe"
+        return self.hub
+
     def _written(self, fut: Any) -> None:
-        self.session.hub.loop_seen = time.monotonic()
+        hub = self.hub_of()
+        hub.loop_seen = hub.clock()
         self.busy_since = None
         if fut.cancelled() or fut.exception() is not None:
             self.closed = True
@@ -175,241 +190,6 @@ class Subscription:
         if successor is not None:
             successor._written(fut)
         self.pump()
-
-
-class Session:
-    """One connection's protocol state: its roles, subscriptions and bad-message count.
-
-    The server's WebSocket handler and the comm relay feed it the peer's frames
-    (:meth:`receive`); everything it answers goes through the transport. Everything queued
-    for the transport and not yet written counts against one outbound budget
-    (``Limits.outbound_budget``): data waits for room, and any other frame that finds none
-    closes the connection (1008), so a peer that does not read costs at most the budget.
-    """
-
-    def __init__(
-        self, hub: Hub, transport: Transport, roles: tuple[str, ...], peer: str = ""
-    ) -> None:
-        self.hub = hub
-        self.transport = transport
-        self.roles = roles
-        self.peer = peer
-        self.id = uuid.uuid4().hex[:12]
-        self.subscriptions: dict[str, Subscription] = {}
-        self.closed = False
-        self._bad: deque[float] = deque()
-        self.messages_in = 0
-        #: Bytes handed to the transport and not yet written out.
-        self.outbound = 0
-        #: Subscriptions whose next frame waits for the outbound budget to drain.
-        self.waiting: set[Subscription] = set()
-
-    # ------------------------------------------------------------------ frames in
-
-    def receive(self, frame: str | bytes) -> Awaitable[None] | None:
-        """Decode one frame from the peer and carry it out.
-
-        Returns an awaitable when the work goes on past this call: a large frame decoded on
-        a worker thread (JSON parsing holds the interpreter), or a ``list`` built over
-        several loop turns. The adapter reads nothing more from this peer until it is done,
-        so one connection's messages are handled in order and never pile up.
-        """
-        if self.closed:
-            return None
-        if len(frame) > DECODE_OFF_LOOP and self.hub.loop is not None:
-            return asyncio.ensure_future(self._receive_off_loop(frame))
-        try:
-            msg = P.decode_client(frame, self.hub.limits)
-        except ProtocolError as err:
-            self.reject(err)
-            return None
-        return self.handle(msg)
-
-    async def _receive_off_loop(self, frame: str | bytes) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            msg = await loop.run_in_executor(
-                self.hub.decoder(), P.decode_client, frame, self.hub.limits
-            )
-        except ProtocolError as err:
-            self.reject(err)
-            return
-        except Exception:
-            log.exception("internal error decoding a %d-byte frame", len(frame))
-            self.send(P.Error("internal", "the server failed to decode this message; see its log"))
-            return
-        pending = self.handle(msg)
-        if pending is not None:
-            await pending
-
-    # ------------------------------------------------------------------ frames out
-
-    def send(self, msg: P.ServerMessage) -> None:
-        self.send_frame(P.encode_server(msg))
-
-    def room_for(self, size: int) -> bool:
-        """Whether a data frame of ``size`` bytes fits the outbound budget now (one always
-        fits an idle connection, however large)."""
-        budget = self.hub.limits.outbound_budget
-        reserve = min(RESERVE_BYTES, budget // 4)
-        return self.outbound == 0 or self.outbound + size <= budget - reserve
-
-    def send_frame(self, frame: str | bytes) -> Awaitable[None] | None:
-        if self.closed:
-            return None
-        size = len(frame)
-        budget = self.hub.limits.outbound_budget
-        if self.outbound and self.outbound + size > budget:
-            log.info(
-                "closing %s: %d bytes queued and unread, over its outbound budget of %d",
-                self.peer,
-                self.outbound,
-                budget,
-            )
-            self.transport.close(
-                1008,
-                f"the client is not reading: {self.outbound} bytes wait for it, over the "
-                f"server's outbound_budget of {budget}",
-            )
-            self.close()
-            return None
-        try:
-            done = self.transport.send(frame)
-        except Exception:
-            self.closed = True
-            return None
-        add_done_callback = getattr(done, "add_done_callback", None)
-        if add_done_callback is not None:
-            self.outbound += size
-            add_done_callback(lambda fut: self._written(fut, size))
-        return done
-
-    def _written(self, fut: Any, size: int) -> None:
-        # A peer gone mid-write fails the write; nobody awaits most writes, and an
-        # unretrieved failure would be logged as an error by asyncio.
-        _retrieve(fut)
-        self.outbound -= size
-        if (
-            self.waiting
-            and not self.closed
-            and self.outbound <= self.hub.limits.outbound_budget // 2
-        ):
-            waiting, self.waiting = self.waiting, set()
-            for sub in waiting:
-                sub.pump()
-
-    def welcome(self) -> None:
-        self.send(P.Welcome(self.id, self.roles, server=f"livestream/{self.hub.version}"))
-
-    def reject(self, err: ProtocolError) -> None:
-        """Answer a refused message and close the connection if it keeps sending them."""
-        if self.closed:
-            return
-        err_id = err.id if isinstance(err.id, (str, int)) else None
-        self.send(P.Error(err.code, err.message, err_id))
-        now = time.monotonic()
-        self._bad.append(now)
-        while self._bad and now - self._bad[0] > BAD_MESSAGE_WINDOW:
-            self._bad.popleft()
-        if len(self._bad) >= BAD_MESSAGE_LIMIT:
-            log.info(
-                "closing %s: %d bad messages in %.0f s",
-                self.peer,
-                len(self._bad),
-                BAD_MESSAGE_WINDOW,
-            )
-            self.transport.close(4001, "too many bad messages")
-            # What the peer sent behind it until it sees the close is not carried out.
-            self.closed = True
-
-    def _need(self, role: str, what: str, id: P.Id) -> None:
-        if role not in self.roles:
-            raise Forbidden(
-                f"{what} needs the {role!r} role; this connection's token grants "
-                f"{', '.join(self.roles) or 'no roles'}. Use a token with the {role!r} role.",
-                id=id,
-            )
-
-    def handle(self, msg: P.ClientMessage) -> Awaitable[None] | None:
-        """Carry out one decoded client message (none once the session is closing);
-        an awaitable when the work goes on (see :meth:`receive`)."""
-        if self.closed:
-            return None
-        self.messages_in += 1
-        try:
-            return self._dispatch(msg)
-        except ProtocolError as err:
-            if err.id is None:
-                err.id = getattr(msg, "id", None)
-            self.reject(err)
-        except Exception:
-            log.exception("internal error handling %r", type(msg).__name__)
-            msg_id: P.Id = getattr(msg, "id", None)
-            self.send(
-                P.Error("internal", "the server failed to handle this message; see its log", msg_id)
-            )
-        return None
-
-    def _dispatch(self, msg: P.ClientMessage) -> Awaitable[None] | None:
-        hub = self.hub
-        if isinstance(msg, P.Ping):
-            self.send(P.Pong(msg.id))
-        elif isinstance(msg, P.ListStreams):
-            self._need("view", "`list`", msg.id)
-            if len(hub.streams) <= LIST_SLICE or hub.loop is None:
-                self.send(P.Streams(hub.describe_streams(), msg.id))
-            else:
-                return asyncio.ensure_future(self._list(msg.id))
-        elif isinstance(msg, P.Subscribe):
-            self._need("view", "`subscribe`", msg.id)
-            hub.subscribe(self, msg)
-        elif isinstance(msg, P.Unsubscribe):
-            sub = self.subscriptions.pop(msg.stream, None)
-            if sub is None:
-                raise UnknownStream(
-                    f"not subscribed to stream {msg.stream!r}; subscribed to: "
-                    f"{', '.join(self.subscriptions) or 'nothing'}",
-                    id=msg.id,
-                )
-            hub.drop(sub)
-            self.send(P.Unsubscribed(msg.stream, msg.id))
-        elif isinstance(msg, P.Credit):
-            sub = self.subscriptions.get(msg.stream)
-            if sub is None:
-                raise UnknownStream(
-                    f"`credit` for stream {msg.stream!r}, which this connection "
-                    "has not subscribed to",
-                    id=msg.id,
-                )
-            if sub.credit is not None:
-                sub.credit = min(sub.credit + msg.frames, 1_000_000)
-                sub.pump()
-        elif isinstance(msg, P.Control):
-            self._need("control", "`control`", msg.id)
-            stream = hub.get(msg.stream, id=msg.id)
-            state = stream.control(msg.action, msg.params)
-            self.send(P.Ack(msg.id, True, state=state))
-        elif isinstance(msg, P.Publish):
-            self._need("publish", "`publish`", msg.id)
-            stream = hub.stream_for_publish(msg.stream, id=msg.id)
-            offset = stream.append(msg.batch)
-            self.send(P.Ack(msg.id, True, offset=offset, rows=msg.batch.rows))
-        return None
-
-    async def _list(self, id: P.Id) -> None:
-        # Described and encoded a slice per loop turn: ten thousand streams take ~100 ms.
-        entries = [P.encode_stream_info(s) async for s in self.hub.describe_streams_async()]
-        if not self.closed:
-            self.send_frame(P.encode_streams_reply(entries, id))
-
-    def close(self) -> None:
-        """Forget this session's subscriptions (the connection is gone)."""
-        self.closed = True
-        self.waiting.clear()
-        for sub in self.subscriptions.values():
-            self.hub.drop(sub)
-        self.subscriptions.clear()
-        self.hub.sessions.discard(self)
 
 
 class Hub:
@@ -424,7 +204,10 @@ class Hub:
         max_age: float | None = None,
         limits: Limits | None = None,
         server: Any = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        #: The hub's and its sessions' only clock (seconds, monotonic); tests inject one.
+        self.clock = clock
         self.limits = limits = limits or Limits()
         self.max_streams = limits.max_streams
         self.history = history
@@ -433,7 +216,7 @@ class Hub:
         self.server = server
         self.streams: dict[str, Stream] = {}
         self.subscribers: dict[str, set[Subscription]] = {}
-        self.sessions: set[Session] = set()
+        self.sessions: set[Viewer] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._pending: dict[str, float] = {}  # stream name -> when its wake was scheduled
@@ -543,7 +326,7 @@ class Hub:
 
     # ------------------------------------------------------------------ subscriptions
 
-    def subscribe(self, session: Session, msg: P.Subscribe) -> None:
+    def subscribe(self, session: Viewer, msg: P.Subscribe) -> None:
         stream = self.get(msg.stream, id=msg.id)
         if msg.columns is not None and stream.schema:
             unknown = [c for c in msg.columns if c not in stream.schema]
@@ -572,6 +355,7 @@ class Hub:
             self.drop(old)
             session.waiting.discard(old)
         sub = Subscription(session, stream, cursor, msg)
+        sub.hub = self
         if old is not None and old.busy_since is not None:
             # A re-subscribe replaces, never stacks: the new cursor waits for the frame the
             # old one still has on the wire, however often the peer re-subscribes.
@@ -661,7 +445,7 @@ class Hub:
         with self._pending_lock:
             since = self._pending.get(name)
             if since is None:
-                self._pending[name] = time.monotonic()
+                self._pending[name] = self.clock()
         if since is None:
             if threading.get_ident() == self._loop_thread:
                 loop.call_soon(self._wake, stream)
@@ -673,14 +457,14 @@ class Hub:
                         self._pending.pop(name, None)
             return
         if (
-            time.monotonic() - max(since, self.loop_seen) > STARVED_AFTER
+            self.clock() - max(since, self.loop_seen) > STARVED_AFTER
             and threading.get_ident() != self._loop_thread
         ):
             with self._pending_done:
                 self._pending_done.wait_for(lambda: name not in self._pending, YIELD_MAX)
 
     def _wake(self, stream: Stream) -> None:
-        self.loop_seen = time.monotonic()
+        self.loop_seen = self.clock()
         with self._pending_lock:
             self._pending.pop(stream.name, None)
         for sub in list(self.subscribers.get(stream.name, ())):
@@ -710,22 +494,26 @@ class Hub:
             sub.session.send_frame(frame)
 
     def _sweep(self) -> None:
-        """Close peers that have not drained a frame within ``write_timeout`` seconds."""
-        now = time.monotonic()
         try:
-            for subs in list(self.subscribers.values()):
-                for sub in list(subs):
-                    if sub.busy_since is not None and now - sub.busy_since > self.write_timeout:
-                        log.info(
-                            "closing %s: a frame of %r unread for %.0f s",
-                            sub.session.peer,
-                            sub.stream.name,
-                            now - sub.busy_since,
-                        )
-                        sub.session.transport.close(1008, "peer is not reading its socket")
-                        # Forget the session now: the transport may wait seconds for a close
-                        # handshake the stalled peer will never read.
-                        sub.session.close()
+            self.sweep()
         finally:
             if self.loop is not None:
                 self._sweeper = self.loop.call_later(1.0, self._sweep)
+
+    def sweep(self) -> None:
+        """Close peers that have not drained a frame within ``write_timeout`` seconds (run
+        every second on the loop; a test calls it after moving its clock on)."""
+        now = self.clock()
+        for subs in list(self.subscribers.values()):
+            for sub in list(subs):
+                if sub.busy_since is not None and now - sub.busy_since > self.write_timeout:
+                    log.info(
+                        "closing %s: a frame of %r unread for %.0f s",
+                        sub.session.peer,
+                        sub.stream.name,
+                        now - sub.busy_since,
+                    )
+                    sub.session.transport.close(1008, "peer is not reading its socket")
+                    # Forget the session now: the transport may wait seconds for a close
+                    # handshake the stalled peer will never read.
+                    sub.session.close()

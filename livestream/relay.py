@@ -5,7 +5,7 @@ or through jupyter-server-proxy (see docs/jupyter-routes.md). Where neither is p
 (VS Code's webview, Colab), the browser module sends the same protocol frames to the kernel
 as custom messages of the widget's comm, and :class:`Relay` hands them to the server's hub
 as one more session; the server's frames go back the same way. Nothing about the protocol
-changes: a relay session is a :class:`~livestream.hub.Session` like a socket's, paced by the
+changes: a relay session is a :class:`~livestream.session.Session` like a socket's, paced by the
 same credit.
 
 Messages (the ``content`` of the widget's custom messages; ``id`` names one relay socket of
@@ -48,8 +48,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
-from .hub import Session
 from .security import Refusal
+from .session import Session
 
 if TYPE_CHECKING:
     from .server import Server

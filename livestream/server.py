@@ -61,9 +61,10 @@ import tornado.websocket
 from . import protocol as P
 from .columns import Batch
 from .errors import BadMessage, ConfigError, ProtocolError, TooLarge
-from .hub import Hub, Session
+from .hub import Hub
 from .limits import Limits
 from .security import Refusal, Security
+from .session import Session
 from .stream import DEFAULT_HISTORY, Stream
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Server", "serve", "shutdown", "stream"]
@@ -632,7 +633,7 @@ class StaticHandler(tornado.web.StaticFileHandler):
 _PAGE_HEADERS: dict[str, str] = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-        "img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; "
+        "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
         "form-action 'none'; object-src 'none'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",

@@ -1,0 +1,282 @@
+"""One connection's protocol state: frames in, frames out, no I/O of its own.
+
+A :class:`Session` is what a peer is to the server, whatever carries its frames: the
+WebSocket handler (server.py) and the widget's comm relay (relay.py) are thin adapters
+that hand it each frame the peer sent (:meth:`Session.receive`) and write what it sends
+through their :class:`~livestream.hub.Transport`. It decodes and checks each frame
+(livestream.protocol), enforces roles, the bad-message limit and the connection's
+outbound budget, and asks the hub (livestream.hub) for streams and subscriptions.
+
+Time comes from the hub's injected clock, and deferred work goes through the hub's loop
+(any object with asyncio's ``call_soon``/``call_later``/``run_in_executor``), so a test
+drives a session with bytes in and bytes out: no socket, no sleep.
+
+Imports point down only: this module imports the hub and the protocol; neither imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import Awaitable
+from typing import Any
+
+from . import protocol as P
+from .errors import Forbidden, ProtocolError, UnknownStream
+from .hub import LIST_SLICE, Hub, Subscription, Transport
+
+__all__ = ["Session"]
+
+log = logging.getLogger("livestream.session")
+
+#: Bad messages within the window that close a connection (4001).
+BAD_MESSAGE_LIMIT = 20
+BAD_MESSAGE_WINDOW = 10.0
+#: Frames larger than this are decoded on a worker thread, not on the loop.
+DECODE_OFF_LOOP = 64 * 1024
+#: Of a connection's outbound budget, what only replies and notices may use: data waits
+#: before it would fill this, so a slow viewer is not closed for a ``state`` notice.
+RESERVE_BYTES = 1024 * 1024
+
+
+def _retrieve(fut: Any) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+class Session:
+    """One connection's protocol state: its roles, subscriptions and bad-message count.
+
+    The server's WebSocket handler and the comm relay feed it the peer's frames
+    (:meth:`receive`); everything it answers goes through the transport. Everything queued
+    for the transport and not yet written counts against one outbound budget
+    (``Limits.outbound_budget``): data waits for room, and any other frame that finds none
+    closes the connection (1008), so a peer that does not read costs at most the budget.
+    """
+
+    def __init__(
+        self, hub: Hub, transport: Transport, roles: tuple[str, ...], peer: str = ""
+    ) -> None:
+        self.hub = hub
+        self.clock = hub.clock
+        self.transport = transport
+        self.roles = roles
+        self.peer = peer
+        self.id = uuid.uuid4().hex[:12]
+        self.subscriptions: dict[str, Subscription] = {}
+        self.closed = False
+        self._bad: deque[float] = deque()
+        self.messages_in = 0
+        #: Bytes handed to the transport and not yet written out.
+        self.outbound = 0
+        #: Subscriptions whose next frame waits for the outbound budget to drain.
+        self.waiting: set[Subscription] = set()
+
+    # ------------------------------------------------------------------ frames in
+
+    def receive(self, frame: str | bytes) -> Awaitable[None] | None:
+        """Decode one frame from the peer and carry it out.
+
+        Returns an awaitable when the work goes on past this call: a large frame decoded on
+        a worker thread (JSON parsing holds the interpreter), or a ``list`` built over
+        several loop turns. The adapter reads nothing more from this peer until it is done,
+        so one connection's messages are handled in order and never pile up.
+        """
+        if self.closed:
+            return None
+        if len(frame) > DECODE_OFF_LOOP and self.hub.loop is not None:
+            return asyncio.ensure_future(self._receive_off_loop(frame))
+        try:
+            msg = P.decode_client(frame, self.hub.limits)
+        except ProtocolError as err:
+            self.reject(err)
+            return None
+        return self.handle(msg)
+
+    async def _receive_off_loop(self, frame: str | bytes) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            msg = await loop.run_in_executor(
+                self.hub.decoder(), P.decode_client, frame, self.hub.limits
+            )
+        except ProtocolError as err:
+            self.reject(err)
+            return
+        except Exception:
+            log.exception("internal error decoding a %d-byte frame", len(frame))
+            self.send(P.Error("internal", "the server failed to decode this message; see its log"))
+            return
+        pending = self.handle(msg)
+        if pending is not None:
+            await pending
+
+    # ------------------------------------------------------------------ frames out
+
+    def send(self, msg: P.ServerMessage) -> None:
+        self.send_frame(P.encode_server(msg))
+
+    def room_for(self, size: int) -> bool:
+        """Whether a data frame of ``size`` bytes fits the outbound budget now (one always
+        fits an idle connection, however large)."""
+        budget = self.hub.limits.outbound_budget
+        reserve = min(RESERVE_BYTES, budget // 4)
+        return self.outbound == 0 or self.outbound + size <= budget - reserve
+
+    def send_frame(self, frame: str | bytes) -> Awaitable[None] | None:
+        if self.closed:
+            return None
+        size = len(frame)
+        budget = self.hub.limits.outbound_budget
+        if self.outbound and self.outbound + size > budget:
+            log.info(
+                "closing %s: %d bytes queued and unread, over its outbound budget of %d",
+                self.peer,
+                self.outbound,
+                budget,
+            )
+            self.transport.close(
+                1008,
+                f"the client is not reading: {self.outbound} bytes wait for it, over the "
+                f"server's outbound_budget of {budget}",
+            )
+            self.close()
+            return None
+        try:
+            done = self.transport.send(frame)
+        except Exception:
+            self.closed = True
+            return None
+        add_done_callback = getattr(done, "add_done_callback", None)
+        if add_done_callback is not None:
+            self.outbound += size
+            add_done_callback(lambda fut: self._written(fut, size))
+        return done
+
+    def _written(self, fut: Any, size: int) -> None:
+        # A peer gone mid-write fails the write; nobody awaits most writes, and an
+        # unretrieved failure would be logged as an error by asyncio.
+        _retrieve(fut)
+        self.outbound -= size
+        if (
+            self.waiting
+            and not self.closed
+            and self.outbound <= self.hub.limits.outbound_budget // 2
+        ):
+            waiting, self.waiting = self.waiting, set()
+            for sub in waiting:
+                sub.pump()
+
+    def welcome(self) -> None:
+        self.send(P.Welcome(self.id, self.roles, server=f"livestream/{self.hub.version}"))
+
+    def reject(self, err: ProtocolError) -> None:
+        """Answer a refused message and close the connection if it keeps sending them."""
+        if self.closed:
+            return
+        err_id = err.id if isinstance(err.id, (str, int)) else None
+        self.send(P.Error(err.code, err.message, err_id))
+        now = self.clock()
+        self._bad.append(now)
+        while self._bad and now - self._bad[0] > BAD_MESSAGE_WINDOW:
+            self._bad.popleft()
+        if len(self._bad) >= BAD_MESSAGE_LIMIT:
+            log.info(
+                "closing %s: %d bad messages in %.0f s",
+                self.peer,
+                len(self._bad),
+                BAD_MESSAGE_WINDOW,
+            )
+            self.transport.close(4001, "too many bad messages")
+            # What the peer sent behind it until it sees the close is not carried out.
+            self.closed = True
+
+    def _need(self, role: str, what: str, id: P.Id) -> None:
+        if role not in self.roles:
+            raise Forbidden(
+                f"{what} needs the {role!r} role; this connection's token grants "
+                f"{', '.join(self.roles) or 'no roles'}. Use a token with the {role!r} role.",
+                id=id,
+            )
+
+    def handle(self, msg: P.ClientMessage) -> Awaitable[None] | None:
+        """Carry out one decoded client message (none once the session is closing);
+        an awaitable when the work goes on (see :meth:`receive`)."""
+        if self.closed:
+            return None
+        self.messages_in += 1
+        try:
+            return self._dispatch(msg)
+        except ProtocolError as err:
+            if err.id is None:
+                err.id = getattr(msg, "id", None)
+            self.reject(err)
+        except Exception:
+            log.exception("internal error handling %r", type(msg).__name__)
+            msg_id: P.Id = getattr(msg, "id", None)
+            self.send(
+                P.Error("internal", "the server failed to handle this message; see its log", msg_id)
+            )
+        return None
+
+    def _dispatch(self, msg: P.ClientMessage) -> Awaitable[None] | None:
+        hub = self.hub
+        if isinstance(msg, P.Ping):
+            self.send(P.Pong(msg.id))
+        elif isinstance(msg, P.ListStreams):
+            self._need("view", "`list`", msg.id)
+            if len(hub.streams) <= LIST_SLICE or hub.loop is None:
+                self.send(P.Streams(hub.describe_streams(), msg.id))
+            else:
+                return asyncio.ensure_future(self._list(msg.id))
+        elif isinstance(msg, P.Subscribe):
+            self._need("view", "`subscribe`", msg.id)
+            hub.subscribe(self, msg)
+        elif isinstance(msg, P.Unsubscribe):
+            sub = self.subscriptions.pop(msg.stream, None)
+            if sub is None:
+                raise UnknownStream(
+                    f"not subscribed to stream {msg.stream!r}; subscribed to: "
+                    f"{', '.join(self.subscriptions) or 'nothing'}",
+                    id=msg.id,
+                )
+            hub.drop(sub)
+            self.send(P.Unsubscribed(msg.stream, msg.id))
+        elif isinstance(msg, P.Credit):
+            sub = self.subscriptions.get(msg.stream)
+            if sub is None:
+                raise UnknownStream(
+                    f"`credit` for stream {msg.stream!r}, which this connection "
+                    "has not subscribed to",
+                    id=msg.id,
+                )
+            if sub.credit is not None:
+                sub.credit = min(sub.credit + msg.frames, 1_000_000)
+                sub.pump()
+        elif isinstance(msg, P.Control):
+            self._need("control", "`control`", msg.id)
+            stream = hub.get(msg.stream, id=msg.id)
+            state = stream.control(msg.action, msg.params)
+            self.send(P.Ack(msg.id, True, state=state))
+        elif isinstance(msg, P.Publish):
+            self._need("publish", "`publish`", msg.id)
+            stream = hub.stream_for_publish(msg.stream, id=msg.id)
+            offset = stream.append(msg.batch)
+            self.send(P.Ack(msg.id, True, offset=offset, rows=msg.batch.rows))
+        return None
+
+    async def _list(self, id: P.Id) -> None:
+        # Described and encoded a slice per loop turn: ten thousand streams take ~100 ms.
+        entries = [P.encode_stream_info(s) async for s in self.hub.describe_streams_async()]
+        if not self.closed:
+            self.send_frame(P.encode_streams_reply(entries, id))
+
+    def close(self) -> None:
+        """Forget this session's subscriptions (the connection is gone)."""
+        self.closed = True
+        self.waiting.clear()
+        for sub in self.subscriptions.values():
+            self.hub.drop(sub)
+        self.subscriptions.clear()
+        self.hub.sessions.discard(self)
