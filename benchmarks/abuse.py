@@ -924,14 +924,17 @@ def _one_row(
             "prepare", timeout=120, kind="none" if key == "raw" else key, port=server.port, cfg=cfg
         )
         row["payload_bytes"] = prep.get("payload_bytes", 0)
+        me = psutil.Process(server.pid)
         with _RssSampler(server.pid, cfg["rss_ms"] / 1000.0) as rss:
             time.sleep(cfg["warm"])
+            cpu0 = sum(me.cpu_times()[:2])
             timeout = cfg["duration"] + 2 * cfg.get("grace", 8.0) + 30
             result = at.call("go", timeout=timeout, duration=cfg["duration"])
             t0 = result["t_start"]
             t1 = max(t0 + cfg["duration"], result["t_end"])
             t2 = max(time.monotonic(), t1) + cfg["after"]
             time.sleep(max(0.0, t2 - time.monotonic()))
+            cpu1 = sum(me.cpu_times()[:2])
             stats = by.call("stats", t0=t0, t1=t1, t2=t2, rate=cfg["rate"])
         if key != "raw":
             info = server.call("info", timeout=20)
@@ -953,6 +956,8 @@ def _one_row(
                 "rss_base_mib": float(np.median(base)) / MiB if base else math.nan,
                 "rss_peak_mib": max(peak) / MiB if peak else math.nan,
                 "rss_after_mib": float(np.median(after)) / MiB if after else math.nan,
+                "server_cpu_pct": 100.0 * (cpu1 - cpu0) / (t2 - t0),
+                "load_1min": os.getloadavg()[0],
                 "threads_base": max(threads_base) if threads_base else 0,
                 "threads_peak": max(threads_peak) if threads_peak else 0,
                 **stats,
@@ -1008,6 +1013,8 @@ HEADERS = [
     "peak",
     "after",
     "recovered",
+    "server CPU%",
+    "load",
 ]
 
 
@@ -1033,6 +1040,8 @@ def _cells(r: dict[str, Any], fmt: Any) -> list[str]:
         fmt(r["rss_peak_mib"]),
         fmt(r["rss_after_mib"]),
         "yes" if r["recovered"] else "NO",
+        fmt(r.get("server_cpu_pct")),
+        fmt(r.get("load_1min"), 1),
     ]
 
 
