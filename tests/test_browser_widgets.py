@@ -458,9 +458,9 @@ def test_a_plot_made_before_the_stream_has_rows_fetches_its_spec_then_draws(
     )
     figure_props = page.evaluate(
         """() => Bokeh.documents.flatMap((d) => [...d.all_models])
-              .filter((m) => m.type === "Figure").map((m) => [m.output_backend, m.title?.text])"""
+              .filter((m) => m.type === "Figure").map((m) => [m.output_backend, m.title?.text?.text])"""
     )
-    assert figure_props == [["webgl", "Later candles"]]
+    assert figure_props == [["webgl", "Later candles"]]  # a PlainText title, never TeX
 
 
 # ------------------------------------------------------------------------------ bring your own

@@ -2473,9 +2473,20 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
   };
 }
 
-/** Whether a plot spec draws with WebGL (then BokehJS needs its bokeh-gl bundle). @param {PlotSpec} spec */
+/**
+ * Whether a plot spec draws with WebGL (then BokehJS needs its bokeh-gl bundle): a model's
+ * `output_backend` says "webgl" (not merely a column or a label that spells it).
+ * @param {PlotSpec} spec
+ */
 export function usesWebgl(spec) {
-  return JSON.stringify(spec.item?.doc ?? {}).includes('"webgl"');
+  const pending = [spec.item?.doc];
+  while (pending.length) {
+    const v = pending.pop();
+    if (!v || typeof v !== "object") continue;
+    if (!Array.isArray(v) && v.output_backend === "webgl") return true;
+    for (const x of Object.values(v)) if (x && typeof x === "object") pending.push(x);
+  }
+  return false;
 }
 
 /**
