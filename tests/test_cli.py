@@ -6,10 +6,12 @@ import json
 import os
 import queue
 import re
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,3 +247,94 @@ def test_market_declares_a_bounded_numeric_volatility() -> None:
             stream.set(volatility=spec["max"] * 2 + 1)
     finally:
         tick.stop()
+
+
+# --------------------------------------------------------------------------- limit flags
+
+
+def test_serve_and_demo_have_a_flag_for_every_limit() -> None:
+    import dataclasses
+
+    from livestream.limits import Limits
+
+    for command in ("serve", "demo"):
+        done = livestream_cli(command, "--help")
+        assert done.returncode == 0, done.stderr
+        for field in dataclasses.fields(Limits):
+            flag = "--" + field.name.replace("_", "-")
+            assert flag in done.stdout, f"`livestream {command} --help` lacks {flag}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--max-json-size", "1KiB", "--max-message-size", "2M"], {"max_json_size": 1024}),
+        (["--max-message-size", "2MB"], {"max_message_size": 2_000_000}),
+        (["--outbound-budget", "512k", "--max-cells", "1000"], {"outbound_budget": 512 * 1024}),
+        (["--header-timeout", "500ms", "--body-timeout", "2.5"], {"header_timeout": 0.5}),
+        (["--write-timeout", "3s", "--max-depth", "8", "--max-streams", "10"], {"max_depth": 8}),
+        (["--max-columns", "12"], {"max_columns": 12}),
+    ],
+)
+def test_limit_flags_build_the_servers_limits(argv: list[str], expected: dict[str, Any]) -> None:
+    from livestream.cli import _make_server, build_parser
+
+    args = build_parser().parse_args(["serve", "--port", "0", "--token", TOKEN, *argv])
+    server = _make_server(args)  # not started: nothing listens
+    for name, value in expected.items():
+        assert getattr(server.limits, name) == value
+    assert server.hub.limits == server.limits
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--max-json-size", "2X", "expects a size in bytes"),
+        ("--max-message-size", "0", "must be more than 0"),
+        ("--header-timeout", "soon", "expects seconds"),
+        ("--body-timeout", "-1", "expects seconds"),
+        ("--max-cells", "1.5", "expects a whole number"),
+    ],
+)
+def test_a_bad_limit_value_names_the_flag_and_exits_1(flag: str, value: str, says: str) -> None:
+    done = livestream_cli("serve", "--port", "0", f"{flag}={value}")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(f"livestream: {flag} "), done.stderr
+    assert says in done.stderr and repr(value) in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_enforces_the_limit_flags(running: Any) -> None:
+    server = running(
+        "serve",
+        "--port",
+        "0",
+        "--token",
+        TOKEN,
+        "--max-json-size",
+        "1KiB",
+        "--header-timeout",
+        "0.5",
+    )
+    base = server.expect(r"livestream serving on (http://127\.0\.0\.1:\d+)").group(1)
+    small, body = (json.dumps([{"x": i} for i in range(n)]).encode() for n in (80, 200))
+    assert len(small) < 1024 < len(body)
+    request = urllib.request.Request(
+        f"{base}/api/streams/s?token={TOKEN}", data=small, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        assert resp.status == 200
+    request = urllib.request.Request(
+        f"{base}/api/streams/s?token={TOKEN}", data=body, method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 413
+    assert "limit of 1024 bytes" in json.loads(refused.value.read())["error"]["message"]
+    # Headers that never end are cut after --header-timeout.
+    port = int(base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        assert sock.recv(100) == b""
+        assert time.monotonic() - started < 3
