@@ -67,7 +67,7 @@ from .security import Refusal, Security
 from .session import Session
 from .stream import DEFAULT_HISTORY, Stream
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Server", "serve", "shutdown", "stream"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Server"]
 
 log = logging.getLogger("livestream.server")
 
@@ -320,6 +320,16 @@ class WebSocketHandler(_Guarded, tornado.websocket.WebSocketHandler):
         return self.write_message(frame, binary=isinstance(frame, bytes))
 
 
+def _http_error_detail(exc: tornado.web.HTTPError) -> str:
+    """What Tornado says about an ``HTTPError`` it raised (e.g. "Invalid body: ...")."""
+    if not exc.log_message:
+        return ""
+    try:
+        return exc.log_message % exc.args if exc.args else exc.log_message
+    except (TypeError, ValueError):
+        return exc.log_message
+
+
 class _JsonHandler(tornado.web.RequestHandler):
     """A handler whose every error answers JSON ``{"error": {"code", "message"}}``, and
     whose log lines name the path, never the query (which may hold the token)."""
@@ -366,7 +376,7 @@ class _JsonHandler(tornado.web.RequestHandler):
             code = "internal"
             message = "the server failed to answer this request; its log says why"
         else:
-            detail = exc.get_message() if isinstance(exc, tornado.web.HTTPError) else ""
+            detail = _http_error_detail(exc) if isinstance(exc, tornado.web.HTTPError) else ""
             code = "too_large" if status_code == 413 else "bad_request"
             message = f"the request could not be handled: {detail or self._reason}"
         self._fail(status_code, code, message)
@@ -1118,47 +1128,3 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-# ---------------------------------------------------------------------- the default server
-
-_default: Server | None = None
-_default_lock = threading.Lock()
-
-
-def serve(host: str = "127.0.0.1", port: int = 0, **options: Any) -> Server:
-    """Start the process's default server on a background thread (once) and return it.
-
-    Called again, it returns the running default server; to change its options, call
-    :func:`shutdown` first. Options are those of :class:`Server` (``token``, ``history``,
-    ``allow_origins``, ...). ``livestream.stream()`` starts it on first use.
-    """
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = Server(host, port, **options).start()
-            import atexit
-
-            from .jupyter import stop_with_kernel
-
-            atexit.register(shutdown)
-            stop_with_kernel()  # in a kernel: stop at its shutdown request, not at exit
-        return _default
-
-
-def shutdown() -> None:
-    """Stop the default server (streams, producers and connections with it)."""
-    global _default
-    with _default_lock:
-        server, _default = _default, None
-    if server is not None:
-        server.stop()
-
-
-def stream(name: str, **options: Any) -> Stream:
-    """The stream ``name`` on the default server, created when new (starting the server).
-
-    Options: ``history`` (rows kept, default 100,000), ``max_age`` (seconds kept),
-    ``schema`` ({column: dtype}), ``params`` and ``actions`` (declared controls).
-    """
-    return serve().stream(name, **options)

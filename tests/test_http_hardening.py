@@ -315,6 +315,11 @@ async def test_api_mistakes_answer_json_never_html_or_500(make_server: Factory) 
         if status == 405:
             assert method in body["error"]["message"] and path in body["error"]["message"]
             assert "GET" in headers["allow"]
+    # A body Tornado cannot parse (on a route that reads none) is a JSON 400 too.
+    extra = {"Content-Type": "multipart/form-data", "Content-Length": "3", "Connection": "close"}
+    got, _, body = await ask(server, head(server, "POST", "/api/streams", extra=extra) + b"abc")
+    assert got == 400 and body["error"]["code"] == "bad_request"
+    assert "Invalid body" in body["error"]["message"]
 
 
 async def test_no_token_reaches_a_log_line(
