@@ -47,8 +47,8 @@ _EXPORTS = {
     "Limits": "limits",
     "Producer": "producer",
     "Server": "server",
-    "serve": "server",
-    "shutdown": "server",
+    "serve": "jupyter",
+    "shutdown": "jupyter",
     "Stream": "stream",
     "Controls": "widgets",
     "Dashboard": "widgets",
@@ -70,9 +70,10 @@ if _TYPE_CHECKING:
         SchemaMismatch,
         ServerError,
     )
+    from .jupyter import serve, shutdown
     from .limits import Limits
     from .producer import Producer
-    from .server import Server, serve, shutdown
+    from .server import Server
     from .stream import Stream
     from .widgets import Controls, Dashboard, LivePlot, LiveTable, LiveValue, Status
 
@@ -88,7 +89,7 @@ def stream(name: str, **options: _Any) -> _stream_module.Stream:
     Options: ``history`` (rows kept, default 100,000), ``max_age`` (seconds kept),
     ``schema`` ({column: dtype}), ``params`` and ``actions`` (declared controls).
     """
-    from .server import stream as _stream
+    from .jupyter import stream as _stream
 
     return _stream(name, **options)
 

@@ -37,9 +37,14 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
-from typing import Any
+import threading
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["default_server", "in_kernel", "stop_with_kernel"]
+if TYPE_CHECKING:
+    from .server import Server
+    from .stream import Stream
+
+__all__ = ["default_server", "in_kernel", "serve", "shutdown", "stop_with_kernel", "stream"]
 
 log = logging.getLogger("livestream.jupyter")
 
@@ -63,9 +68,7 @@ def default_server() -> Any:
     Unlike :func:`livestream.serve` this never starts one: use it to ask whether a
     notebook has started its server yet, e.g. after attaching widgets to another server.
     """
-    from . import server
-
-    current = server._default
+    current = _default
     return current if current is not None and current.running else None
 
 
@@ -91,8 +94,6 @@ def stop_with_kernel() -> bool:
     original = kernel.do_shutdown
 
     def do_shutdown(restart: bool) -> Any:
-        from .server import shutdown
-
         try:
             shutdown()
         except Exception:  # the kernel must shut down whatever happens here
@@ -103,8 +104,6 @@ def stop_with_kernel() -> bool:
     if inspect.iscoroutinefunction(original):
 
         async def do_shutdown_async(restart: bool) -> Any:
-            from .server import shutdown
-
             try:
                 shutdown()
             except Exception:
@@ -116,3 +115,49 @@ def stop_with_kernel() -> bool:
         kernel.do_shutdown = do_shutdown
     kernel._livestream_stop_hook = True
     return True
+
+
+# ---------------------------------------------------------------------- the default server
+
+_default: Server | None = None
+_default_lock = threading.Lock()
+
+
+def serve(host: str = "127.0.0.1", port: int = 0, **options: Any) -> Server:
+    """Start the process's default server on a background thread (once) and return it.
+
+    Called again, it returns the running default server; to change its options, call
+    :func:`shutdown` first. Options are those of :class:`~livestream.server.Server`
+    (``token``, ``history``, ``allow_origins``, ``limits``, ...). ``livestream.stream()``
+    starts it on first use. In a kernel it stops at the kernel's shutdown request
+    (:func:`stop_with_kernel`), elsewhere at interpreter exit.
+    """
+    global _default
+    with _default_lock:
+        if _default is None:
+            import atexit
+
+            from .server import Server
+
+            _default = Server(host, port, **options).start()
+            atexit.register(shutdown)
+            stop_with_kernel()  # in a kernel: stop at its shutdown request, not at exit
+        return _default
+
+
+def shutdown() -> None:
+    """Stop the default server (streams, producers and connections with it)."""
+    global _default
+    with _default_lock:
+        server, _default = _default, None
+    if server is not None:
+        server.stop()
+
+
+def stream(name: str, **options: Any) -> Stream:
+    """The stream ``name`` on the default server, created when new (starting the server).
+
+    Options: ``history`` (rows kept, default 100,000), ``max_age`` (seconds kept),
+    ``schema`` ({column: dtype}), ``params`` and ``actions`` (declared controls).
+    """
+    return serve().stream(name, **options)

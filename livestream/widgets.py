@@ -94,7 +94,7 @@ def _endpoint(
     if not isinstance(stream, str):
         raise ConfigError(f"stream must be a Stream or a stream name; got {type(stream).__name__}")
     if url is None:
-        from .server import serve
+        from .jupyter import serve
 
         server = serve()
         return stream, server.base_url, token or server.token, server

@@ -25,8 +25,8 @@ NOTEBOOK_PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 CELL_TIMEOUT = 120  # seconds per cell; a notebook's slowest cell waits for a subprocess
 
 REPORT = """
-import json, livestream.server as _server
-_default = _server._default
+import json, livestream.jupyter as _jupyter
+_default = _jupyter._default
 print(json.dumps({
     "running": _default is not None and _default.running,
     "streams": {name: {"state": s.state, "rows": s.end}
