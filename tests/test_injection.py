@@ -459,8 +459,10 @@ ls.Dashboard(xss)
 
 
 @pytest.mark.timeout(300)
-def test_jupyterlab_dashboard_widget_shows_payloads_as_text(tmp_path: Path) -> None:
-    from jupyter_support import chromium, jupyter_server
+def test_jupyterlab_dashboard_widget_shows_payloads_as_text(
+    tmp_path: Path, browser: Browser
+) -> None:
+    from jupyter_support import jupyter_server
     from test_jupyterlab import run_all, wait_kernel
 
     with jupyter_server("lab", tmp_path) as lab:
@@ -472,43 +474,42 @@ def test_jupyterlab_dashboard_widget_shows_payloads_as_text(tmp_path: Path) -> N
             "language": "python",
         }
         nbformat.write(nb, str(lab.root / "injection.ipynb"))
-        with chromium() as browser:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            errors: list[str] = []
-            try:
-                page = context.new_page()
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                page.goto(lab.url("lab/workspaces/injection/tree/injection.ipynb"))
-                wait_kernel(page, "Idle", 90_000)
-                run_all(page)
-                widget = ".ls-widget-dashboard"
-                page.wait_for_function(
-                    f"""() => {{
-                      const el = document.querySelector("{widget} [data-source-id]");
-                      if (!el || !window.Bokeh) return false;
-                      for (const d of Bokeh.documents) {{
-                        const s = d.get_model_by_id(el.dataset.sourceId);
-                        if (s) return s.get_length() >= {ROWS};
-                      }}
-                      return false;
-                    }}""",
-                    timeout=30_000,
-                )
-                hover_plot(page, f"{widget} .ls-plot", [f"{p}:" for p in PAYLOADS])
-                assert text_contents(page, f"{widget} .ls-legend-item") == PAYLOADS
-                header = text_contents(page, f"{widget} .ls-table thead th")
-                assert header == ["#", "time", STR_COLUMN, *PAYLOADS]
-                cells = " ".join(text_contents(page, f"{widget} .ls-table tbody td"))
-                assert all(p in cells for p in PAYLOADS)
-                assert text_contents(page, f"{widget} .ls-param-label") == [PAYLOADS[2]]
-                assert text_contents(page, f"{widget} .ls-param option") == PAYLOADS
-                assert text_contents(page, f"{widget} .ls-actions button") == [PAYLOADS[5]]
-                expect(page.locator(f"{widget} .ls-controls .ls-alert")).to_have_text(
-                    f"Stream error: ValueError: {ERROR}", timeout=30_000
-                )
-                # Jupyter's page: no policy of ours, so the flag and the DOM say it all.
-                assert_nothing_ran(page, widget, csp=False)
-            finally:
-                context.close()
-                lab.delete_kernels()
-            assert not errors, f"JavaScript errors in JupyterLab: {errors}"
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        try:
+            page = context.new_page()
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(lab.url("lab/workspaces/injection/tree/injection.ipynb"))
+            wait_kernel(page, "Idle", 90_000)
+            run_all(page)
+            widget = ".ls-widget-dashboard"
+            page.wait_for_function(
+                f"""() => {{
+                  const el = document.querySelector("{widget} [data-source-id]");
+                  if (!el || !window.Bokeh) return false;
+                  for (const d of Bokeh.documents) {{
+                    const s = d.get_model_by_id(el.dataset.sourceId);
+                    if (s) return s.get_length() >= {ROWS};
+                  }}
+                  return false;
+                }}""",
+                timeout=30_000,
+            )
+            hover_plot(page, f"{widget} .ls-plot", [f"{p}:" for p in PAYLOADS])
+            assert text_contents(page, f"{widget} .ls-legend-item") == PAYLOADS
+            header = text_contents(page, f"{widget} .ls-table thead th")
+            assert header == ["#", "time", STR_COLUMN, *PAYLOADS]
+            cells = " ".join(text_contents(page, f"{widget} .ls-table tbody td"))
+            assert all(p in cells for p in PAYLOADS)
+            assert text_contents(page, f"{widget} .ls-param-label") == [PAYLOADS[2]]
+            assert text_contents(page, f"{widget} .ls-param option") == PAYLOADS
+            assert text_contents(page, f"{widget} .ls-actions button") == [PAYLOADS[5]]
+            expect(page.locator(f"{widget} .ls-controls .ls-alert")).to_have_text(
+                f"Stream error: ValueError: {ERROR}", timeout=30_000
+            )
+            # Jupyter's page: no policy of ours, so the flag and the DOM say it all.
+            assert_nothing_ran(page, widget, csp=False)
+        finally:
+            context.close()
+            lab.delete_kernels()
+        assert not errors, f"JavaScript errors in JupyterLab: {errors}"
