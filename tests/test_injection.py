@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -149,11 +150,12 @@ PARAMS = {
 PARAM_LABELS = [PAYLOADS[2], prettify(PAYLOADS[3]), PAYLOADS[6], PAYLOADS[4]]
 
 
-def install_streams(server: Server) -> dict[str, list[Any]]:
+def install_streams(server: Server) -> dict[str, threading.Event]:
     """``javascript:x``: ROWS rows of a numeric column per payload, a ``str`` and an
     ``object`` column of payloads, payload parameters and actions, then its producer raises
-    ERROR. ``broken``: a producer that raises ERROR at once. Returns the actions' calls."""
-    calls: dict[str, list[Any]] = {"labelled": [], "bare": []}
+    ERROR. ``broken``: a producer that raises ERROR at once. Returns an event per action,
+    set when it ran."""
+    ran = {"labelled": threading.Event(), "bare": threading.Event()}
     stream = server.stream(STREAM, history=1_000)
     count = {"k": 0}
 
@@ -174,8 +176,8 @@ def install_streams(server: Server) -> dict[str, list[Any]]:
         every=0.02,
         params=dict(PARAMS),
         actions={
-            PAYLOADS[8]: Action(lambda params: calls["labelled"].append(params), PAYLOADS[5]),
-            PAYLOADS[0]: Action(lambda params: calls["bare"].append(params)),
+            PAYLOADS[8]: Action(lambda params: ran["labelled"].set(), PAYLOADS[5]),
+            PAYLOADS[0]: Action(lambda params: ran["bare"].set()),
         },
     )
 
@@ -185,7 +187,7 @@ def install_streams(server: Server) -> dict[str, list[Any]]:
         raise ValueError(ERROR)
 
     broken.producer(fail, every=0.05)
-    return calls
+    return ran
 
 
 # --------------------------------------------------------------------------- browser helpers
@@ -315,7 +317,7 @@ def test_pages_send_csp_nosniff_and_frame_ancestors(server: Server) -> None:
 def test_stream_page_shows_every_payload_as_text_with_the_tooltip_on(
     server: Server, open_page: Callable[[str], Page]
 ) -> None:
-    calls = install_streams(server)
+    ran = install_streams(server)
     page = open_page(stream_page(server))
     page.wait_for_function(f"() => ({SOURCE_LENGTH})() >= {ROWS}", timeout=WAIT_MS)
 
@@ -350,10 +352,8 @@ def test_stream_page_shows_every_payload_as_text_with_the_tooltip_on(
     # A payload-named action goes to the server under its exact name.
     page.locator(".ls-actions button").nth(0).click()
     page.locator(".ls-actions button").nth(1).click()
-    deadline = time.monotonic() + WAIT_MS / 1000
-    while not (calls["labelled"] and calls["bare"]) and time.monotonic() < deadline:
-        page.wait_for_timeout(20)
-    assert calls["labelled"] and calls["bare"], "an action named by a payload did not run"
+    for which, event in ran.items():
+        assert event.wait(WAIT_MS / 1000), f"the {which} action named by a payload did not run"
     # A refused control echoes the parameter's name: as text.
     number = page.locator(".ls-param input[type=number]").nth(0)
     number.fill("5")
