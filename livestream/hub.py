@@ -240,6 +240,16 @@ class Hub:
             self._pending.clear()  # wakes scheduled on a loop that has since stopped
         self._sweeper = loop.call_later(1.0, self._sweep)
 
+    def start_producers(self) -> None:
+        """The loop runs: start the async producers that waited for it."""
+        for stream in list(self.streams.values()):
+            stream.loop_started()
+
+    def stop_producers(self) -> None:
+        """Stop every stream's producer (the server is stopping)."""
+        for stream in list(self.streams.values()):
+            stream.stop_producer()
+
     def detach(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -290,7 +300,7 @@ class Hub:
                 P.validate_stream_name(name)
                 options.setdefault("history", self.history)
                 options.setdefault("max_age", self.max_age)
-                stream = Stream(name, server=self.server, **options)
+                stream = Stream(name, host=self, **options)
                 stream.max_depth = self.limits.max_depth
                 stream.max_columns = self.limits.max_columns
                 stream.on_append = self._appended

@@ -23,10 +23,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .controls import Action, Param, Params
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .stream import Stream
 
 __all__ = ["STALL_SECONDS", "Producer", "Schedule"]
 
@@ -109,7 +112,7 @@ class Producer:
 
     def __init__(
         self,
-        stream: Any,
+        stream: Stream,
         fn: Callable[..., Any],
         *,
         every: float | None = None,
@@ -134,9 +137,7 @@ class Producer:
         acts = {}
         for name, act in (actions or {}).items():
             acts[name] = act if isinstance(act, Action) else Action(callback=act)
-        if stream._producer is not None and stream._producer is not self:
-            stream._producer.stop()
-        stream._producer = self
+        stream.attach_producer(self)
         stream.declare(params or {}, acts)
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -156,7 +157,7 @@ class Producer:
 
     def __repr__(self) -> str:
         return (
-            f"<Producer {self.name!r} of stream {self.stream.name!r} status={self.stream._status}>"
+            f"<Producer {self.name!r} of stream {self.stream.name!r} status={self.stream.status}>"
         )
 
     # ------------------------------------------------------------------ control
@@ -179,13 +180,12 @@ class Producer:
         self._generation += 1
         stream = self.stream
         if self.is_async:
-            server = stream.server
-            if server is None:
+            if stream.host is None:
                 raise ConfigError(
                     f"async producer {self.name!r} needs a server loop; create the stream "
                     "with livestream.stream() or Server.stream()"
                 )
-            loop = server.loop
+            loop = stream.loop
             if loop is None:
                 # Server.start_async starts it once the server's loop runs.
                 stream.set_status("idle")
@@ -207,6 +207,11 @@ class Producer:
             )
             self._thread.start()
 
+    def loop_started(self) -> None:
+        """The server's loop runs now: an async producer that waits for it starts."""
+        if self.is_async and self._task is None:
+            self.start()
+
     def stop(self, wait: bool = True, timeout: float = 5.0) -> None:
         """Stop calling the function. With ``wait``, wait (bounded) for a running call."""
         self._stop.set()
@@ -219,7 +224,7 @@ class Producer:
         thread = self._thread
         if wait and thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-        if self.stream._status in ("running", "paused"):
+        if self.stream.status in ("running", "paused"):
             self.stream.set_status("stopped")
 
     def pause(self) -> None:

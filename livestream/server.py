@@ -1033,18 +1033,13 @@ class Server:
             max_body_size=_UNREAD_BODY_LIMIT,
         )
         self._http.add_sockets(sockets)
-        for stream in self.hub.streams.values():
-            producer = stream._producer
-            if producer is not None and producer.is_async and producer._task is None:
-                producer.start()
+        self.hub.start_producers()
         log.info("livestream serving on %s", self.base_url)
         return self
 
     async def stop_async(self) -> None:
         """Stop accepting, close every connection (1001) and stop the producers."""
-        for stream in list(self.hub.streams.values()):
-            if stream._producer is not None:
-                stream._producer.stop(wait=False)
+        self.hub.stop_producers()
         if self._http is not None:
             self._http.stop()
             for session in list(self.hub.sessions):

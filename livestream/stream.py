@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 import numpy as np
 
@@ -26,11 +26,28 @@ from .errors import ConfigError, TooLarge
 from .limits import Limits
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .producer import Producer
 
-__all__ = ["DEFAULT_HISTORY", "History", "Stream"]
+__all__ = ["DEFAULT_HISTORY", "History", "Stream", "StreamHost"]
 
 log = logging.getLogger("livestream.stream")
+
+
+class StreamHost(Protocol):
+    """What a stream needs from where it lives (the hub of a server): the loop its async
+    producer and async actions run on, and the server, for widgets to find it. The stream
+    holds this handle, never the server's internals."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The server's event loop while it runs, else None."""
+
+    @property
+    def server(self) -> Any:
+        """The server, for widgets (its ``base_url`` and ``token``)."""
+
 
 DEFAULT_HISTORY = 100_000
 
@@ -171,13 +188,14 @@ class Stream:
         max_age: float | None = None,
         params: dict[str, Param] | None = None,
         actions: dict[str, Action] | None = None,
-        server: Any = None,
+        host: StreamHost | None = None,
     ) -> None:
         self.name = name
         self.epoch = uuid.uuid4().hex[:12]
         self.history_rows = history
         self.max_age = max_age
-        self.server = server
+        #: Where the stream lives: the hub of a server (its loop, its server), or None.
+        self.host = host
         self.controls = ControlSet(dict(params or {}), dict(actions or {}))
         self._lock = threading.Lock()
         self._action_lock = threading.Lock()  # one action at a time per stream
@@ -185,7 +203,7 @@ class Stream:
         self._status = "idle"
         self._paused = False
         self._error: str | None = None
-        self._producer: Any = None
+        self._producer: Producer | None = None
         self._rate: deque[tuple[float, int]] = deque(maxlen=40)
         #: Bounds on what may be appended (set from the server's Limits by the hub).
         self.max_depth = MAX_DEPTH
@@ -309,7 +327,45 @@ class Stream:
         span = now - t0
         return (end - e0) / span if span > 0.2 else 0.0
 
+    # ------------------------------------------------------------------ where it lives
+
+    @property
+    def server(self) -> Any:
+        """The server that serves this stream (``None`` for a stream made on its own)."""
+        return self.host.server if self.host is not None else None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop of the server this stream lives on, once that server runs."""
+        return self.host.loop if self.host is not None else None
+
+    @property
+    def producer_of(self) -> Producer | None:
+        """The producer feeding this stream, if any."""
+        return self._producer
+
+    def attach_producer(self, producer: Producer) -> None:
+        """Make ``producer`` this stream's one producer, stopping the one before it."""
+        if self._producer is not None and self._producer is not producer:
+            self._producer.stop()
+        self._producer = producer
+
+    def loop_started(self) -> None:
+        """The server's loop runs now: an async producer waiting for it starts."""
+        if self._producer is not None:
+            self._producer.loop_started()
+
+    def stop_producer(self) -> None:
+        """Stop the producer, without waiting for a running call (the server stops)."""
+        if self._producer is not None:
+            self._producer.stop(wait=False)
+
     # ------------------------------------------------------------------ state
+
+    @property
+    def status(self) -> str:
+        """The producer status: ``idle``, ``running``, ``paused``, ``stopped`` or ``error``."""
+        return self._status
 
     @property
     def state(self) -> dict[str, Any]:
@@ -387,7 +443,7 @@ class Stream:
     def _on_server_loop(self) -> bool:
         import asyncio  # here: importing livestream (and its pure modules) loads no I/O
 
-        loop = getattr(self.server, "loop", None)
+        loop = self.loop
         try:
             return loop is not None and asyncio.get_running_loop() is loop
         except RuntimeError:
@@ -409,7 +465,7 @@ class Stream:
             log.warning("action %r of stream %r failed", name, self.name, exc_info=exc)
             self.set_status("error", f"action {name!r} failed: {type(exc).__name__}: {exc}")
 
-        loop = getattr(self.server, "loop", None)
+        loop = self.loop
         if inspect.iscoroutinefunction(callback) and loop is not None:
 
             async def run_async() -> None:
@@ -486,6 +542,7 @@ class Stream:
         returns (rows in any shape ``append`` takes, or ``None``) is appended. Generator and
         async functions work too. See :class:`livestream.producer.Producer`.
         """
+        # Imported here: producer.py needs asyncio, and importing livestream loads no I/O.
         from .producer import Producer
 
         def wrap(fn: Callable[..., Any]) -> Producer:
