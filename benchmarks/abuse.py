@@ -51,6 +51,7 @@ import itertools
 import json
 import math
 import os
+import re
 import select
 import socket
 import struct
@@ -925,9 +926,11 @@ def _one_row(
         )
         row["payload_bytes"] = prep.get("payload_bytes", 0)
         me = psutil.Process(server.pid)
+        others = {"attacker": psutil.Process(at.pid), "bystander": psutil.Process(by.pid)}
         with _RssSampler(server.pid, cfg["rss_ms"] / 1000.0) as rss:
             time.sleep(cfg["warm"])
             cpu0 = sum(me.cpu_times()[:2])
+            others0 = {k: sum(p.cpu_times()[:2]) for k, p in others.items()}
             timeout = cfg["duration"] + 2 * cfg.get("grace", 8.0) + 30
             result = at.call("go", timeout=timeout, duration=cfg["duration"])
             t0 = result["t_start"]
@@ -935,6 +938,8 @@ def _one_row(
             t2 = max(time.monotonic(), t1) + cfg["after"]
             time.sleep(max(0.0, t2 - time.monotonic()))
             cpu1 = sum(me.cpu_times()[:2])
+            for k, p in others.items():
+                row[f"{k}_cpu_pct"] = 100.0 * (sum(p.cpu_times()[:2]) - others0[k]) / (t2 - t0)
             stats = by.call("stats", t0=t0, t1=t1, t2=t2, rate=cfg["rate"])
         if key != "raw":
             info = server.call("info", timeout=20)
@@ -1025,8 +1030,11 @@ def _cells(r: dict[str, Any], fmt: Any) -> list[str]:
     if r.get("threads_peak", 0) > r.get("threads_base", 0) + 10:
         outcome += f"; server threads {r['threads_base']} -> {r['threads_peak']}"
     if r.get("server_errors"):
-        first = r.get("server_first_errors") or [""]
-        outcome += f"; server logged {r['server_errors']:,} errors ({first[0][:60]})"
+        first = (r.get("server_first_errors") or [""])[0]
+        kind = re.search(r"\((\w+)\)$", first)
+        what = f"{kind.group(1)}: {first[: kind.start()].strip()}" if kind else first
+        n = r["server_errors"]
+        outcome += f"; server logged {n:,} error{'s' if n > 1 else ''} ({what[:70]})"
     return [
         r["label"],
         outcome,
@@ -1094,17 +1102,84 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(out) + f"\n\n{_note(results)}; {_title(results['config'])}."
 
 
+#: Cells of the several-runs table shown as "median (lowest-highest)".
+SPREAD = ("ping_p99_ms", "ping_max_ms", "gap_max_ms", "rss_peak_mib", "rss_after_mib")
+
+
+def markdown_runs(runs: list[dict[str, Any]]) -> str:
+    """Several runs of the scenario as one Markdown table: each figure the median of the
+    runs, with the lowest and highest in brackets for the noisy ones (:data:`SPREAD`); the
+    outcome of each run, when they differ. The brackets use a hyphen: "16.6 (10.3-335.2)"."""
+    from .run import _fmt
+
+    by: dict[str, list[dict[str, Any]]] = {}
+    for results in runs:
+        for r in results["rows"]:
+            if "error" not in r:
+                by.setdefault(r["attack"], []).append(r)
+
+    def cell(rows: list[dict[str, Any]], key: str, digits: int = 0) -> str:
+        values = [float(r[key]) for r in rows if r.get(key) is not None]
+        values = [v for v in values if not math.isnan(v)]
+        if not values:
+            return "-"
+        mid = _fmt(float(np.median(values)), digits)
+        if key in SPREAD and len(values) > 1:
+            return f"{mid} ({_fmt(min(values), digits)}-{_fmt(max(values), digits)})"
+        return mid
+
+    out = [
+        "| " + " | ".join(HEADERS) + " |",
+        "| " + " | ".join(["---", "---"] + ["--:"] * (len(HEADERS) - 2)) + " |",
+    ]
+    for key in KEYS:
+        rows = by.get(key)
+        if not rows:
+            continue
+        outcomes = [_cells(r, _fmt)[1] for r in rows]
+        shapes = {re.sub(r"[0-9][0-9,.]*", "N", o) for o in outcomes}
+        if len(shapes) == 1 and len(set(outcomes)) > 1:  # the same answers, other counts
+            counts = " / ".join(f"{r['requests']:,}" for r in rows)
+            outcomes = [f"{outcomes[0]} (requests in each run: {counts})"]
+        outcomes = list(dict.fromkeys(outcomes))
+        recovered = sum(bool(r["recovered"]) for r in rows)
+        cells = [
+            rows[0]["label"],
+            " / ".join(outcomes),
+            cell(rows, "ping_p50_ms", 1),
+            cell(rows, "ping_p99_ms", 1),
+            cell(rows, "ping_max_ms"),
+            cell(rows, "unanswered"),
+            cell(rows, "gap_max_ms"),
+            cell(rows, "rows_per_s"),
+            cell(rows, "rss_base_mib"),
+            cell(rows, "rss_peak_mib"),
+            cell(rows, "rss_after_mib"),
+            "yes" if recovered == len(rows) else f"{recovered} of {len(rows)}",
+            cell(rows, "server_cpu_pct"),
+            cell(rows, "load_1min", 1),
+        ]
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    commits = sorted({str(r.get("commit", "?"))[:12] for r in runs})
+    return "\n".join(out) + (
+        f"\n\n{len(runs)} runs; server code: commit {', '.join(commits)}; "
+        f"{_title(runs[0]['config'])}."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.abuse FIGURES.json``: the Markdown table of a run written
-    with ``python -m benchmarks --scenarios abuse --json FIGURES.json``."""
+    """``python -m benchmarks.abuse FIGURES.json [MORE.json ...]``: the Markdown table of a
+    run written with ``python -m benchmarks --scenarios abuse --json FIGURES.json``; of
+    several runs, one table of their medians (with the spread of the noisy figures)."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
+    if not args:
         print(main.__doc__, file=sys.stderr)
         return 2
-    data = json.loads(Path(args[0]).read_text())
-    print(markdown(data.get("abuse", data)))
+    runs = [json.loads(Path(a).read_text()) for a in args]
+    runs = [d.get("abuse", d) for d in runs]
+    print(markdown(runs[0]) if len(runs) == 1 else markdown_runs(runs))
     return 0
 
 
