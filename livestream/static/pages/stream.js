@@ -5,10 +5,24 @@
 
 import { connect, pageToken, renderDashboard, renderStatus } from "../livestream.js";
 
+/**
+ * The stream's name: the last segment of `/streams/<name>`, URL-decoded (as it stands when
+ * it is not valid percent-encoding: the server then says what is wrong with it).
+ * @param {string} path
+ */
+function streamName(path) {
+  const segment = path.replace(/\/+$/, "").split("/").pop() ?? "";
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
 // First: take a `?token=` out of the address bar (into this tab's sessionStorage).
 const token = pageToken();
 const params = new URLSearchParams(location.search);
-const name = decodeURIComponent(location.pathname.replace(/\/+$/, "").split("/").pop() ?? "");
+const name = streamName(location.pathname);
 // The stream's name is the publisher's text: it goes in as text, never as markup.
 document.title = `${name} · livestream`;
 /** @type {HTMLElement} */ (document.getElementById("stream-name")).textContent = name;
