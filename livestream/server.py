@@ -65,7 +65,7 @@ from .hub import Hub
 from .limits import Limits
 from .security import Refusal, Security
 from .session import Session
-from .stream import DEFAULT_HISTORY, Stream
+from .streams import DEFAULT_HISTORY, Stream
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Server"]
 
@@ -551,9 +551,17 @@ class StreamHandler(_ApiHandler):
             if len(body) > _DECODE_OFF_LOOP:
                 # Parsing and converting a large body would hold the loop for its duration.
                 loop = asyncio.get_running_loop()
-                batch = await loop.run_in_executor(
-                    self.server.hub.decoder(), _decode_body, body, limits
-                )
+                try:
+                    batch = await loop.run_in_executor(
+                        self.server.hub.decoder(), _decode_body, body, limits
+                    )
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise
+                    # The hub stopped its decoders: the server is stopping.
+                    self._fail(503, "unavailable", "the server is stopping; send the rows again")
+                    return
             else:
                 batch = _decode_body(body, limits)
             # Converted before the stream exists: a refused body creates none.
