@@ -49,7 +49,7 @@ _EXPORTS = {
     "Server": "server",
     "serve": "jupyter",
     "shutdown": "jupyter",
-    "Stream": "stream",
+    "Stream": "streams",
     "Controls": "widgets",
     "Dashboard": "widgets",
     "LivePlot": "widgets",
@@ -74,16 +74,11 @@ if _TYPE_CHECKING:
     from .limits import Limits
     from .producer import Producer
     from .server import Server
-    from .stream import Stream
+    from .streams import Stream
     from .widgets import Controls, Dashboard, LivePlot, LiveTable, LiveValue, Status
 
 
-# The submodule ``livestream.stream`` is loaded first so that the function below, not the
-# module, is what ``livestream.stream`` names (importing a submodule sets that attribute).
-from . import stream as _stream_module  # noqa: E402
-
-
-def stream(name: str, **options: _Any) -> _stream_module.Stream:
+def stream(name: str, **options: _Any) -> "Stream":
     """The stream ``name`` on the default server, created when new (starting the server).
 
     Options: ``history`` (rows kept, default 100,000), ``max_age`` (seconds kept),
@@ -107,7 +102,7 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 __all__ = [
     "Action",

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from .controls import Choice, Float, Int
-from .stream import Stream
+from .streams import Stream
 
 __all__ = ["install", "market", "sensors"]
 

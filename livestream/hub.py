@@ -25,7 +25,8 @@ from typing import Any, Protocol
 from . import protocol as P
 from .errors import ProtocolError, TooLarge, UnknownStream
 from .limits import Limits
-from .stream import DEFAULT_HISTORY, Stream
+from .streams import DEFAULT_HISTORY, Stream
+from .version import __version__
 
 __all__ = ["Hub", "Subscription", "Transport", "Viewer"]
 
@@ -195,7 +196,7 @@ class Subscription:
 class Hub:
     """Streams by name, and the subscriptions that read them. Lives on one event loop."""
 
-    version = "0.1.0"
+    version = __version__
 
     def __init__(
         self,

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .server import Server
-    from .stream import Stream
+    from .streams import Stream
 
 __all__ = ["default_server", "in_kernel", "serve", "shutdown", "stop_with_kernel", "stream"]
 

@@ -29,7 +29,7 @@ from .controls import Action, Param, Params
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .stream import Stream
+    from .streams import Stream
 
 __all__ = ["STALL_SECONDS", "Producer", "Schedule"]
 

@@ -11,7 +11,7 @@ trip per update, so plots keep moving while a cell runs. Widgets compose with ip
     ls.LivePlot(prices, y="price")                 # a live Bokeh line plot
     ls.Dashboard(prices, x="time", y="price")      # plot + value + table + controls + status
 
-``stream`` may be a :class:`~livestream.stream.Stream` (of the default server or any running
+``stream`` may be a :class:`~livestream.streams.Stream` (of the default server or any running
 :class:`~livestream.server.Server`) or a stream name with ``url=`` and ``token=`` of a
 standalone server (``livestream serve``).
 
@@ -37,7 +37,7 @@ import traitlets
 
 from .errors import ConfigError
 from .relay import Relay
-from .stream import Stream
+from .streams import Stream
 
 __all__ = [
     "ROUTES",

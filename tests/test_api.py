@@ -134,3 +134,21 @@ def test_the_protocol_module_itself_imports_no_io() -> None:
 def test_import_livestream_protocol_does_not_load_tornado() -> None:
     loaded = _loaded_after("import livestream.protocol")
     assert not [m for m in loaded if m.split(".")[0] == "tornado"], loaded
+
+
+def test_the_stream_function_and_the_streams_module_are_apart() -> None:
+    import livestream.streams as streams_module
+
+    assert callable(livestream.stream) and not inspect.ismodule(livestream.stream)
+    assert inspect.ismodule(streams_module) and streams_module.Stream is livestream.Stream
+
+
+def test_the_version_is_written_once() -> None:
+    from livestream import version
+    from livestream.hub import Hub
+
+    assert livestream.__version__ == version.__version__ == Hub.version
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and 'path = "livestream/version.py"' in pyproject
+    js = (ROOT / "livestream" / "static" / "livestream.js").read_text()
+    assert f'VERSION = "{version.__version__}"' in js, "the browser module's VERSION differs"

@@ -22,7 +22,7 @@ from support import no_thread_leaks_fixture, wait_until  # noqa: F401 - fixtures
 
 from livestream.demo import market
 from livestream.errors import InvalidParam
-from livestream.stream import Stream
+from livestream.streams import Stream
 
 TOKEN = "sometoken123"
 ROOT = Path(__file__).resolve().parent.parent

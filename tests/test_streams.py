@@ -11,7 +11,7 @@ import pytest
 from support import no_thread_leaks_fixture, wait_until  # noqa: F401 - fixtures
 
 from livestream import Batch, ConfigError, SchemaMismatch, Stream, to_batch
-from livestream.stream import History
+from livestream.streams import History
 
 TIMEOUT_S = 10.0
 
@@ -277,7 +277,7 @@ def test_history_grows_on_demand_and_keeps_every_row_in_order() -> None:
     import random
 
     from livestream.columns import to_batch
-    from livestream.stream import History
+    from livestream.streams import History
 
     rng = random.Random(7)
     for capacity in (1, 5, 1000, 1025, 3000):
@@ -300,7 +300,7 @@ def test_history_grows_on_demand_and_keeps_every_row_in_order() -> None:
 
 
 def test_a_new_stream_costs_little_memory() -> None:
-    from livestream.stream import History
+    from livestream.streams import History
 
     history = History({"a": "float64", "b": "float64", "c": "int64"}, 100_000)
     assert sum(a.nbytes for a in history._cols.values()) <= 3 * 8 * History.INITIAL_ROWS
