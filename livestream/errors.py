@@ -12,6 +12,7 @@
     │   ├── Forbidden          (code forbidden) the token lacks the role for the request
     │   ├── TooLarge           (code too_large)
     │   └── RateLimited        (code rate_limited)
+    ├── Refusal                a request refused before the WebSocket upgrade (HTTP status)
     ├── ConnectionClosed       the client's connection is gone and will not come back
     ├── ServerError            the server refused or failed a request (client side)
     └── ConfigError            a bad argument to serve(), stream(), producer(), connect()
@@ -32,6 +33,7 @@ __all__ = [
     "LivestreamError",
     "ProtocolError",
     "RateLimited",
+    "Refusal",
     "SchemaMismatch",
     "ServerError",
     "TooLarge",
@@ -103,6 +105,18 @@ class RateLimited(ProtocolError):
     """The connection sends more than it is allowed to."""
 
     code = "rate_limited"
+
+
+class Refusal(LivestreamError):
+    """A request refused before the WebSocket upgrade: HTTP ``status``, ``code``, ``message``
+    (``missing_token``, ``bad_token``, ``bad_origin``, ``bad_host``). Raised by
+    :mod:`livestream.security`; the server answers it as JSON and never upgrades."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
 
 
 class ConnectionClosed(LivestreamError):

@@ -26,7 +26,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from .errors import ConfigError, Refusal
 
 __all__ = [
     "DEFAULT_ORIGINS",
@@ -44,16 +44,6 @@ _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 def new_token() -> str:
     """A fresh random token (32 bytes, URL-safe)."""
     return secrets.token_urlsafe(32)
-
-
-class Refusal(Exception):
-    """A request refused before the WebSocket upgrade: HTTP ``status``, ``code``, ``message``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 def _is_loopback(host: str) -> bool:

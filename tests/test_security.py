@@ -144,3 +144,10 @@ def test_admit_page_adds_exactly_that_origin_and_host(origin: str, admitted_host
 def test_admit_page_refuses_what_is_not_a_page_origin(origin: str) -> None:
     with pytest.raises(ConfigError, match="cannot admit origin"):
         policy().admit_page(origin)
+
+
+def test_a_refusal_is_a_livestream_error() -> None:
+    from livestream.errors import LivestreamError
+
+    with pytest.raises(LivestreamError):
+        policy().authenticate(None)
