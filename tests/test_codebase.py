@@ -20,6 +20,11 @@ def test_ruff_finds_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_ruff_format_changes_nothing() -> None:
+    result = _run("ruff", "format", "--check", "livestream", "tests", "benchmarks", "conftest.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_mypy_strict_finds_nothing() -> None:
     result = _run("mypy")  # packages, strictness and options come from pyproject.toml
     assert result.returncode == 0, result.stdout + result.stderr
