@@ -271,7 +271,7 @@ class Hub:
 
     def describe_streams(self) -> list[dict[str, Any]]:
         """What ``list`` answers: every stream's description, with its viewers."""
-        return [self._describe(s) for s in list(self.streams.values())]
+        return [self.describe_stream(s) for s in list(self.streams.values())]
 
     async def describe_streams_async(self) -> AsyncIterator[dict[str, Any]]:
         """The same, :data:`LIST_SLICE` streams per loop turn, so that describing ten
@@ -281,9 +281,10 @@ class Hub:
             if i:
                 await asyncio.sleep(0)
             for stream in streams[i : i + LIST_SLICE]:
-                yield self._describe(stream)
+                yield self.describe_stream(stream)
 
-    def _describe(self, stream: Stream) -> dict[str, Any]:
+    def describe_stream(self, stream: Stream) -> dict[str, Any]:
+        """One stream's summary (``Stream.describe``) with its number of subscribers."""
         info = stream.describe()
         info["subscribers"] = self.subscriber_count(stream.name)
         return info

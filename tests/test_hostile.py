@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -385,12 +385,12 @@ class Bystander:
             self.failure = exc
             self._warm.set()
 
-    async def __aenter__(self) -> Bystander:
+    async def start(self) -> None:
         self._thread.start()
         assert await asyncio.to_thread(self._warm.wait, 10), "the bystander never connected"
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def stop(self) -> float:
+        """Stop; the worst round trip seen while it ran (at least three answers)."""
         for _ in range(500):  # at least three answers, at most 5 s
             if len(self.rtts) >= 3 or self.failure is not None:
                 break
@@ -399,11 +399,32 @@ class Bystander:
         await asyncio.to_thread(self._thread.join, 15)
         assert self.failure is None, self.failure
         assert self.rtts, "the bystander got no answer at all"
-        worst = max(self.rtts)
-        assert worst < 0.1, (
-            f"a bystander's ping took {worst * 1000:.0f} ms "
-            f"(median {statistics.median(self.rtts) * 1000:.1f} ms over {len(self.rtts)})"
+        return max(self.rtts)
+
+
+async def assert_bystander_unhurt(
+    server: Server, attack: Callable[[], Awaitable[Any]], tries: int = 3
+) -> None:
+    """Run ``attack`` while a bystander pings; its worst round trip must stay under 100 ms.
+
+    One late ping can come from the machine alone (another process took the core): then
+    the attack runs again, up to ``tries`` times, and the bound must hold in one run. A
+    server that holds its loop during the attack misses it every time.
+    """
+    worst_runs = []
+    for _ in range(tries):
+        bystander = Bystander(server)
+        await bystander.start()
+        try:
+            await attack()
+        finally:
+            worst = await bystander.stop()
+        if worst < 0.1:
+            return
+        worst_runs.append(
+            f"{worst * 1000:.0f} ms (median {statistics.median(bystander.rtts) * 1000:.1f})"
         )
+    pytest.fail(f"a bystander's worst ping, in each of {tries} runs: {', '.join(worst_runs)}")
 
 
 async def test_a_15_mib_publish_does_not_hold_the_loop(ws_connect: Connect) -> None:
@@ -417,32 +438,61 @@ async def test_a_15_mib_publish_does_not_hold_the_loop(ws_connect: Connect) -> N
     )
     assert 1_000_000 < len(near) < Limits.max_json_size  # the largest JSON a frame may carry
     with server_process() as server:
-        async with ws_connect(server) as attacker, Bystander(server):
-            await attacker.send(frame)
-            reply = await attacker.expect(lambda m: m.get("id") == "big", 30)
-            assert reply["type"] == "ack" and reply["rows"] == len(big), reply
-            await attacker.send(text)
-            reply = await attacker.expect(lambda m: m.get("type") == "error", 30)
-            assert reply["code"] == "too_large" and "binary frames" in reply["message"]
-            await attacker.send(near)
-            reply = await attacker.expect(lambda m: m.get("id") == "near", 30)
-            assert reply["type"] == "ack" and reply["offset"] == len(big), reply
+        async with ws_connect(server) as attacker:
+
+            async def attack() -> None:
+                await attacker.send(frame)
+                reply = await attacker.expect(lambda m: m.get("id") == "big", 30)
+                assert reply["type"] == "ack" and reply["rows"] == len(big), reply
+                await attacker.send(text)
+                reply = await attacker.expect(lambda m: m.get("type") == "error", 30)
+                assert reply["code"] == "too_large" and "binary frames" in reply["message"]
+                await attacker.send(near)
+                reply = await attacker.expect(lambda m: m.get("id") == "near", 30)
+                assert reply["type"] == "ack" and reply["rows"] == 200_000, reply
+
+            await assert_bystander_unhurt(server, attack)
+
+
+def _get_raw(server: Server, path: str) -> tuple[int, bytes]:
+    """A GET whose body the caller decodes later: decoding megabytes of JSON in this
+    process while the bystander runs would hold the bystander's GIL, not the server's."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        server.base_url + path, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, bytes(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, bytes(err.read())
 
 
 async def test_listing_ten_thousand_streams_does_not_hold_the_loop(ws_connect: Connect) -> None:
     setup = "for i in range(10_000): server.stream(f's{i:05d}').append({'x': [float(i)]})"
+    raw: list[str | bytes] = []
     with server_process(setup) as server:
-        async with ws_connect(server) as attacker, Bystander(server):
-            for i in range(10):
-                await attacker.send(json.dumps({"type": "list", "id": i}))
-            # Read the replies undecoded: decoding 2 MB of JSON ten times on this loop
-            # would delay the test itself, not the server.
-            replies = [await asyncio.wait_for(attacker.ws.recv(), 60) for _ in range(10)]
-    for i, raw in enumerate(replies):
-        assert isinstance(raw, str) and raw.endswith(f',"id":{i}}}'), raw[-40:]
-    last = json.loads(replies[-1])
-    assert len(last["streams"]) == 10_000
-    assert last["streams"][123]["name"] == "s00123"
+        async with ws_connect(server) as attacker:
+
+            async def attack() -> None:
+                raw.clear()
+                for i in range(10):
+                    await attacker.send(json.dumps({"type": "list", "id": i}))
+                # Undecoded, for the same reason as _get_raw.
+                raw.extend([await asyncio.wait_for(attacker.ws.recv(), 60) for _ in range(10)])
+                status, body = await asyncio.to_thread(_get_raw, server, "/api/streams")
+                assert status == 200
+                raw.append(body)
+
+            await assert_bystander_unhurt(server, attack)
+    for i, reply in enumerate(raw[:10]):
+        assert isinstance(reply, str) and reply.endswith(f',"id":{i}}}'), reply[-40:]
+    for reply in (raw[9], raw[10]):
+        listed = json.loads(reply)
+        assert len(listed["streams"]) == 10_000
+        assert listed["streams"][9_999]["name"] == "s09999"
 
 
 ACTIONS = """
@@ -462,7 +512,8 @@ async def test_a_slow_action_runs_off_the_loop_and_a_failing_one_reports_error(
     with server_process(ACTIONS) as server:
         async with ws_connect(server) as operator:
             await operator.subscribe("ctl")
-            async with Bystander(server):
+
+            async def attack() -> None:
                 t0 = time.perf_counter()
                 reply = await operator.request(
                     {"type": "control", "stream": "ctl", "action": "slow"}
@@ -471,6 +522,8 @@ async def test_a_slow_action_runs_off_the_loop_and_a_failing_one_reports_error(
                 assert time.perf_counter() - t0 < 1, "the ack waited for the action"
                 for _ in range(10):  # the loop serves while the action sleeps
                     await operator.ping(timeout=1)
+
+            await assert_bystander_unhurt(server, attack)
             reply = await operator.request({"type": "control", "stream": "ctl", "action": "boom"})
             assert reply["type"] == "ack", reply
             state = await operator.expect(
@@ -481,18 +534,26 @@ async def test_a_slow_action_runs_off_the_loop_and_a_failing_one_reports_error(
             )
 
 
-async def test_the_plot_of_a_wide_stream_does_not_hold_the_loop(http: Any) -> None:
+async def test_the_plot_of_a_wide_stream_does_not_hold_the_loop() -> None:
     setup = "server.stream('wide').append({f'c{i}': [1.0] for i in range(1000)})"
     many = ",".join(f"c{i}" for i in range(64))
+    bodies: list[bytes] = []
     with server_process(setup) as server:
-        async with Bystander(server):
-            status, spec = await asyncio.to_thread(http, server, "GET", "/api/streams/wide/plot")
-            assert status == 200 and len(spec["y"]) == 12, spec  # the first lines, not 1,000
-            status, spec = await asyncio.to_thread(
-                http, server, "GET", f"/api/streams/wide/plot?y={many}"
-            )
-            assert status == 200 and len(spec["y"]) == 64, spec
+
+        async def attack() -> None:
+            bodies.clear()
+            for query in ("", f"?y={many}"):
+                status, body = await asyncio.to_thread(
+                    _get_raw, server, f"/api/streams/wide/plot{query}"
+                )
+                assert status == 200, body[:200]
+                bodies.append(body)
+
+        await assert_bystander_unhurt(server, attack)
         status, error = await asyncio.to_thread(
-            http, server, "GET", f"/api/streams/wide/plot?y={many},c64"
+            _get_raw, server, f"/api/streams/wide/plot?y={many},c64"
         )
-        assert status == 400 and "at most 64 y columns" in error["error"]["message"], error
+    assert status == 400 and b"at most 64 y columns" in error, error
+    default, wide = (json.loads(b) for b in bodies)
+    assert len(default["y"]) == 12  # the first lines, not 1,000
+    assert len(wide["y"]) == 64
