@@ -1038,7 +1038,11 @@ def _cells(r: dict[str, Any], fmt: Any) -> list[str]:
     if r.get("server_errors"):
         first = (r.get("server_first_errors") or [""])[0]
         kind = re.search(r"\((\w+)\)$", first)
-        what = f"{kind.group(1)}: {first[: kind.start()].strip()}" if kind else first
+        if kind:  # "Exception in callback Subscription._written(<Task ...>) (RecursionError)"
+            where = first[: kind.start()].replace("Exception in callback ", "in ").split("(")[0]
+            what = f"{kind.group(1)} {where.strip()}"
+        else:
+            what = first
         n = r["server_errors"]
         outcome += f"; server logged {n:,} error{'s' if n > 1 else ''} ({what[:70]})"
     return [
