@@ -115,8 +115,8 @@ QUICK = {
         "columns": 40_000,
         "big_mib": 3.0,
         "max_requests": 50,
-        "grace": 4.0,
-        "drain_s": 1.0,
+        "grace": 2.0,
+        "drain_s": 0.5,
     },
 }
 
