@@ -93,6 +93,7 @@ class Subscription:
         "session",
         "stream",
         "successor",
+        "wire",
     )
 
     def __init__(self, session: Viewer, stream: Stream, cursor: int, sub: P.Subscribe) -> None:
@@ -108,6 +109,8 @@ class Subscription:
         # The subscription that replaced this one while its frame was being written: it
         # waits for that write, so that a re-subscribe never stacks frames on a connection.
         self.successor: Subscription | None = None
+        # For a successor: the subscription whose frame it waits for.
+        self.wire: Subscription | None = None
 
     def pump(self) -> None:
         """Send what lies past the cursor, if the previous frame is written and credit allows."""
@@ -188,8 +191,10 @@ class Subscription:
             self.closed = True
             return
         successor, self.successor = self.successor, None
-        if successor is not None:
-            successor._written(fut)
+        if successor is not None and successor.wire is self:
+            successor.wire = None
+            successor.busy_since = None
+            successor.pump()
         self.pump()
 
 
@@ -369,10 +374,13 @@ class Hub:
         sub = Subscription(session, stream, cursor, msg)
         sub.hub = self
         if old is not None and old.busy_since is not None:
-            # A re-subscribe replaces, never stacks: the new cursor waits for the frame the
-            # old one still has on the wire, however often the peer re-subscribes.
+            # A re-subscribe replaces, never stacks: the new cursor waits for the frame still
+            # on the wire. That frame's sender keeps one successor, the newest, so a peer
+            # that re-subscribes a million times builds no chain.
+            sender = old.wire or old
             sub.busy_since = old.busy_since
-            old.successor = sub
+            sub.wire = sender
+            sender.successor = sub
         session.subscriptions[stream.name] = sub
         self.subscribers.setdefault(stream.name, set()).add(sub)
         session.send(
@@ -474,6 +482,11 @@ class Hub:
         ):
             with self._pending_done:
                 self._pending_done.wait_for(lambda: name not in self._pending, YIELD_MAX)
+
+    def wake_pending(self, name: str) -> bool:
+        """Whether a wake of stream ``name`` is scheduled and has not run yet."""
+        with self._pending_lock:
+            return name in self._pending
 
     def _wake(self, stream: Stream) -> None:
         self.loop_seen = self.clock()

@@ -177,6 +177,8 @@ class Session:
             return
         err_id = err.id if isinstance(err.id, (str, int)) else None
         self.send(P.Error(err.code, err.message, err_id))
+        if err.code == "rate_limited":
+            return  # a well-formed request that came too often: told so, not a bad message
         now = self.clock()
         self._bad.append(now)
         while self._bad and now - self._bad[0] > BAD_MESSAGE_WINDOW:
@@ -268,7 +270,11 @@ class Session:
 
     async def _list(self, id: P.Id) -> None:
         # Described and encoded a slice per loop turn: ten thousand streams take ~100 ms.
-        entries = [P.encode_stream_info(s) async for s in self.hub.describe_streams_async()]
+        entries = []
+        async for info in self.hub.describe_streams_async():
+            if self.closed:  # the peer left: stop describing for nobody
+                return
+            entries.append(P.encode_stream_info(info))
         if not self.closed:
             self.send_frame(P.encode_streams_reply(entries, id))
 

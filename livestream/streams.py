@@ -22,7 +22,7 @@ import numpy as np
 
 from .columns import MAX_DEPTH, NUMERIC_DTYPES, Batch, check_cells, conform, to_batch
 from .controls import Action, ControlSet, Param
-from .errors import ConfigError, TooLarge
+from .errors import ConfigError, RateLimited, TooLarge
 from .limits import Limits
 
 if TYPE_CHECKING:
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_HISTORY", "History", "Stream", "StreamHost"]
 
 log = logging.getLogger("livestream.stream")
+
+#: Calls of a stream's actions that may wait or run at once; beyond, ``rate_limited``.
+MAX_PENDING_ACTIONS = 8
 
 
 class StreamHost(Protocol):
@@ -198,7 +201,10 @@ class Stream:
         self.host = host
         self.controls = ControlSet(dict(params or {}), dict(actions or {}))
         self._lock = threading.Lock()
-        self._action_lock = threading.Lock()  # one action at a time per stream
+        self._action_lock = threading.Lock()  # guards the three below
+        self._action_queue: deque[Callable[[], None]] = deque()
+        self._action_worker: threading.Thread | None = None
+        self._actions_pending = 0
         self._history: History | None = None
         self._status = "idle"
         self._paused = False
@@ -451,19 +457,37 @@ class Stream:
 
     def _run_action(self, name: str, callback: Callable[..., Any]) -> threading.Event:
         """Run a declared action's callback where producer code runs, never on the server's
-        loop: a coroutine function as a task beside an async producer, anything else on a
-        thread of its own, one action at a time per stream. A failure puts the stream in
-        the ``error`` state, naming the action, and leaves the server and viewers alone."""
+        loop: a coroutine function as a task beside an async producer, anything else on one
+        worker thread per stream, in order. At most :data:`MAX_PENDING_ACTIONS` calls wait
+        or run at once (beyond, ``rate_limited``), so a flood of button presses costs
+        neither threads nor an endless queue. A failure puts the stream in the ``error``
+        state, naming the action, and leaves the server and viewers alone."""
         import asyncio
 
         from .controls import Params
 
+        with self._action_lock:
+            if self._actions_pending >= MAX_PENDING_ACTIONS:
+                raise RateLimited(
+                    f"{self._actions_pending} actions of stream {self.name!r} are waiting or "
+                    f"running (at most {MAX_PENDING_ACTIONS}); wait for them to finish"
+                )
+            self._actions_pending += 1
         params = Params(dict(self.controls.values))
         done = threading.Event()
 
-        def failed(exc: BaseException) -> None:
-            log.warning("action %r of stream %r failed", name, self.name, exc_info=exc)
-            self.set_status("error", f"action {name!r} failed: {type(exc).__name__}: {exc}")
+        def run() -> None:
+            try:
+                result = callback(params)
+                if inspect.isawaitable(result):
+                    asyncio.run(result)  # type: ignore[arg-type]
+            except Exception as exc:
+                log.warning("action %r of stream %r failed", name, self.name, exc_info=exc)
+                self.set_status("error", f"action {name!r} failed: {type(exc).__name__}: {exc}")
+            finally:
+                with self._action_lock:
+                    self._actions_pending -= 1
+                done.set()
 
         loop = self.loop
         if inspect.iscoroutinefunction(callback) and loop is not None:
@@ -472,26 +496,33 @@ class Stream:
                 try:
                     await callback(params)
                 except Exception as exc:
-                    failed(exc)
+                    log.warning("action %r of stream %r failed", name, self.name, exc_info=exc)
+                    self.set_status("error", f"action {name!r} failed: {type(exc).__name__}: {exc}")
                 finally:
+                    with self._action_lock:
+                        self._actions_pending -= 1
                     done.set()
 
             asyncio.run_coroutine_threadsafe(run_async(), loop)
             return done
-
-        def run() -> None:
-            try:
-                with self._action_lock:
-                    result = callback(params)
-                    if inspect.isawaitable(result):
-                        asyncio.run(result)  # type: ignore[arg-type]
-            except Exception as exc:
-                failed(exc)
-            finally:
-                done.set()
-
-        threading.Thread(target=run, name=f"livestream-action-{self.name}", daemon=True).start()
+        with self._action_lock:
+            self._action_queue.append(run)
+            if self._action_worker is None:
+                self._action_worker = threading.Thread(
+                    target=self._work_actions, name=f"livestream-action-{self.name}", daemon=True
+                )
+                self._action_worker.start()
         return done
+
+    def _work_actions(self) -> None:
+        """The stream's action thread: runs queued actions in order, ends when none is left."""
+        while True:
+            with self._action_lock:
+                if not self._action_queue:
+                    self._action_worker = None
+                    return
+                run = self._action_queue.popleft()
+            run()
 
     def pause(self) -> None:
         """Pause the stream's producer (as a viewer's Pause button does)."""

@@ -14,6 +14,12 @@ Fixtures:
   :class:`Peer` connected to ``server``'s ``/ws`` with ``?token=``.
 * ``http(server, method, path, body=None, token=..., headers=None)``: a blocking HTTP
   request returning (status, JSON body); run it with ``asyncio.to_thread``.
+* ``live_server``: a started server with :data:`TOKEN`, stopped at teardown.
+
+For every test (autouse): ``no_thread_leaks`` fails a test that leaves a ``livestream-*``
+thread running, and ``no_stray_errors`` one during which an ERROR was logged that the
+test did not declare with ``@pytest.mark.expect_errors("regex")``. :data:`TOKEN` is the
+one token of the suite.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
+import re
 import struct
 import threading
 import time
@@ -276,6 +284,63 @@ def _wait_threads_gone(before: set[threading.Thread], timeout: float = 10.0) -> 
         thread.join(max(0.0, deadline - time.monotonic()))
     leaked = [t.name for t in _livestream_threads() - before if t.is_alive()]
     assert not leaked, f"threads still running after the server stopped: {leaked}"
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks() -> Iterator[None]:
+    """Every test: a ``livestream-*`` thread the test started must be gone after it (a
+    bounded wait for threads that are stopping)."""
+    before = _livestream_threads()
+    yield
+    _wait_threads_gone(before)
+
+
+class _ErrorLog(logging.Handler):
+    """Keeps the ERROR records logged while a test runs, from any thread."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+        self._lock2 = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self._lock2:
+            self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_stray_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test: an ERROR logged while it runs fails it, unless the test expects it.
+
+    Tornado's ``ExpectLog`` habit: a server that logs an error nobody asked for is a bug
+    the assertions may not see. A test that provokes one on purpose says so with
+    ``@pytest.mark.expect_errors("regex", ...)``; each pattern must then match a record.
+    """
+    handler = _ErrorLog()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+    marker = request.node.get_closest_marker("expect_errors")
+    patterns = [re.compile(p) for p in (marker.args if marker else ())]
+    texts = [f"{r.name}: {r.getMessage()}" for r in handler.records]
+    unmatched = [p.pattern for p in patterns if not any(p.search(t) for t in texts)]
+    assert not unmatched, f"expected ERROR log lines that never came: {unmatched}"
+    stray = [t for t in texts if not any(p.search(t) for p in patterns)]
+    assert not stray, f"ERROR logged during the test: {stray[:5]}"
+
+
+@pytest.fixture
+def live_server() -> Iterator[Server]:
+    """A real server on 127.0.0.1, port 0, on its background thread; stopped at teardown."""
+    server = Server("127.0.0.1", 0, token=TOKEN).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        assert not server.running, "the server still runs after stop()"
 
 
 @pytest.fixture

@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from conftest import TOKEN
 from livestream import Server
 from livestream.controls import Float
 
 pytestmark = pytest.mark.timeout(30)
 
-FULL_TOKEN = "test-token-0123456789"  # the conftest server's token
+FULL_TOKEN = TOKEN  # the conftest server's token
 VIEW_TOKEN = "viewonly-token-123"
 
 

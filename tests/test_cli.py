@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import no_thread_leaks_fixture, wait_until  # noqa: F401 - fixtures
+from support import wait_until
 
 from livestream.demo import market
 from livestream.errors import InvalidParam

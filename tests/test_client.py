@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from support import TOKEN, live_server_fixture, no_thread_leaks_fixture  # noqa: F401 - fixtures
 
 import livestream
+from conftest import TOKEN
 from livestream import AsyncClient, Batch, Client, Float, Server, ServerError, Subscription
 
 

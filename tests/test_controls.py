@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import pytest
-from support import no_thread_leaks_fixture  # noqa: F401 - fixtures
 
 from livestream import Action, Bool, Choice, ConfigError, Float, Int, Stream
 from livestream.controls import ControlSet, Params

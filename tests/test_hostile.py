@@ -24,7 +24,7 @@ import pytest
 import websockets
 
 from conftest import TOKEN, Peer, encode_publish
-from livestream import Limits, Server
+from livestream import Action, Limits, Server
 from livestream.columns import to_batch
 
 Connect = Callable[..., contextlib.AbstractAsyncContextManager[Peer]]
@@ -115,6 +115,7 @@ async def test_a_poisoned_publish_is_refused_and_the_stream_carries_on(
             assert got["o"].tolist() == [{"ok": 1}, {"fine": [1, 2]}]
 
 
+@pytest.mark.expect_errors(r"could not encode rows 1\.\.2 of 'feed'")
 async def test_an_encoding_failure_at_fan_out_is_told_to_the_viewer_and_skipped(
     server: Server, ws_connect: Connect
 ) -> None:
@@ -557,3 +558,30 @@ async def test_the_plot_of_a_wide_stream_does_not_hold_the_loop() -> None:
     default, wide = (json.loads(b) for b in bodies)
     assert len(default["y"]) == 12  # the first lines, not 1,000
     assert len(wide["y"]) == 64
+
+
+async def test_a_flood_of_actions_costs_one_thread_and_a_bounded_queue(
+    server: Server, ws_connect: Connect
+) -> None:
+    release = threading.Event()
+    ran: list[int] = []
+
+    def nap(params: Any) -> None:
+        release.wait(10)
+        ran.append(1)
+
+    server.stream("ctl").declare(actions={"nap": Action(callback=nap)})
+    async with ws_connect(server) as operator:
+        for i in range(50):
+            await operator.send({"type": "control", "stream": "ctl", "action": "nap", "id": i})
+        replies = [await operator.expect(lambda m, i=i: m.get("id") == i) for i in range(50)]
+        acks = [r for r in replies if r["type"] == "ack"]
+        limited = [r for r in replies if r.get("code") == "rate_limited"]
+        assert len(acks) == 8 and len(limited) == 42, replies[:10]
+        assert "at most 8" in limited[0]["message"]
+        threads = [t for t in threading.enumerate() if t.name == "livestream-action-ctl"]
+        assert len(threads) == 1
+        release.set()
+        await asyncio.to_thread(threads[0].join, 10)
+        assert len(ran) == 8
+        await operator.ping()

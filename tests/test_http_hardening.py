@@ -322,6 +322,7 @@ async def test_api_mistakes_answer_json_never_html_or_500(make_server: Factory) 
     assert "Invalid body" in body["error"]["message"]
 
 
+@pytest.mark.expect_errors("Uncaught exception")
 async def test_no_token_reaches_a_log_line(
     make_server: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:

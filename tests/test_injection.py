@@ -35,6 +35,7 @@ from typing import Any
 import nbformat
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from support import CHROMIUM, CHROMIUM_ARGS
 
 from livestream import Action, Bool, Choice, Float, Int
@@ -229,22 +230,31 @@ def assert_nothing_ran(page: Page, root: str = "", *, csp: bool = True) -> None:
         assert page.evaluate("() => window.__violations") == [], "the page broke its policy"
 
 
-def hover_plot(page: Page, plot: str, expected: list[str]) -> str:
+def hover_plot(page: Page, plot: str, expected: list[str], timeout_ms: float = WAIT_MS) -> str:
     """Move the mouse over the plot until its tooltip shows every text of ``expected``;
-    returns the tooltip text."""
-    target = page.locator(f"{plot} .ls-plot-root")
-    target.scroll_into_view_if_needed()
-    box = target.bounding_box()
-    assert box is not None
-    x, y = box["x"] + box["width"] * 0.6, box["y"] + box["height"] / 2
-    page.mouse.move(x - 20, y)
-    page.mouse.move(x, y, steps=5)
-    page.wait_for_function(
-        f"(want) => {{ const t = ({TOOLTIP_TEXT})(); return want.every((w) => t.includes(w)); }}",
-        arg=expected,
-        timeout=WAIT_MS,
+    returns the tooltip text. The plot is found afresh at each try: in a notebook, output
+    above it may still be growing and move it from under the mouse."""
+    wanted = (
+        f"(want) => {{ const t = ({TOOLTIP_TEXT})(); return want.every((w) => t.includes(w)); }}"
     )
-    return str(page.evaluate(TOOLTIP_TEXT))
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        target = page.locator(f"{plot} .ls-plot-root")
+        target.scroll_into_view_if_needed()
+        box = target.bounding_box()
+        assert box is not None
+        x, y = box["x"] + box["width"] * 0.6, box["y"] + box["height"] / 2
+        page.mouse.move(x - 20, y)
+        page.mouse.move(x, y, steps=5)
+        try:
+            page.wait_for_function(wanted, arg=expected, timeout=2_000)
+            return str(page.evaluate(TOOLTIP_TEXT))
+        except PlaywrightTimeoutError:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"no tooltip with {expected} within {timeout_ms} ms; "
+                    f"shown: {page.evaluate(TOOLTIP_TEXT)!r}"
+                ) from None
 
 
 def text_contents(page: Page, selector: str) -> list[str]:
@@ -495,15 +505,18 @@ def test_jupyterlab_dashboard_widget_shows_payloads_as_text(
                 }}""",
                 timeout=30_000,
             )
-            hover_plot(page, f"{widget} .ls-plot", [f"{p}:" for p in PAYLOADS])
-            assert text_contents(page, f"{widget} .ls-legend-item") == PAYLOADS
-            header = text_contents(page, f"{widget} .ls-table thead th")
-            assert header == ["#", "time", STR_COLUMN, *PAYLOADS]
+            hover_plot(page, f"{widget} .ls-plot", [f"{p}:" for p in PAYLOADS], 30_000)
+            shown = {
+                ".ls-legend-item": PAYLOADS,
+                ".ls-table thead th": ["#", "time", STR_COLUMN, *PAYLOADS],
+                ".ls-param-label": [PAYLOADS[2]],
+                ".ls-param option": PAYLOADS,
+                ".ls-actions button": [PAYLOADS[5]],
+            }
+            for selector, texts in shown.items():
+                expect(page.locator(f"{widget} {selector}")).to_have_text(texts, timeout=30_000)
             cells = " ".join(text_contents(page, f"{widget} .ls-table tbody td"))
             assert all(p in cells for p in PAYLOADS)
-            assert text_contents(page, f"{widget} .ls-param-label") == [PAYLOADS[2]]
-            assert text_contents(page, f"{widget} .ls-param option") == PAYLOADS
-            assert text_contents(page, f"{widget} .ls-actions button") == [PAYLOADS[5]]
             expect(page.locator(f"{widget} .ls-controls .ls-alert")).to_have_text(
                 f"Stream error: ValueError: {ERROR}", timeout=30_000
             )

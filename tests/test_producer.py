@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from support import live_server_fixture, no_thread_leaks_fixture, wait_until  # noqa: F401 - fixtures
+from support import wait_until
 
 from livestream import ConfigError, Float, Int, Producer, Server, Stream
 from livestream.producer import Schedule

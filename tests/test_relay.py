@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 
+from conftest import TOKEN
 from livestream import Server
 from livestream import protocol as P
 from livestream.relay import MAX_SESSIONS, Relay
-
-TOKEN = "test-token-0123456789"
 
 
 class CommRecorder:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import TOKEN
 from livestream.errors import ConfigError
 from livestream.security import ROLES, Refusal, Security
-
-TOKEN = "test-token-0123456789"
 
 
 def policy(**options: object) -> Security:

@@ -19,9 +19,10 @@ import numpy as np
 import psutil
 import pytest
 
+from conftest import TOKEN
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
-TOKEN = "test-token-0123456789"  # the conftest server's token
 SOAK_SECONDS = 20.0
 BATCH = 1000
 ROW_BYTES = 24  # int64 + float64 + float64

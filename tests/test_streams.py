@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from support import no_thread_leaks_fixture, wait_until  # noqa: F401 - fixtures
+from support import wait_until
 
 from livestream import Batch, ConfigError, SchemaMismatch, Stream, to_batch
 from livestream.streams import History
