@@ -137,8 +137,8 @@ class Producer:
         acts = {}
         for name, act in (actions or {}).items():
             acts[name] = act if isinstance(act, Action) else Action(callback=act)
-        stream.attach_producer(self)
-        stream.declare(params or {}, acts)
+        stream.attach_producer(self, fresh=start)
+        stream.declare(params or {}, acts, as_declared=start)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None

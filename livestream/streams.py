@@ -350,11 +350,19 @@ class Stream:
         """The producer feeding this stream, if any."""
         return self._producer
 
-    def attach_producer(self, producer: Producer) -> None:
-        """Make ``producer`` this stream's one producer, stopping the one before it."""
+    def attach_producer(self, producer: Producer, *, fresh: bool = True) -> None:
+        """Make ``producer`` this stream's one producer, stopping the one before it.
+
+        ``fresh`` (a producer that starts now): the stream starts as declared, not paused
+        and with no error left from before, which is what re-running a notebook's
+        producer cell means.
+        """
         if self._producer is not None and self._producer is not producer:
             self._producer.stop()
         self._producer = producer
+        if fresh:
+            self._paused = False
+            self._error = None
 
     def loop_started(self) -> None:
         """The server's loop runs now: an async producer waiting for it starts."""
@@ -406,13 +414,24 @@ class Stream:
             callback(self)
 
     def declare(
-        self, params: dict[str, Param] | None = None, actions: dict[str, Action] | None = None
+        self,
+        params: dict[str, Param] | None = None,
+        actions: dict[str, Action] | None = None,
+        *,
+        as_declared: bool = False,
     ) -> None:
-        """Add parameter and action declarations (used by the producer decorator)."""
+        """Add parameter and action declarations (used by the producer decorator).
+
+        Parameters declared again keep their current values, unless ``as_declared``: then
+        they take their declared defaults (a producer defined anew starts as declared).
+        """
         merged = ControlSet(
             {**self.controls.params, **(params or {})}, {**self.controls.actions, **(actions or {})}
         )
-        merged.values.update({k: v for k, v in self.controls.values.items() if k in merged.values})
+        fresh = set(params or {}) if as_declared else set()
+        merged.values.update(
+            {k: v for k, v in self.controls.values.items() if k in merged.values and k not in fresh}
+        )
         self.controls = merged
         self._notify_state()
 

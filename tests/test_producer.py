@@ -428,3 +428,37 @@ def test_an_async_producer_wakes_on_resume_without_polling(live_server: Server) 
         first_after = next(t for t in calls[paused_at:] if t >= resumed)
         assert first_after - resumed < 0.03
     tick.stop()
+
+
+def test_a_producer_defined_anew_starts_as_declared(make_stream: Callable[..., Stream]) -> None:
+    """Re-running a notebook's producer cell: the stream was paused and a slider moved;
+    the new producer starts running, with its parameters at their declared defaults."""
+    stream = make_stream()
+
+    @stream.producer(every=0.02, params={"v": Float(0.5, min=0, max=1)})
+    def first(params: Any) -> dict[str, Any]:
+        return {"v": params.v}
+
+    stream.set(v=0.9)
+    stream.pause()
+    assert stream.state["status"] == "paused" and stream.params == {"v": 0.9}
+
+    @stream.producer(every=0.02, params={"v": Float(0.5, min=0, max=1)})
+    def second(params: Any) -> dict[str, Any]:
+        return {"v": params.v}
+
+    assert stream.state["status"] == "running" and not stream.paused
+    assert stream.params == {"v": 0.5}
+    end = stream.end
+    wait_until(lambda: stream.end > end + 2, message="the new producer runs")
+    assert values(stream, "v")[-1] == 0.5
+
+
+def test_a_producer_made_with_start_false_keeps_the_state(
+    make_stream: Callable[..., Stream],
+) -> None:
+    stream = make_stream(params={"v": Float(0.5)})
+    stream.set(v=0.9)
+    stream.pause()
+    stream.producer(every=0.02, params={"v": Float(0.5)}, start=False)(lambda p: None)
+    assert stream.paused and stream.params == {"v": 0.9}
