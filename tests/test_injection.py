@@ -436,6 +436,31 @@ def test_index_page_with_a_token_in_its_url_drops_it(
     assert_nothing_ran(page)
 
 
+def test_an_error_that_overtakes_a_subscribe_answer_stays_shown(
+    server: Server, open_page: Callable[[str], Page]
+) -> None:
+    """A ``state`` message arriving after a ``subscribed`` answer but before the page
+    handled that answer (it waits for the next animation frame) must win: the answer's
+    older state would otherwise hide a producer's error. Replayed here in that order."""
+    install_streams(server)
+    page = open_page(f"{server.base_url}/streams/{BROKEN}?token={server.token}")
+    alert = page.locator(".ls-controls .ls-alert")
+    expect(alert).to_have_text(f"Stream error: ValueError: {ERROR}", timeout=WAIT_MS)
+    page.evaluate(
+        """async (name) => {
+          const ch = window.livestreamPage.conn._channels.get(name);
+          const error = ch.state;
+          ch.onSubscribed({...ch.info, id: ch.requestId, state: {...error, status: "running"}});
+          ch.onState(error);
+          await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+        }""",
+        BROKEN,
+    )
+    assert alert.text_content() == f"Stream error: ValueError: {ERROR}"
+    assert page.locator("#header-status .ls-stream-pill").get_attribute("data-status") == "error"
+    assert_nothing_ran(page)
+
+
 # --------------------------------------------------------------------------- JupyterLab
 
 NOTEBOOK_CODE = f"""

@@ -1863,7 +1863,10 @@ class Channel {
     };
     for (const ev of events) {
       if (ev.kind === "subscribed") {
-        const { msg } = ev;
+        // A `state` that came after this answer but before this frame went only to the
+        // subscribers already started (onState): give the others the newest state, not
+        // the one the answer carried, or a producer's error could stay unseen.
+        const msg = this.state ? { ...ev.msg, state: this.state } : ev.msg;
         for (const s of this.subs) {
           if (s._request === ev.request && s.nextOffset === null) {
             s.nextOffset = msg.offset;
