@@ -1023,14 +1023,56 @@ class Server:
             log_function=_log_request,
         )
 
+    def _bind(self) -> list[socket.socket]:
+        """The listening sockets; a port or host that cannot be had is a :class:`ConfigError`
+        that says why and what to pass instead (no traceback for a busy port)."""
+        import errno
+
+        host, port = self.host, self.requested_port
+        where = f"{host}:{port}"
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+            raise ConfigError(f"port must be a whole number from 0 to 65535; got {port!r}")
+        try:
+            return tornado.netutil.bind_sockets(port, host)
+        except socket.gaierror as exc:
+            raise ConfigError(
+                f"cannot listen on {where}: the host {host!r} does not resolve "
+                f"({exc.strerror}); pass an IP address such as 127.0.0.1, or 0.0.0.0 for "
+                "every interface"
+            ) from None
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"cannot listen on {where}: the port is in use (by another livestream "
+                    "server?); pick another port (0 picks a free one: port=0 in Python, "
+                    "--port 0 on the command line) or stop the server that holds it"
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ConfigError(
+                    f"cannot listen on {where}: {host} is not an address of this machine; "
+                    "pass 127.0.0.1 (this machine only), 0.0.0.0 (every interface) or one of "
+                    "its own addresses"
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise ConfigError(
+                    f"cannot listen on {where}: permission denied (ports below 1024 need "
+                    "root); choose a port from 1024 up, or 0 for a free one"
+                ) from None
+            raise ConfigError(
+                f"cannot listen on {where}: {exc.strerror or exc}; check the host and port"
+            ) from None
+
     async def start_async(self) -> Server:
-        """Start on the running asyncio loop (for apps that have their own loop)."""
+        """Start on the running asyncio loop (for apps that have their own loop).
+
+        Raises :class:`ConfigError` when the port is in use or the host is not this
+        machine's; nothing is left running then."""
         if self._http is not None:
             raise ConfigError("this server is already running")
+        sockets = self._bind()  # before anything starts, so a failure leaves nothing behind
         self.loop = asyncio.get_running_loop()
         self.hub.attach(self.loop)
         _raise_open_file_limit()
-        sockets = tornado.netutil.bind_sockets(self.requested_port, self.host)
         self.port = sockets[0].getsockname()[1]
         self._http = _HTTPServer(
             self.make_app(),
