@@ -37,7 +37,6 @@ log = logging.getLogger("livestream.hub")
 CHUNK_BYTES = 256 * 1024
 #: Encoded frames kept for reuse by other subscribers, at most this many bytes.
 CACHE_BYTES = 8 * 1024 * 1024
-_ROW_BYTES = {"float64": 8, "int64": 8, "float32": 4, "int32": 4, "uint8": 1, "bool": 1}
 #: A wake the loop has not run after this many seconds means a producer thread starves it.
 STARVED_AFTER = 0.002
 #: The longest an ``append`` from a thread waits for a starved loop (seconds).
@@ -148,6 +147,7 @@ class Subscription:
             # Rows aged out between window() and read(): say so rather than skip silently.
             session.send(P.Reset(stream.name, stream.epoch, first, "gap"))
         self.cursor = stop
+        stream.room_made()
         if self.credit is not None:
             self.credit -= 1
         self.busy_since = self.hub_of().clock()
@@ -310,6 +310,8 @@ class Hub:
                 stream = Stream(name, host=self, **options)
                 stream.max_depth = self.limits.max_depth
                 stream.max_columns = self.limits.max_columns
+                stream.wait_timeout = self.limits.write_timeout
+                stream.slowest_cursor = lambda name=name: self.slowest_cursor(name)
                 stream.on_append = self._appended
                 stream.on_state = self._state_changed
                 self.streams[name] = stream
@@ -403,6 +405,18 @@ class Hub:
         subs = self.subscribers.get(sub.stream.name)
         if subs is not None:
             subs.discard(sub)
+        sub.stream.room_made()
+
+    def slowest_cursor(self, name: str) -> int | None:
+        """The lowest cursor among the viewers of ``name`` that read (not those that paused
+        themselves with credit), or None when there are none: what a stream in
+        ``overflow="wait"`` mode waits for."""
+        cursors = [
+            sub.cursor
+            for sub in list(self.subscribers.get(name, ()))
+            if not sub.closed and sub.credit != 0
+        ]
+        return min(cursors) if cursors else None
 
     def subscriber_count(self, name: str) -> int:
         return len(self.subscribers.get(name, ()))
@@ -422,9 +436,7 @@ class Hub:
         """
         stream = sub.stream
         cursor = sub.cursor
-        schema = stream.schema
-        row_bytes = sum(_ROW_BYTES.get(d, 16) for d in schema.values()) or 8
-        chunk = max(1, CHUNK_BYTES // row_bytes)
+        chunk = max(1, CHUNK_BYTES // stream.row_bytes)
         stop = min(end, (cursor // chunk + 1) * chunk)
         key = (stream.name, stream.epoch, cursor, stop, sub.columns, sub.format)
         cache = self._cache
@@ -432,10 +444,16 @@ class Hub:
         if hit is not None:
             cache.move_to_end(key)
             return hit
-        batch = stream.read(cursor, stop, sub.columns)
+        binary = sub.format == "binary"
+        # The frame is encoded straight from the history's memory (one copy, into the
+        # frame), then checked: rows a producer thread overwrote meanwhile are read again.
+        batch = stream.read_rows(cursor, stop, sub.columns, copy=False)
         first = cursor if batch.offset is None else batch.offset
-        msg = P.Data(stream.name, first, batch)
-        frame = P.encode_server(msg, binary=sub.format == "binary")
+        frame = P.encode_server(P.Data(stream.name, first, batch), binary=binary)
+        if not stream.intact(first):
+            batch = stream.read_rows(cursor, stop, sub.columns, copy=True)
+            first = cursor if batch.offset is None else batch.offset
+            frame = P.encode_server(P.Data(stream.name, first, batch), binary=binary)
         result = (frame, first, first + batch.rows)
         if first == cursor and batch.rows == stop - cursor:  # a partial read is not reusable
             cache[key] = result

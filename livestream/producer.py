@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .columns import to_batch
 from .controls import Action, Param, Params
 from .errors import ConfigError
 
@@ -347,6 +348,10 @@ class Producer:
                     rows = await step()
                 except StopAsyncIteration:
                     break
+                if rows is not None and self.stream.overflow == "wait":
+                    # On the loop an append cannot block: await room here instead.
+                    rows = to_batch(rows)
+                    await self.stream.wait_for_room_async(rows.rows)
                 self._stepped(rows, schedule)
         except asyncio.CancelledError:
             self._call_started = None

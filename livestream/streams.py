@@ -53,6 +53,7 @@ class StreamHost(Protocol):
 
 
 DEFAULT_HISTORY = 100_000
+_ROW_BYTES = {"float64": 8, "int64": 8, "float32": 4, "int32": 4, "uint8": 1, "bool": 1}
 
 
 class History:
@@ -68,13 +69,17 @@ class History:
         if capacity < 1:
             raise ConfigError(f"history must keep at least 1 row; got {capacity}")
         self.schema = dict(schema)
+        #: Bytes a row takes on the wire, about (text and objects counted as 16).
+        self.row_bytes = sum(_ROW_BYTES.get(d, 16) for d in self.schema.values()) or 8
         self.capacity = capacity
         self.max_age = max_age
         self.start = 0
         self.end = 0
-        self._size = min(capacity, self.INITIAL_ROWS)
-        self._cols = self._allocate(self._size)
-        self._stamps = np.zeros(self._size, dtype="<f8") if max_age is not None else None
+        size = min(capacity, self.INITIAL_ROWS)
+        # (size, columns), replaced as a whole when the ring grows, so that a reader that
+        # takes no lock never pairs one ring's size with another's arrays.
+        self._ring: tuple[int, dict[str, np.ndarray]] = (size, self._allocate(size))
+        self._stamps = np.zeros(size, dtype="<f8") if max_age is not None else None
 
     def _allocate(self, size: int) -> dict[str, np.ndarray]:
         return {
@@ -84,6 +89,16 @@ class History:
 
     def __len__(self) -> int:
         return self.end - self.start
+
+    @property
+    def allocated_rows(self) -> int:
+        """Rows the ring has room for now (it grows on demand up to ``capacity``)."""
+        return self._ring[0]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the ring's numeric arrays take (object columns count their pointers)."""
+        return sum(a.nbytes for a in self._ring[1].values())
 
     @staticmethod
     def _put(ring: np.ndarray, pos: int, src: np.ndarray | float, count: int) -> None:
@@ -101,40 +116,46 @@ class History:
     def _grow(self, rows: int) -> None:
         """Make room for ``rows`` rows (at most ``capacity``), keeping what is stored."""
         want = min(self.capacity, rows)
-        if want <= self._size:
+        old_size = self._ring[0]
+        if want <= old_size:
             return
-        size = min(self.capacity, max(want, self._size * 2))
+        size = min(self.capacity, max(want, old_size * 2))
         kept = self.read(self.start)
         stamps = None
         if self._stamps is not None:
             old = self._stamps
-            stamps = np.array(
-                [old[o % self._size] for o in range(self.start, self.end)], dtype="<f8"
-            )
-        self._size = size
-        self._cols = self._allocate(size)
+            stamps = np.array([old[o % old_size] for o in range(self.start, self.end)], dtype="<f8")
+        cols = self._allocate(size)
         pos = self.start % size
-        for name, ring in self._cols.items():
+        for name, ring in cols.items():
             self._put(ring, pos, kept.columns[name], kept.rows)
         if stamps is not None:
             self._stamps = np.zeros(size, dtype="<f8")
             self._put(self._stamps, pos, stamps, len(stamps))
+        self._ring = (size, cols)  # filled first: a reader sees the old ring or this one
 
     def append(self, batch: Batch, now: float) -> int:
-        """Store a conformed batch; returns the offset of its first row."""
+        """Store a conformed batch; returns the offset of its first row.
+
+        One writer at a time (the stream's lock), any number of readers without a lock:
+        ``start`` moves past the rows about to be overwritten *before* their slots are
+        written, and ``end`` moves only once the new rows are in. A reader that copied rows
+        from ``since`` and then still sees ``start <= since`` copied rows nobody touched
+        (see :meth:`Stream.read`).
+        """
         first = self.end
         n = batch.rows
         self._grow(len(self) + n)
-        size = self._size
+        size, cols = self._ring
         skip = max(0, n - size)  # only the newest `size` rows can stay
         pos = (first + skip) % size
         count = n - skip
-        for name, ring in self._cols.items():
+        self.start = max(self.start, first + n - size)
+        for name, ring in cols.items():
             self._put(ring, pos, batch.columns[name][skip:], count)
         if self._stamps is not None:
             self._put(self._stamps, pos, now, count)
         self.end = first + n
-        self.start = max(self.start, self.end - size)
         return first
 
     def trim(self, now: float) -> None:
@@ -142,7 +163,7 @@ class History:
         if self._stamps is None or self.max_age is None:
             return
         cutoff = now - self.max_age
-        size = self._size
+        size = self._ring[0]
         if self.start < self.end and self._stamps[self.start % size] < cutoff:
             # Rows are stored in time order, so binary search the first one to keep.
             lo, hi = self.start, self.end
@@ -155,20 +176,30 @@ class History:
             self.start = lo
 
     def read(
-        self, since: int, stop: int | None = None, columns: tuple[str, ...] | None = None
+        self,
+        since: int,
+        stop: int | None = None,
+        columns: tuple[str, ...] | None = None,
+        *,
+        copy: bool = True,
     ) -> Batch:
-        """Copy rows ``since:stop`` (clipped to what is kept) into a new batch."""
+        """Rows ``since:stop`` (clipped to what is kept) as a batch: copies, or with
+        ``copy=False`` views into the ring where the rows lie in one piece (they stay valid
+        only while nothing overwrites them: check ``start`` after use)."""
         since = max(since, self.start)
-        stop = self.end if stop is None else min(stop, self.end)
-        names = columns if columns is not None else tuple(self._cols)
+        end = self.end
+        stop = end if stop is None else min(stop, end)
+        size, cols = self._ring
+        names = columns if columns is not None else tuple(cols)
         n = max(0, stop - since)
-        pos = since % self._size
-        head = min(n, self._size - pos)
+        pos = since % size
+        head = min(n, size - pos)
         out: dict[str, np.ndarray] = {}
         for name in names:
-            ring = self._cols[name]
+            ring = cols[name]
             if head == n:
-                out[name] = ring[pos : pos + n].copy()
+                view = ring[pos : pos + n]
+                out[name] = view.copy() if copy else view
             else:
                 out[name] = np.concatenate([ring[pos:], ring[: n - head]])
         return Batch(out, self.schema, offset=since)
@@ -189,14 +220,28 @@ class Stream:
         schema: dict[str, str] | None = None,
         history: int = DEFAULT_HISTORY,
         max_age: float | None = None,
+        overflow: str = "skip",
         params: dict[str, Param] | None = None,
         actions: dict[str, Action] | None = None,
         host: StreamHost | None = None,
     ) -> None:
         self.name = name
         self.epoch = uuid.uuid4().hex[:12]
+        if overflow not in ("skip", "wait"):
+            raise ConfigError(
+                f'overflow must be "skip" (slow viewers get reset; for live views) or "wait" '
+                f"(append waits for the slowest viewer; for backfills and replays); got {overflow!r}"
+            )
         self.history_rows = history
         self.max_age = max_age
+        #: "skip": append never waits, a viewer that falls out of history is reset.
+        #: "wait": append from a thread waits (at most ``wait_timeout``) for room.
+        self.overflow = overflow
+        self.wait_timeout = Limits.write_timeout
+        #: Set by the hub: the lowest cursor among the viewers that read (None: no viewer).
+        self.slowest_cursor: Callable[[], int | None] | None = None
+        self._room = threading.Condition(threading.Lock())
+        self._room_waiters = 0
         #: Where the stream lives: the hub of a server (its loop, its server), or None.
         self.host = host
         self.controls = ControlSet(dict(params or {}), dict(actions or {}))
@@ -239,6 +284,12 @@ class Stream:
         return dict(h.schema) if h is not None else {}
 
     @property
+    def row_bytes(self) -> int:
+        """About how many bytes a row takes on the wire (8 before the schema is known)."""
+        h = self._history
+        return h.row_bytes if h is not None else 8
+
+    @property
     def start(self) -> int:
         """Offset of the oldest row kept."""
         return self.window()[0]  # trims by max_age first
@@ -271,6 +322,8 @@ class Stream:
                 f"a batch of {len(batch.columns)} columns is over the limit of "
                 f"{self.max_columns} columns a stream may have; split it over streams"
             )
+        if self.overflow == "wait":
+            self.wait_for_room(batch.rows)
         now = time.monotonic()
         with self._lock:
             h = self._history
@@ -288,27 +341,115 @@ class Stream:
             callback(self)
         return first
 
+    # ------------------------------------------------------------------ waiting for room
+
+    def _needs_room(self, rows: int) -> bool:
+        h, slowest = self._history, self.slowest_cursor
+        if h is None or slowest is None:
+            return False
+        cursor = slowest()
+        return cursor is not None and cursor < h.end + rows - h.capacity
+
+    def wait_for_room(self, rows: int, timeout: float | None = None) -> bool:
+        """Wait until ``rows`` more rows fit without pushing the slowest viewer out of the
+        history; False when ``timeout`` (default: the server's write timeout) ran out first
+        (the append then goes ahead, and that viewer gets ``reset``).
+
+        Returns at once on the server's own loop (an append there must not block the loop:
+        an async producer awaits :meth:`wait_for_room_async` instead) and when no viewer is
+        behind. Viewers that paused themselves with credit do not hold a producer up.
+        """
+        if not self._needs_room(rows) or self._on_server_loop():
+            return True
+        deadline = time.monotonic() + (self.wait_timeout if timeout is None else timeout)
+        with self._room:
+            self._room_waiters += 1
+            try:
+                while self._needs_room(rows):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    # Woken when a viewer's frame is sent; the bound only covers a wake lost
+                    # to a viewer that went away.
+                    self._room.wait(min(left, 0.1))
+            finally:
+                self._room_waiters -= 1
+        return True
+
+    async def wait_for_room_async(self, rows: int, timeout: float | None = None) -> bool:
+        """:meth:`wait_for_room` for a coroutine on the server's loop: it awaits, so the
+        loop goes on writing to the viewers it waits for."""
+        import asyncio
+
+        deadline = time.monotonic() + (self.wait_timeout if timeout is None else timeout)
+        pause = 0.0005
+        while self._needs_room(rows):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.01)
+        return True
+
+    def room_made(self) -> None:
+        """Called by the hub when a viewer's cursor moved or a viewer left."""
+        if self._room_waiters:
+            with self._room:
+                self._room.notify_all()
+
     def read(
         self, since: int, stop: int | None = None, columns: tuple[str, ...] | None = None
     ) -> Batch:
-        """Copy rows from offset ``since`` (clipped to history) up to ``stop``."""
-        with self._lock:
-            h = self._history
-            if h is None:
-                return Batch({}, {}, offset=0)
-            if h.max_age is not None:
+        """Copy rows from offset ``since`` (clipped to history) up to ``stop``.
+
+        Takes no lock (unless the stream trims by age): a producer thread appending never
+        makes a reader wait, nor the other way round. Should the writer overwrite the rows
+        while they are copied, the read starts again from the new oldest row.
+        """
+        return self.read_rows(since, stop, columns, copy=True)
+
+    def read_rows(
+        self,
+        since: int,
+        stop: int | None = None,
+        columns: tuple[str, ...] | None = None,
+        *,
+        copy: bool = True,
+    ) -> Batch:
+        """:meth:`read`, with ``copy=False`` returning views into the history where the
+        rows lie in one piece: valid only until :meth:`intact` says otherwise (the hub
+        encodes a frame straight from them, then checks)."""
+        h = self._history
+        if h is None:
+            return Batch({}, {}, offset=0)
+        if h.max_age is not None:
+            with self._lock:  # trimming by age writes `start`: one writer at a time
                 h.trim(time.monotonic())
-            return h.read(since, stop, columns)
+                return h.read(since, stop, columns, copy=copy)
+        while True:
+            batch = h.read(since, stop, columns, copy=copy)
+            first = batch.offset if batch.offset is not None else since
+            if h.start <= first:
+                return batch
+            since = max(since, h.start)  # overwritten meanwhile: read what is kept now
+
+    def intact(self, since: int) -> bool:
+        """Whether rows from ``since`` on are still the ones appended (not overwritten)."""
+        h = self._history
+        return h is None or h.start <= since
 
     def window(self) -> tuple[int, int]:
-        """(start, end) under the lock, for a consistent view."""
-        with self._lock:
-            h = self._history
-            if h is None:
-                return 0, 0
-            if h.max_age is not None:
+        """(start, end): the offsets of the oldest row kept and of the next row. Takes no
+        lock (unless the stream trims by age); rows in it may be overwritten by the time
+        they are read, which :meth:`read` handles."""
+        h = self._history
+        if h is None:
+            return 0, 0
+        if h.max_age is not None:
+            with self._lock:
                 h.trim(time.monotonic())
-            return h.start, h.end
+                return h.start, h.end
+        start = h.start
+        return start, max(start, h.end)
 
     def tail(self, n: int) -> Batch:
         """The newest ``n`` rows."""

@@ -43,7 +43,7 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     "columns": {"errors"},
     "protocol": {"columns", "errors", "limits"},
     "controls": {"errors"},
-    "producer": {"controls", "errors"},
+    "producer": {"columns", "controls", "errors"},
     "streams": {"columns", "controls", "errors", "limits", "producer"},
     "hub": {"columns", "errors", "limits", "protocol", "streams", "version"},
     "session": {"errors", "hub", "protocol"},

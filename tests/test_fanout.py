@@ -7,12 +7,17 @@ observed from the appending thread, on a real server whose loop the test holds.
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import threading
 import time
 
 import numpy as np
 import pytest
+import websockets
 
+from conftest import TOKEN
+from livestream import Limits
 from livestream import hub as H
 
 pytestmark = pytest.mark.timeout(60)
@@ -126,3 +131,60 @@ def test_a_producer_thread_that_starves_the_loop_waits_a_bounded_time(server):
     assert took < 47 * H.YIELD_MAX / 2, f"47 appends took {took * 1000:.0f} ms: they kept waiting"
     assert stream.window() == (0, 500)
     assert stream.read(0).columns["volume"].tolist() == list(range(500))
+
+
+# --------------------------------------------------------------------------- overflow="wait"
+
+
+async def test_in_wait_mode_a_slow_viewer_loses_nothing(server_factory, ws_connect):
+    """A producer thread appends 20 histories' worth as fast as it can; the viewer reads
+    slowly. In ``overflow="wait"`` mode the producer waits for it: every row arrives, in
+    order, and no ``reset`` is sent."""
+    server = server_factory()
+    stream = server.stream("backfill", history=2_000, overflow="wait")
+    async with ws_connect(server) as viewer:
+        await viewer.subscribe("backfill", format="json")
+        total = 40_000
+
+        def produce() -> None:
+            for start in range(0, total, 500):
+                stream.append(rows(start, start + 500))
+
+        producer = asyncio.get_running_loop().run_in_executor(None, produce)
+        nxt = 0
+        while nxt < total:
+            msg = await viewer.expect(lambda m: m.get("stream") == "backfill", timeout=30)
+            assert msg["type"] == "data", f"the viewer fell behind: {msg}"
+            assert msg["offset"] == nxt
+            assert msg["columns"]["volume"] == list(range(nxt, nxt + msg["rows"]))
+            nxt += msg["rows"]
+            await asyncio.sleep(0.002)  # a slow reader
+        await asyncio.wait_for(producer, 30)
+    assert stream.end == total
+
+
+async def test_in_wait_mode_a_stalled_viewer_holds_the_producer_only_so_long(server_factory):
+    """A viewer that never reads holds a waiting producer at most the write timeout (then
+    the server closes it and the producer goes on), never forever."""
+    server = server_factory(limits=Limits(write_timeout=1.0))
+    stream = server.stream("held", history=10_000, overflow="wait")
+    stream.append(rows(0, 10_000))
+    url = f"{server.ws_url}?token={TOKEN}"
+    async with websockets.connect(url, max_queue=1, max_size=None, close_timeout=1) as stalled:
+        stalled.transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVBUF, 4096
+        )
+        await stalled.send('{"type":"subscribe","stream":"held","since":0}')
+
+        def produce() -> float:
+            t0 = time.monotonic()
+            # 48 MB: far more than the socket buffers between the server and the viewer.
+            for start in range(10_000, 2_000_000, 10_000):
+                stream.append(rows(start, start + 10_000))
+            return time.monotonic() - t0
+
+        took = await asyncio.wait_for(asyncio.to_thread(produce), 30)
+    # It did wait (about the write timeout, then the sweep's second), and no longer.
+    assert 0.8 < took < 1.0 + 1.0 + 2.0, f"the producer took {took:.2f} s"
+    assert stream.end == 2_000_000
+    assert server.hub.subscriber_count("held") == 0  # the stalled viewer was closed

@@ -282,7 +282,7 @@ def test_history_grows_on_demand_and_keeps_every_row_in_order() -> None:
     rng = random.Random(7)
     for capacity in (1, 5, 1000, 1025, 3000):
         history = History({"v": "int64", "s": "str"}, capacity)
-        assert len(history._cols["v"]) <= History.INITIAL_ROWS
+        assert history.allocated_rows <= History.INITIAL_ROWS
         model: list[int] = []
         offset = 0
         for _ in range(150):
@@ -296,11 +296,11 @@ def test_history_grows_on_demand_and_keeps_every_row_in_order() -> None:
             batch = history.read(since)
             assert batch.columns["v"].tolist() == model[since - history.start :]
             assert batch.columns["s"].tolist() == [str(x) for x in model[since - history.start :]]
-        assert len(history._cols["v"]) <= capacity
+        assert history.allocated_rows <= capacity
 
 
 def test_a_new_stream_costs_little_memory() -> None:
     from livestream.streams import History
 
     history = History({"a": "float64", "b": "float64", "c": "int64"}, 100_000)
-    assert sum(a.nbytes for a in history._cols.values()) <= 3 * 8 * History.INITIAL_ROWS
+    assert history.nbytes <= 3 * 8 * History.INITIAL_ROWS
