@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import itertools
+import json
 import logging
 import random
 import threading
@@ -59,6 +60,34 @@ def _normalise_url(url: str, token: str | None) -> tuple[str, str | None]:
         path += "/ws"
     rest = {k: v for k, v in query.items() if k != "token"}
     return urlunsplit((scheme, parts.netloc, path, urlencode(rest, doseq=True), "")), token
+
+
+class _Refused(ServerError):
+    """The server refused the WebSocket handshake: code ``refused``, with the HTTP ``status``
+    and the server's ``reason`` (``missing_token``, ``bad_token``, ``bad_origin``,
+    ``bad_host``; empty when the answer was not livestream's JSON) so a caller such as the
+    command line can say what to do in its own terms."""
+
+    def __init__(self, url: str, status: int, reason: str, text: str) -> None:
+        super().__init__("refused", f"HTTP {status} from {url}: {text}")
+        self.url = url
+        self.status = status
+        self.reason = reason
+        self.text = text
+
+    @classmethod
+    def from_response(cls, url: str, status: int, body: bytes | None, fallback: str) -> _Refused:
+        """The refusal a handshake answer carries: the message of livestream's
+        ``{"error": {"code", "message"}}`` body, never the raw JSON."""
+        raw = (body or b"").decode(errors="replace")
+        try:
+            error = json.loads(raw)["error"]
+            reason, text = str(error["code"]), str(error["message"])
+        except (ValueError, TypeError, KeyError):
+            # Not a livestream server (a proxy, another web server): a short excerpt.
+            excerpt = " ".join(raw.split())[:200]
+            reason, text = "", excerpt or fallback
+        return cls(url, status, reason, text)
 
 
 class AsyncSubscription:
@@ -226,9 +255,12 @@ class AsyncClient:
                 # No HTTP answer at all (599: a timeout, a connection closed mid-handshake):
                 # the server is unreachable for now, which a reconnect may cure; not a refusal.
                 raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from None
-            body = exc.response.body.decode(errors="replace") if exc.response.body else ""
-            raise ServerError(
-                "refused", f"HTTP {exc.code} from {self.url}: {body or exc.message}"
+            refusal = _Refused.from_response(self.url, exc.code, exc.response.body, exc.message)
+            raise refusal from None
+        except ConnectionRefusedError:
+            raise ConnectionClosed(
+                f"cannot reach {self.url}: no server is listening there (connection refused); "
+                "start one with `livestream serve`, or check the URL"
             ) from None
         except OSError as exc:
             raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from None

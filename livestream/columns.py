@@ -515,6 +515,34 @@ def _describe(schema: Mapping[str, str]) -> str:
     return ", ".join(f"{n} {d}" for n, d in schema.items())
 
 
+def _fits(value: Any, want: str) -> bool:
+    """Whether one value of an object, str or bool column can become a ``want`` value."""
+    if want in _FLOATS:
+        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    if want in _INTS:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if want == "str":
+        return value is None or isinstance(value, str)
+    return isinstance(value, bool) if want == "bool" else True
+
+
+def _first_misfit(arr: np.ndarray, have: str, want: str) -> int:
+    """The index of the first value of ``arr`` that :func:`conform` cannot convert to
+    ``want`` (0 when the column fails as a whole)."""
+    if have in NUMERIC_DTYPES and have != "bool" and want in _INTS:
+        info = np.iinfo(NUMERIC_DTYPES[want])
+        with np.errstate(invalid="ignore"):  # NaN compares false, as a misfit should
+            fits = (arr >= info.min) & (arr < info.max + 1)
+            if have in _FLOATS:
+                fits &= np.isfinite(arr) & (arr == np.round(arr))
+        misfits = np.flatnonzero(~fits).tolist()
+    elif want == "str" and have in _FLOATS:
+        misfits = np.flatnonzero(~np.isnan(arr)).tolist()
+    else:
+        misfits = [i for i, v in enumerate(arr.tolist()) if not _fits(v, want)]
+    return int(misfits[0]) if misfits else 0
+
+
 def conform(batch: Batch, schema: Mapping[str, str], stream: str = "") -> Batch:
     """Return ``batch`` with its columns ordered and cast to ``schema``.
 
@@ -575,9 +603,13 @@ def conform(batch: Batch, schema: Mapping[str, str], stream: str = "") -> Batch:
         elif want in _FLOATS and have in ("str", "object") and all(v is None for v in arr.tolist()):
             cols[name], ok = np.full(len(arr), np.nan, dtype=NUMERIC_DTYPES[want]), True
         if not ok:
+            # Show the first value that does not fit, not the first value: in a float column
+            # that holds one stray text, that text is what needs fixing.
+            bad = _first_misfit(arr, have, want)
+            at = f" at row {bad + 1} of {len(arr)}" if len(arr) > 1 else ""
             raise SchemaMismatch(
                 f"column {name!r}{where} is {want} but the batch has {have} values"
-                f" (e.g. {_jsonable(arr[0]) if len(arr) else 'none'!r}); send {want} values"
+                f" (e.g. {_jsonable(arr[bad]) if len(arr) else 'none'!r}){at}; send {want} values"
             )
     out = Batch(cols, schema, offset=batch.offset)
     out.checked = batch.checked
