@@ -1,4 +1,10 @@
-"""The ``livestream`` command: serve, demo, publish, tail."""
+"""The ``livestream`` command: serve, demo, publish, tail.
+
+Every command's expected failures (a busy port, an unreadable or malformed input file, a
+refused token, no server at the URL, a request the server refuses) end in one place,
+:func:`main`, as ``livestream: <message>`` on stderr and exit status 1; Ctrl-C exits 130
+quietly. Anything else is a bug: its traceback is printed with a line asking to report it.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,11 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TextIO, TypeVar
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import IO, Any, TypeVar
 
-from .errors import ConfigError
+from .errors import ConfigError, ConnectionClosed, LivestreamError, ProtocolError, ServerError
 from .limits import Limits
 
 __all__ = ["main"]
@@ -125,6 +132,57 @@ def _limits(args: argparse.Namespace) -> Limits:
     return Limits(**given)
 
 
+class _Failure(LivestreamError):
+    """A command that cannot go on; its message is printed as ``livestream: <message>``."""
+
+
+# --------------------------------------------------------------------------- flag values
+
+
+def _flag_type(kind: Callable[[str], _N], expects: str, minimum: _N) -> Callable[[str], _N]:
+    """An argparse ``type``: a number of ``kind`` at least ``minimum``, or a usage error
+    that names what the flag expects and what arrived."""
+
+    def parse(text: str) -> _N:
+        try:
+            value = kind(text.strip())
+        except ValueError:
+            value = None
+        if value is None or not value >= minimum or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"expects {expects}; got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in some messages
+    return parse
+
+
+_COUNT = _flag_type(int, "a whole number of 1 or more", 1)
+_OPTIONAL_COUNT = _flag_type(int, "a whole number of 0 or more", 0)
+_SECONDS_FLAG = _flag_type(float, "a number of seconds above 0", 1e-9)
+_RATE = _flag_type(float, "rows per second, a number above 0", 1e-9)
+
+
+def _port(text: str, source: str = "--port") -> int:
+    try:
+        port = int(text.strip())
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ConfigError(
+            f"{source} expects a port number from 0 to 65535 (0 picks a free one); got {text!r}"
+        )
+    return port
+
+
+def _port_flag(text: str) -> int:
+    try:
+        return _port(text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(
+            f"expects a port number from 0 to 65535 (0 picks a free one); got {text!r}"
+        ) from None
+
+
 def _server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--host",
@@ -133,17 +191,19 @@ def _server_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--port",
-        type=int,
-        default=int(os.environ.get("LIVESTREAM_PORT", DEFAULT_PORT)),
-        help=f"port (default {DEFAULT_PORT}; 0 picks a free one)",
+        type=_port_flag,
+        default=None,
+        help=f"port (default $LIVESTREAM_PORT or {DEFAULT_PORT}; 0 picks a free one)",
     )
     p.add_argument(
         "--token",
         default=None,
         help="the access token (default: $LIVESTREAM_TOKEN or a random one)",
     )
-    p.add_argument("--history", type=int, default=100_000, help="rows kept per stream")
-    p.add_argument("--max-age", type=float, default=None, help="seconds of rows kept per stream")
+    p.add_argument("--history", type=_COUNT, default=100_000, help="rows kept per stream")
+    p.add_argument(
+        "--max-age", type=_SECONDS_FLAG, default=None, help="seconds of rows kept per stream"
+    )
     p.add_argument(
         "--allow-origin",
         action="append",
@@ -174,12 +234,19 @@ def _client_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+# --------------------------------------------------------------------------- serve, demo
+
+
 def _make_server(args: argparse.Namespace) -> Any:
     from .server import Server
 
+    port = args.port
+    if port is None:
+        env = os.environ.get("LIVESTREAM_PORT")
+        port = DEFAULT_PORT if env is None else _port(env, "LIVESTREAM_PORT")
     return Server(
         args.host,
-        args.port,
+        port,
         token=args.token,
         history=args.history,
         max_age=args.max_age,
@@ -196,39 +263,40 @@ def _announce(server: Any, what: str) -> None:
     print("  Ctrl-C to stop", flush=True)
 
 
-def _run_server(args: argparse.Namespace, what: str, setup: Any = None) -> int:
-    """Run a server in the foreground until Ctrl-C; ``setup(server)`` runs once it listens."""
+def _run_server(args: argparse.Namespace, ready: Callable[[Any], None]) -> int:
+    """Run a server in the foreground until Ctrl-C; ``ready(server)`` runs once it listens
+    (a port in use or a bad host raises ConfigError from ``start_async``)."""
     import asyncio
 
     server = _make_server(args)
 
     async def main() -> None:
         await server.start_async()
-        if setup is not None:
-            setup(server)
-        _announce(server, what)
         try:
+            ready(server)
             await asyncio.Event().wait()
         finally:
             await server.stop_async()
 
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(main())
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    return _run_server(args, "serving")
+    return _run_server(args, lambda server: _announce(server, "serving"))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import install
 
-    def setup(server: Any) -> None:
+    def ready(server: Any) -> None:
         install(server)
+        print(f"livestream demo on {server.base_url}", flush=True)
         print("  streams: prices (market ticks), sensors (room sensors)", flush=True)
+        print(f"  websocket: {server.ws_url}  (token: {server.token})", flush=True)
+        print("  Ctrl-C to stop", flush=True)
+        print(flush=True)
+        print(f"Open the dashboard: {server.url}", flush=True)
         if not args.no_browser:
             import webbrowser
 
@@ -237,7 +305,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
             except Exception:  # no browser is fine: the URL is printed
                 pass
 
-    return _run_server(args, "demo", setup)
+    return _run_server(args, ready)
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def _connect(args: argparse.Namespace) -> Any:
+    """A client for ``--url`` and ``--token``; a refusal or an unreachable server becomes a
+    message in command-line terms (flags and environment variables, not URL queries)."""
+    from .client import _Refused, connect
+
+    try:
+        return connect(args.url, token=args.token)
+    except _Refused as exc:
+        where = f"the server at {exc.url}"
+        if exc.reason == "missing_token":
+            raise _Failure(
+                f"{where} needs a token: pass --token TOKEN or set LIVESTREAM_TOKEN "
+                "(the token `livestream serve` printed)"
+            ) from None
+        if exc.reason == "bad_token":
+            raise _Failure(
+                f"{where} refused the token (HTTP {exc.status}): pass the token "
+                "`livestream serve` printed with --token TOKEN or LIVESTREAM_TOKEN"
+            ) from None
+        if exc.reason:
+            raise _Failure(
+                f"{where} refused the connection (HTTP {exc.status}): {exc.text}"
+            ) from None
+        raise _Failure(
+            f"{where} answered HTTP {exc.status} ({exc.text}), not as a livestream server "
+            "would; check --url (or LIVESTREAM_URL): `livestream serve` prints the websocket URL"
+        ) from None
+    except ConnectionClosed as exc:
+        text = str(exc)
+        if text.endswith("check the URL"):
+            raise _Failure(f"{text} (--url URL or LIVESTREAM_URL)") from None
+        raise _Failure(
+            f"{text}; check the URL (--url URL or LIVESTREAM_URL) and that the server runs"
+        ) from None
 
 
 def _convert(value: str) -> Any:
@@ -253,59 +360,177 @@ def _convert(value: str) -> Any:
     return value
 
 
-def _rows(handle: TextIO, fmt: str) -> Iterator[dict[str, Any]]:
-    if fmt == "csv":
-        for row in csv.DictReader(handle):
-            yield {k: _convert(v) for k, v in row.items()}
-        return
-    for number, line in enumerate(handle, 1):
+def _decoded(handle: IO[bytes], name: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line; a line that is not UTF-8 is named with its byte."""
+    for number, raw in enumerate(handle, 1):
+        try:
+            # utf-8-sig on the first line: a byte-order mark (spreadsheet exports) is no data.
+            yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise _Failure(
+                f"line {number} of {name} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+                f"column {exc.start + 1}); save it as UTF-8, e.g. "
+                f"`iconv -f latin1 -t utf-8 FILE > FILE.utf8`"
+            ) from None
+
+
+def _fields(n: int) -> str:
+    return f"{n} field" + ("" if n == 1 else "s")
+
+
+def _shown(names: Sequence[str]) -> str:
+    return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+
+
+def _csv_rows(lines: Iterable[tuple[int, str]], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(first line, row) of each CSV record; the first record is the header. A record with
+    too few or too many fields, or broken quoting, stops with its line number."""
+    at = [0]  # the number of the line the reader read last
+
+    def text() -> Iterator[str]:
+        for number, line in lines:
+            at[0] = number
+            yield line
+
+    # strict: an unterminated quote is an error, not a field that swallows the rest.
+    reader = csv.reader(text(), strict=True)
+    start = 1
+    header: list[str] | None = None
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise _Failure(
+                    f"line {start} of {name} opens a quoted field that never closes; close "
+                    'the quote, or double a quote inside a quoted field ("say ""hi""")'
+                ) from None
+            raise _Failure(
+                f"line {at[0]} of {name} is not valid CSV ({exc}); quote a whole field that "
+                'holds a quote, a comma or a line break, doubling its quotes ("say ""hi""")'
+            ) from None
+        first, start = start, at[0] + 1
+        if not fields:
+            continue  # a blank line
+        if header is None:
+            header = fields
+            twice = sorted({n for n in header if header.count(n) > 1})
+            if twice:
+                raise _Failure(
+                    f"the header (line {first} of {name}) names column {twice[0]!r} more than "
+                    "once; give every column its own name"
+                )
+            continue
+        if len(fields) != len(header):
+            fix = (
+                "add the missing fields (an empty field, as in a,,c, is a missing value)"
+                if len(fields) < len(header)
+                else 'remove the extra ones, quote a value that holds a comma ("1,5"), or '
+                "name the column in the header"
+            )
+            raise _Failure(
+                f"line {first} of {name} has {_fields(len(fields))} but the header names "
+                f"{len(header)} ({_shown(header)}); {fix}"
+            )
+        yield first, {k: _convert(v) for k, v in zip(header, fields, strict=True)}
+    if header is None:
+        raise _Failure(f"{name} is empty; a CSV file starts with a header line naming its columns")
+
+
+def _jsonl_rows(
+    lines: Iterable[tuple[int, str]], name: str
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    example = 'one JSON object per line, such as {"time": 1, "temp": 21.5}'
+    for number, line in lines:
         line = line.strip()
         if not line:
             continue
         try:
             row = json.loads(line)
-        except ValueError as exc:
-            raise SystemExit(
-                f"line {number}: not JSON ({exc}); expected one JSON object per line"
+        except json.JSONDecodeError as exc:
+            raise _Failure(
+                f"line {number} of {name} is not JSON ({exc.msg} at column {exc.colno}); "
+                f"expected {example} (for a CSV file pass --format csv)"
+            ) from None
+        except RecursionError:
+            raise _Failure(
+                f"line {number} of {name} nests too deeply; expected {example}"
             ) from None
         if not isinstance(row, dict):
-            raise SystemExit(
-                f"line {number}: expected a JSON object per line, got {type(row).__name__}"
+            kind = {list: "a list", str: "a string", bool: "true or false"}.get(
+                type(row), "null" if row is None else "a number"
             )
-        yield row
+            raise _Failure(f"line {number} of {name} is {kind}, not an object; expected {example}")
+        yield number, row
+
+
+_BATCH_ROW = re.compile(r" at row (\d+) of (\d+)")
+
+
+def _refused_lines(exc: LivestreamError, name: str, lines: list[int], stream: str) -> _Failure:
+    """The refusal of a batch, said with the input's line numbers."""
+    text = exc.message if isinstance(exc, (ServerError, ProtocolError)) else str(exc)
+    row = _BATCH_ROW.search(text)
+    if row is not None and int(row[2]) == len(lines) and 1 <= int(row[1]) <= len(lines):
+        where = f"line {lines[int(row[1]) - 1]} of {name}"
+        text = text[: row.start()] + text[row.end() :]
+    elif len(lines) == 1:
+        where = f"line {lines[0]} of {name}"
+    else:
+        where = f"lines {lines[0]}-{lines[-1]} of {name}"
+    return _Failure(f"the server refused {where} for stream {stream!r}: {text}")
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from .client import connect
-
+    name = "standard input" if args.file == "-" else args.file
     try:
-        handle: TextIO = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+        handle: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     except OSError as exc:
-        raise SystemExit(f"livestream: cannot read {args.file}: {exc.strerror or exc}") from None
-    fmt = args.format or ("csv" if args.file.endswith(".csv") else "jsonl")
+        raise _Failure(
+            f"cannot read {args.file}: {exc.strerror or exc}; pass a JSON-lines or CSV file, "
+            "or - for standard input"
+        ) from None
+    fmt = args.format or ("csv" if args.file.lower().endswith(".csv") else "jsonl")
+    parse = _csv_rows if fmt == "csv" else _jsonl_rows
     sent = 0
     try:
-        with connect(args.url, token=args.token) as client:
+        with _connect(args) as client:
             batch: list[dict[str, Any]] = []
+            lines: list[int] = []
             started = time.monotonic()
             per_batch = (
                 args.batch if not args.rate else max(1, min(args.batch, math.ceil(args.rate / 20)))
             )
-            for row in _rows(handle, fmt):
-                batch.append(row)
-                if len(batch) >= per_batch:
+
+            def flush() -> None:
+                nonlocal sent
+                try:
                     client.publish(args.stream, batch)
-                    sent += len(batch)
-                    batch = []
+                except (ServerError, ProtocolError) as exc:
+                    raise _refused_lines(exc, name, lines, args.stream) from None
+                sent += len(batch)
+                batch.clear()
+                lines.clear()
+
+            for number, row in parse(_decoded(handle, name), name):
+                batch.append(row)
+                lines.append(number)
+                if len(batch) >= per_batch:
+                    flush()
                     if args.rate:
                         ahead = sent / args.rate - (time.monotonic() - started)
                         if ahead > 0:
                             time.sleep(ahead)
             if batch:
-                client.publish(args.stream, batch)
-                sent += len(batch)
+                flush()
+    except LivestreamError as exc:
+        if sent:
+            raise _Failure(f"{_message(exc)} (published {sent} rows before stopping)") from None
+        raise
     finally:
-        if handle is not sys.stdin:
+        if handle is not sys.stdin.buffer:
             handle.close()
     print(f"published {sent} rows to {args.stream}", file=sys.stderr)
     return 0
@@ -326,45 +551,38 @@ def _format_value(name: str, v: Any) -> str:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from .client import connect
-
-    with connect(args.url, token=args.token) as client:
+    with _connect(args) as client:
         sub = client.subscribe(args.stream, last=args.last)
         header_done = False
         count = 0
-        try:
-            for batch in sub:
-                for row in batch.to_rows():
-                    if args.format == "jsonl":
-                        print(
-                            json.dumps(
-                                {
-                                    k: (
-                                        None if isinstance(v, float) and not math.isfinite(v) else v
-                                    )
-                                    for k, v in row.items()
-                                }
-                            ),
-                            flush=True,
-                        )
-                    else:
-                        if not header_done:
-                            print("  ".join(f"{k:>14}" for k in row), flush=True)
-                            header_done = True
-                        print(
-                            "  ".join(f"{_format_value(k, v):>14}" for k, v in row.items()),
-                            flush=True,
-                        )
-                    count += 1
-                    if args.count and count >= args.count:
-                        return 0
-        except KeyboardInterrupt:
-            return 0
+        for batch in sub:
+            for row in batch.to_rows():
+                if args.format == "jsonl":
+                    print(
+                        json.dumps(
+                            {
+                                k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                                for k, v in row.items()
+                            }
+                        ),
+                        flush=True,
+                    )
+                else:
+                    if not header_done:
+                        print("  ".join(f"{k:>14}" for k in row), flush=True)
+                        header_done = True
+                    print(
+                        "  ".join(f"{_format_value(k, v):>14}" for k, v in row.items()),
+                        flush=True,
+                    )
+                count += 1
+                if args.count and count >= args.count:
+                    return 0
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="livestream", description=__doc__)
+    parser = argparse.ArgumentParser(prog="livestream", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -385,34 +603,71 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["jsonl", "csv"], help="input format (default: by extension)"
     )
     p.add_argument(
-        "--rate", type=float, default=None, help="rows per second (default: as fast as possible)"
+        "--rate", type=_RATE, default=None, help="rows per second (default: as fast as possible)"
     )
-    p.add_argument("--batch", type=int, default=1000, help="rows per message (default 1000)")
+    p.add_argument("--batch", type=_COUNT, default=1000, help="rows per message (default 1000)")
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("tail", help="print a stream's rows as they arrive")
     p.add_argument("stream")
     _client_options(p)
     p.add_argument("--format", choices=["table", "jsonl"], default="table")
-    p.add_argument("--last", type=int, default=10, help="start with this many of the newest rows")
-    p.add_argument("--count", type=int, default=0, help="exit after this many rows (0: never)")
+    p.add_argument(
+        "--last", type=_OPTIONAL_COUNT, default=10, help="start with this many of the newest rows"
+    )
+    p.add_argument(
+        "--count", type=_OPTIONAL_COUNT, default=0, help="exit after this many rows (0: never)"
+    )
     p.set_defaults(func=cmd_tail)
     return parser
 
 
+def _message(exc: BaseException) -> str:
+    """What an expected failure says after ``livestream: ``."""
+    if isinstance(exc, (ServerError, ProtocolError)):
+        return exc.message  # the code is for programs; people read the message
+    if isinstance(exc, TimeoutError):
+        return "timed out waiting for the server; check that it runs and is not overloaded"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"the input is not UTF-8 text ({exc.reason}); save it as UTF-8"
+    if isinstance(exc, csv.Error):
+        return f"the input is not valid CSV ({exc})"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
+#: Failures of the environment or the input, not of livestream: a message, no traceback.
+_EXPECTED = (LivestreamError, OSError, UnicodeDecodeError, csv.Error)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status (0, 1 for a failure, 2 for a usage
+    error, 130 after Ctrl-C)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    from .errors import LivestreamError
-
     try:
         return int(args.func(args))
-    except LivestreamError as exc:
-        print(f"livestream: {exc}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        return 130
     except BrokenPipeError:
+        # The reader went away (`livestream tail s | head`): stop quietly, and keep the
+        # interpreter's final flush from complaining about the closed pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except _EXPECTED as exc:
+        print(f"livestream: {_message(exc)}", file=sys.stderr)
+        return 1
+    except Exception:
+        traceback.print_exc()
+        print(
+            "livestream: this is a bug in livestream, not a problem with your input or setup; "
+            "please report it with the traceback above",
+            file=sys.stderr,
+        )
+        return 1
