@@ -36,6 +36,8 @@ BAD_MESSAGE_LIMIT = 20
 BAD_MESSAGE_WINDOW = 10.0
 #: Frames larger than this are decoded on a worker thread, not on the loop.
 DECODE_OFF_LOOP = 64 * 1024
+#: Messages one connection may have handled before it lets the loop take a turn.
+BURST = 16
 #: Of a connection's outbound budget, what only replies and notices may use: data waits
 #: before it would fill this, so a slow viewer is not closed for a ``state`` notice.
 RESERVE_BYTES = 1024 * 1024
@@ -70,6 +72,7 @@ class Session:
         self._bad: deque[float] = deque()
         self.messages_in = 0
         #: Bytes handed to the transport and not yet written out.
+        self._burst = 0  # messages handled since this connection last let the loop turn
         self.outbound = 0
         #: Subscriptions whose next frame waits for the outbound budget to drain.
         self.waiting: set[Subscription] = set()
@@ -86,14 +89,25 @@ class Session:
         """
         if self.closed:
             return None
-        if len(frame) > DECODE_OFF_LOOP and self.hub.loop is not None:
+        loop = self.hub.loop
+        if len(frame) > DECODE_OFF_LOOP and loop is not None:
             return asyncio.ensure_future(self._receive_off_loop(frame))
         try:
             msg = P.decode_client(frame, self.hub.limits)
         except ProtocolError as err:
             self.reject(err)
-            return None
-        return self.handle(msg)
+            pending = None
+        else:
+            pending = self.handle(msg)
+        if pending is None and loop is not None:
+            # Fair turns: a peer that pipelines thousands of small messages is read from a
+            # buffer without the loop ever getting a turn. After a burst, this connection
+            # waits one loop turn, and every other connection gets its go.
+            self._burst += 1
+            if self._burst >= BURST:
+                self._burst = 0
+                return asyncio.ensure_future(asyncio.sleep(0))
+        return pending
 
     async def _receive_off_loop(self, frame: str | bytes) -> None:
         loop = asyncio.get_running_loop()

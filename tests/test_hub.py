@@ -18,7 +18,7 @@ import pytest
 from livestream import Limits
 from livestream import protocol as P
 from livestream.hub import Hub
-from livestream.session import BAD_MESSAGE_LIMIT, BAD_MESSAGE_WINDOW, Session
+from livestream.session import BAD_MESSAGE_LIMIT, BAD_MESSAGE_WINDOW, BURST, Session
 
 
 class Clock:
@@ -95,7 +95,9 @@ def connect(
 
 
 def send(session: Session, msg: dict[str, Any]) -> None:
-    assert session.receive(json.dumps(msg)) is None  # a small frame: handled at once
+    """A small frame is handled at once (what it returns is at most the fair-turn pause
+    that asks the adapter to let the loop turn before it reads more)."""
+    session.receive(json.dumps(msg))
 
 
 async def test_a_busy_subscriber_gets_the_rows_merged_into_one_frame(hub: Hub) -> None:
@@ -221,3 +223,15 @@ async def test_roles_are_enforced_per_message(hub: Hub) -> None:
         ("streams", None),
     ]
     assert "'control' role" in replies[0]["message"]
+
+
+async def test_a_pipelining_peer_lets_the_loop_turn_after_each_burst(hub: Hub) -> None:
+    session, wire = connect(hub)
+    pauses = [session.receive(json.dumps({"type": "ping", "id": i})) for i in range(3 * BURST)]
+    assert [i for i, p in enumerate(pauses) if p is not None] == [
+        BURST - 1,
+        2 * BURST - 1,
+        3 * BURST - 1,
+    ]
+    assert len(wire.messages()) == 3 * BURST  # every ping answered, in order
+    await turn()
