@@ -197,6 +197,8 @@ def test_publish_with_a_wrong_token_fails_clearly(running: Any, tmp_path: Path) 
     done = livestream_cli("publish", "s", str(rows), "--url", ws_url, "--token", "wrong-token-1")
     assert done.returncode == 1
     assert "403" in done.stderr and "Traceback" not in done.stderr
+    assert "--token TOKEN or LIVESTREAM_TOKEN" in done.stderr
+    assert "{" not in done.stderr, "the server's JSON answer, not its message"
 
 
 def test_publish_of_a_missing_file_says_so(tmp_path: Path) -> None:
@@ -209,9 +211,24 @@ def test_publish_of_a_missing_file_says_so(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def _quickstart_demo_output() -> list[str]:
+    """The demo's output as docs/quickstart.md shows it (the block after `livestream demo`)."""
+    text = (ROOT / "docs" / "quickstart.md").read_text()
+    block = re.search(r"```\n(livestream demo on .*?)```", text, re.DOTALL)
+    assert block is not None, "docs/quickstart.md no longer shows the demo's output"
+    return block.group(1).splitlines()
+
+
 def test_demo_prints_a_dashboard_url_and_its_prices_grow(running: Any) -> None:
     demo = running("demo", "--port", "0", "--no-browser")
     dashboard = demo.expect(r"dashboard: (http://127\.0\.0\.1:\d+/\?token=\S+)").group(1)
+    # The lines, in order, are those docs/quickstart.md shows, the URL to open last.
+    port = re.escape(dashboard.split(":")[2].split("/")[0])
+    printed = [re.sub(rf"127\.0\.0\.1:{port}", "127.0.0.1:8765", line) for line in demo.output]
+    printed = [re.sub(r"token=\S+", "token=...", line) for line in printed]
+    printed = [re.sub(r"\(token: [^)]+\)", "(token: ...)", line) for line in printed]
+    assert [line.rstrip("\n") for line in printed] == _quickstart_demo_output()
+    assert demo.output[-1].startswith("Open the dashboard: http://")
     base, token = dashboard.split("/?token=")
     api = f"{base}/api/streams/prices?token={token}"
 
