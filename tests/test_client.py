@@ -223,3 +223,45 @@ async def sub_finished(sub: Any) -> None:
     """An unsubscribed subscription ends its iteration."""
     async for _ in sub:
         pass
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize(
+    ("token", "status", "reason", "says"),
+    [
+        ("not-the-token-at-all", 403, "bad_token", "the token was not accepted"),
+        (None, 401, "missing_token", "this server needs a token"),
+    ],
+)
+def test_a_refused_handshake_carries_status_reason_and_the_message_only(
+    live_server: Server, token: str | None, status: int, reason: str, says: str
+) -> None:
+    with pytest.raises(ServerError) as info:
+        livestream.connect(live_server.ws_url, token=token)
+    error: Any = info.value
+    assert (error.code, error.status, error.reason) == ("refused", status, reason)
+    assert error.message.startswith(f"HTTP {status} from {live_server.ws_url}: {says}")
+    assert "{" not in str(error), "the server's message, not its JSON answer"
+
+
+def test_no_server_listening_names_the_url_and_how_to_start_one() -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on once released
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(livestream.ConnectionClosed) as info:
+        livestream.connect(f"ws://127.0.0.1:{port}", token=TOKEN, reconnect=False)
+    message = str(info.value)
+    assert f"cannot reach ws://127.0.0.1:{port}/ws: no server is listening there" in message
+    assert "start one with `livestream serve`" in message
+
+
+def test_a_refused_value_is_the_first_that_does_not_fit(client: Client) -> None:
+    client.publish("temps", {"temp": [20.5]})
+    with pytest.raises(ServerError) as info:
+        client.publish("temps", [{"temp": 21.5}, {"temp": "abc"}, {"temp": 22.0}])
+    assert info.value.code == "schema_mismatch"
+    assert "object values (e.g. 'abc') at row 2 of 3; send float64 values" in info.value.message
