@@ -10,7 +10,9 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "missing Debian packages: ${need_apt[*]} (run as root, or apt-get install them)" >&2
+    echo "missing Debian packages: ${need_apt[*]}; installing them needs root. Either run this as root, or install them once with" >&2
+    echo "  sudo apt-get install chromium redis-server nodejs npm" >&2
+    echo "and run it again as yourself: the test command itself needs no root." >&2
     exit 1
   fi
   apt-get update -qq
