@@ -64,12 +64,14 @@ from bokeh.transform import dodge
 
 __all__ = [
     "KINDS",
+    "KIND_ALIASES",
     "NUMERIC_DTYPES",
     "OFFSET_COLUMN",
     "OHLC_COLORS",
     "OHLC_COLUMNS",
     "TIME_COLUMNS",
     "custom_spec",
+    "normalize_kind",
     "plot_spec",
 ]
 
@@ -99,6 +101,50 @@ NUMERIC_DTYPES: Final = frozenset(
 
 #: Supported plot kinds.
 KINDS: Final = ("line", "scatter", "step", "area", "bar", "ohlc")
+#: Other names people use for the kinds (compared without case, ``-``, ``_`` or spaces).
+KIND_ALIASES: Final = {
+    "lines": "line",
+    "timeseries": "line",
+    "points": "scatter",
+    "dots": "scatter",
+    "markers": "scatter",
+    "circle": "scatter",
+    "steps": "step",
+    "stairs": "step",
+    "filled": "area",
+    "bars": "bar",
+    "column": "bar",
+    "columns": "bar",
+    "histogram": "bar",
+    "candle": "ohlc",
+    "candles": "ohlc",
+    "candlestick": "ohlc",
+    "candlesticks": "ohlc",
+    "ohlcbars": "ohlc",
+}
+
+
+def normalize_kind(kind: object) -> str:
+    """The kind ``kind`` names: one of :data:`KINDS` or a name people use for it
+    (``"candlesticks"`` is ``"ohlc"``). Raises ValueError naming the kinds otherwise.
+
+    >>> normalize_kind("Candlesticks")
+    'ohlc'
+    """
+    if isinstance(kind, str):
+        key = kind.strip().lower().replace("-", "").replace("_", "").replace(" ", "")
+        if key in KINDS:
+            return key
+        if key in KIND_ALIASES:
+            return KIND_ALIASES[key]
+    import difflib
+
+    close = difflib.get_close_matches(str(kind).lower(), [*KINDS, *KIND_ALIASES], n=1)
+    hint = f" (did you mean {KIND_ALIASES.get(close[0], close[0])!r}?)" if close else ""
+    raise ValueError(
+        f"kind {kind!r} is not supported{hint}; use one of {', '.join(KINDS)} "
+        f"(candlesticks are {'ohlc'!r})"
+    )
 #: Lines of plots whose window holds more points than this are drawn 1 px wide, not 2.
 THIN_LINES_ABOVE: Final = 20_000
 
@@ -362,8 +408,7 @@ def plot_spec(
         bars = plot_spec("prices", {"time": "float64", "price": "float64"}, kind="ohlc",
                          interval=5_000, window=200)
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind {kind!r} is not supported; use one of {', '.join(KINDS)}")
+    kind = normalize_kind(kind)
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be a positive number of rows, got {window!r}")
     if isinstance(height, bool) or not isinstance(height, int) or height < 50:

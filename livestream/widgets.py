@@ -228,8 +228,7 @@ def _plot_options(
                 **extra,
             )
             return {"spec": spec}
-        if kind not in plots.KINDS:
-            raise ValueError(f"kind {kind!r} is not supported; use one of {', '.join(plots.KINDS)}")
+        kind = plots.normalize_kind(kind)  # "candlesticks" is "ohlc"; others are refused
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     # Schema not known yet (no rows): the browser fetches the spec once rows exist.

@@ -375,3 +375,33 @@ def test_the_plot_endpoint_passes_interval_and_height(server: Server) -> None:
     assert refused.value.code == 400
     body = json.loads(refused.value.read())
     assert "interval must be a positive number" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("candlesticks", "ohlc"),
+        ("Candlestick", "ohlc"),
+        ("candles", "ohlc"),
+        ("OHLC", "ohlc"),
+        ("points", "scatter"),
+        ("bars", "bar"),
+        ("Line", "line"),
+        ("step", "step"),
+    ],
+)
+def test_the_names_people_use_for_kinds_are_accepted(name: str, kind: str) -> None:
+    from livestream.plots import plot_spec
+
+    spec = plot_spec("s", {"time": "float64", "price": "float64"}, kind=name)
+    assert spec["kind"] == kind
+
+
+def test_an_unknown_kind_names_the_options_and_a_close_one() -> None:
+    from livestream.plots import plot_spec
+
+    with pytest.raises(ValueError) as err:
+        plot_spec("s", {"time": "float64", "price": "float64"}, kind="candelstick")
+    message = str(err.value)
+    assert "did you mean 'ohlc'" in message
+    assert "line, scatter, step, area, bar, ohlc" in message
