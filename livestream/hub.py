@@ -87,6 +87,7 @@ class Subscription:
         "columns",
         "credit",
         "cursor",
+        "epoch",
         "format",
         "hub",
         "session",
@@ -105,6 +106,7 @@ class Subscription:
         self.credit: int | None = sub.credit
         self.busy_since: float | None = None
         self.closed = False
+        self.epoch = stream.epoch  # the stream's epoch its cursor belongs to
         # The subscription that replaced this one while its frame was being written: it
         # waits for that write, so that a re-subscribe never stacks frames on a connection.
         self.successor: Subscription | None = None
@@ -116,6 +118,10 @@ class Subscription:
         if self.closed or self.busy_since is not None or self.credit == 0:
             return
         stream = self.stream
+        if self.epoch != stream.epoch:  # the stream started over (Stream.restart)
+            self.epoch = stream.epoch
+            self.cursor = stream.window()[0]
+            self.session.send(P.Reset(stream.name, stream.epoch, self.cursor, "restart"))
         start, end = stream.window()
         if self.cursor < start:
             self.session.send(P.Reset(stream.name, stream.epoch, start, "gap"))

@@ -273,7 +273,7 @@ class Session:
         elif isinstance(msg, P.Control):
             self._need("control", "`control`", msg.id)
             stream = hub.get(msg.stream, id=msg.id)
-            state = stream.control(msg.action, msg.params)
+            state = stream.control(msg.action, msg.params, by=",".join(self.roles))
             self.send(P.Ack(msg.id, True, state=state))
         elif isinstance(msg, P.Publish):
             self._need("publish", "`publish`", msg.id)

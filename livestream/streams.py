@@ -240,6 +240,7 @@ class Stream:
         self.wait_timeout = Limits.write_timeout
         #: Set by the hub: the lowest cursor among the viewers that read (None: no viewer).
         self.slowest_cursor: Callable[[], int | None] | None = None
+        self._control_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._room = threading.Condition(threading.Lock())
         self._room_waiters = 0
         #: Where the stream lives: the hub of a server (its loop, its server), or None.
@@ -576,9 +577,15 @@ class Stream:
         self.controls = merged
         self._notify_state()
 
-    def control(self, action: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def control(
+        self, action: str, params: dict[str, Any] | None = None, *, by: str = "python"
+    ) -> dict[str, Any]:
         """Apply a control (``pause``, ``resume``, ``set`` or a declared action); returns the
-        new state. Raises ``InvalidParam`` / ``UnknownAction`` without changing anything."""
+        new state. Raises ``InvalidParam`` / ``UnknownAction`` without changing anything.
+
+        ``by`` says who sent it (a connection passes its roles, e.g. ``"view,control"``);
+        every listener added with :meth:`on_control` hears of it, a recorder among them.
+        """
         params = params or {}
         self.controls.check_action(action)
         if action == "set":
@@ -604,7 +611,49 @@ class Stream:
         if self._producer is not None:
             self._producer.wake()
         self._notify_state()
-        return self.state
+        state = self.state
+        if self._control_listeners:
+            event = {
+                "time": time.time() * 1000.0,
+                "action": action,
+                "params": dict(params),
+                "by": by,
+                "state": state,
+            }
+            for listener in list(self._control_listeners):
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("a control listener of stream %r failed", self.name)
+        return state
+
+    def on_control(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call ``listener(event)`` after every control applied to this stream, from the
+        thread that applied it; ``event`` is ``{time (ms since the epoch), action, params,
+        by, state}``. Returns a function that removes the listener. A listener must be
+        quick (it runs on the server's loop for a viewer's control)."""
+        self._control_listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._control_listeners:
+                self._control_listeners.remove(listener)
+
+        return remove
+
+    def restart(self) -> str:
+        """Start the stream over: a new epoch, an empty history (same schema), offsets
+        from 0. Every viewer gets ``reset`` (reason ``restart``) and then the new rows; a
+        replay seeking backwards does this. Returns the new epoch."""
+        with self._lock:
+            h = self._history
+            self.epoch = uuid.uuid4().hex[:12]
+            if h is not None:
+                self._history = History(h.schema, self.history_rows, self.max_age)
+            self._rate.clear()
+        callback = self.on_append
+        if callback is not None:
+            callback(self)  # wakes the viewers, who see the new epoch
+        return self.epoch
 
     def _on_server_loop(self) -> bool:
         import asyncio  # here: importing livestream (and its pure modules) loads no I/O

@@ -235,3 +235,35 @@ async def test_a_pipelining_peer_lets_the_loop_turn_after_each_burst(hub: Hub) -
     ]
     assert len(wire.messages()) == 3 * BURST  # every ping answered, in order
     await turn()
+
+
+async def test_a_restarted_stream_resets_its_viewers_to_the_new_epoch(hub: Hub) -> None:
+    stream = hub.stream("s")
+    stream.append({"x": [1.0, 2.0, 3.0]})
+    session, wire = connect(hub)
+    send(session, {"type": "subscribe", "stream": "s"})
+    assert [m["type"] for m in wire.messages()] == ["subscribed", "data"]
+    wire.drain()
+    old = stream.epoch
+    new = stream.restart()
+    assert new != old and stream.end == 0
+    stream.append({"x": [9.0]})
+    await turn()
+    reset, data = wire.messages()
+    assert reset == {"type": "reset", "stream": "s", "epoch": new, "offset": 0, "reason": "restart"}
+    assert data == {"type": "data", "offset": 0, "rows": 1}
+
+
+async def test_control_listeners_hear_who_sent_what(hub: Hub) -> None:
+    stream = hub.stream("s")
+    heard: list[dict[str, Any]] = []
+    remove = stream.on_control(heard.append)
+    session, _wire = connect(hub, roles=("view", "control"))
+    send(session, {"type": "control", "stream": "s", "action": "pause"})
+    stream.control("resume")
+    remove()
+    stream.control("pause")
+    assert [(e["action"], e["by"], e["state"]["paused"]) for e in heard] == [
+        ("pause", "view,control", True),
+        ("resume", "python", False),
+    ]
