@@ -480,7 +480,7 @@ def _refused_lines(exc: LivestreamError, name: str, lines: list[int], stream: st
         where = f"line {lines[0]} of {name}"
     else:
         where = f"lines {lines[0]}-{lines[-1]} of {name}"
-    return _Failure(f"the server refused {where} for stream {stream!r}: {text}")
+    return _Failure(f"{where} refused for stream {stream!r}: {text}")
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ import tornado.httpclient
 import tornado.websocket
 
 from . import protocol as P
-from .columns import Batch, to_batch
+from .columns import Batch, check_cells, to_batch
 from .errors import ConfigError, ConnectionClosed, LivestreamError, ServerError
 
 __all__ = ["AsyncClient", "AsyncSubscription", "Client", "Subscription", "connect"]
@@ -465,11 +465,18 @@ class AsyncClient:
         batch = to_batch(data)
         await self._wait_connected(self.timeout)
         msg_id = next(self._ids)
+        try:
+            frame = P.encode_client(P.Publish(stream, batch, msg_id), binary=binary)
+        except (ValueError, TypeError, RecursionError):
+            # A value JSON cannot carry (NaN inside a list, a cycle): say which column and
+            # row, as the server would, rather than the encoder's bare complaint.
+            check_cells(batch, stream=stream)
+            raise
+        # Registered only once the frame exists, so a refused batch leaves no future behind.
         fut: asyncio.Future[P.ServerMessage] = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = fut
         conn = self._conn
         assert conn is not None
-        frame = P.encode_client(P.Publish(stream, batch, msg_id), binary=binary)
         conn.write_message(frame, binary=isinstance(frame, bytes))
         try:
             reply = await asyncio.wait_for(fut, self.timeout)

@@ -178,6 +178,16 @@ CASES: dict[str, Case] = {
         ["publish", "s", "{dir}/list.jsonl", "--url", "{url}", *T],
         ["line 2 of", "is a list, not an object", "one JSON object per line"],
     ),
+    "publish JSON lines NaN inside a list": Case(
+        ["publish", "s-nan", "-", "--url", "{url}", *T],
+        [
+            "lines 1-2 of standard input refused",
+            "column 'x'",
+            "JSON cannot carry",
+            "send it as text",
+        ],
+        stdin=b'{"x": [1]}\n{"x": [1, NaN]}\n',
+    ),
     "publish CSV without .csv": Case(
         ["publish", "s", "{dir}/table.txt", "--url", "{url}", *T],
         ["line 1 of", "not JSON", "--format csv"],
@@ -281,7 +291,7 @@ def test_a_text_in_a_float_column_is_shown_with_its_line(server: str, tmp_path: 
     stderr = done.stderr.decode()
     assert done.returncode == 1 and "Traceback" not in stderr, stderr
     assert stderr.startswith(
-        f"livestream: the server refused line 3 of {more} for stream 'floats': column 'temp'"
+        f"livestream: line 3 of {more} refused for stream 'floats': column 'temp'"
     ), stderr
     assert "(e.g. 'abc')" in stderr and "21.5" not in stderr, stderr
     assert "send float64 values" in stderr

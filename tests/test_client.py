@@ -265,3 +265,9 @@ def test_a_refused_value_is_the_first_that_does_not_fit(client: Client) -> None:
         client.publish("temps", [{"temp": 21.5}, {"temp": "abc"}, {"temp": 22.0}])
     assert info.value.code == "schema_mismatch"
     assert "object values (e.g. 'abc') at row 2 of 3; send float64 values" in info.value.message
+
+
+def test_a_value_json_cannot_carry_is_refused_naming_its_column(client: Client) -> None:
+    with pytest.raises(livestream.SchemaMismatch, match=r"column 'x' of stream 'nan', row 1"):
+        client.publish("nan", [{"x": [1.0]}, {"x": [1.0, float("nan")]}])
+    assert client.publish("nan", {"x": [[2.0]]}) == 0  # nothing was sent; the client still works
