@@ -145,6 +145,8 @@ def normalize_kind(kind: object) -> str:
         f"kind {kind!r} is not supported{hint}; use one of {', '.join(KINDS)} "
         f"(candlesticks are {'ohlc'!r})"
     )
+
+
 #: Lines of plots whose window holds more points than this are drawn 1 px wide, not 2.
 THIN_LINES_ABOVE: Final = 20_000
 
