@@ -317,7 +317,38 @@ def test_ctrl_c_stops_serve_quietly_with_status_130() -> None:
     assert not any("Traceback" in line for line in rest), rest
 
 
+def test_ctrl_c_stops_tail_quietly_with_status_130(server: str) -> None:
+    proc = Running("tail", "known", "--url", server, *T)
+    try:
+        proc.expect(r"^\s+x$")  # the table's header: it is subscribed and waiting
+        proc.proc.send_signal(signal.SIGINT)
+        assert proc.proc.wait(TIMEOUT) == 130
+    finally:
+        proc.stop()
+    rest = [line for line in iter(proc.lines.get, None)]
+    assert not any("Traceback" in line for line in proc.output + rest), proc.output + rest
+
+
 # --------------------------------------------------------------------------- Python API
+
+
+def test_ls_serve_on_a_port_in_use_raises_config_error_alone(busy_port: int) -> None:
+    """In a fresh interpreter (the default server is once per process): the ConfigError,
+    without the OSError chained under it."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"import livestream as ls; ls.serve(port={busy_port})"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"livestream.errors.ConfigError: cannot listen on 127.0.0.1:{busy_port}: the port is in use"
+    ), done.stderr
+    assert "OSError" not in done.stderr and "During handling" not in done.stderr, done.stderr
 
 
 def _holding_a_port() -> tuple[socket.socket, int]:
