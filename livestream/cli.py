@@ -402,6 +402,13 @@ def _csv_rows(lines: Iterable[tuple[int, str]], name: str) -> Iterator[tuple[int
         except StopIteration:
             break
         except csv.Error as exc:
+            if "field larger than field limit" in str(exc):
+                # A quote left open in a large file runs into the limit before the end.
+                raise _Failure(
+                    f"line {start} of {name} starts a field longer than {csv.field_size_limit()} "
+                    "characters, most likely a quote that never closes; close the quote, or "
+                    'double a quote inside a quoted field ("say ""hi""")'
+                ) from None
             if "unexpected end of data" in str(exc):
                 raise _Failure(
                     f"line {start} of {name} opens a quoted field that never closes; close "

@@ -80,6 +80,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "short.csv": b"t,temp\n1,20.5\n2\n",
         "extra.csv": b"t,temp\n1,20.5\n2,21.5,22\n",
         "quote.csv": b't,temp\n1,"20.5\n2,21.5\n',
+        "quote-big.csv": b't,note\n1,"open\n' + b"2,some words\n" * 20_000,
         "empty.csv": b"",
         "twice.csv": b"t,t\n1,2\n",
         "latin1.csv": "t,room\n1,caf\u00e9\n".encode("latin-1"),
@@ -162,6 +163,10 @@ CASES: dict[str, Case] = {
         ["publish", "s", "{dir}/quote.csv", "--url", "{url}", *T],
         ["line 2 of", "never closes", "close the quote"],
         not_says=["published"],
+    ),
+    "publish CSV unterminated quote in a large file": Case(
+        ["publish", "s", "{dir}/quote-big.csv", "--url", "{url}", *T],
+        ["line 2 of", "a quote that never closes", "close the quote"],
     ),
     "publish CSV empty": Case(
         ["publish", "s", "{dir}/empty.csv", "--url", "{url}", *T], ["is empty", "header line"]
