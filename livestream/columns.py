@@ -389,14 +389,21 @@ def to_batch(data: Any) -> Batch:
         # The fast path, for producers that append a dict of numpy arrays many times a second.
         fast: dict[str, str] = {}
         for name, values in data.items():
-            if type(values) is not np.ndarray or values.ndim != 1 or type(name) is not str:
+            if (
+                type(values) is not np.ndarray
+                or values.ndim != 1
+                or type(name) is not str
+                or len(name) > MAX_NAME
+            ):
                 break
             wire = _WIRE_NUMPY.get(values.dtype)
             if wire is None:
                 break
             fast[name] = wire
         else:
-            return Batch(data, fast)
+            batch = Batch(data, fast)
+            batch.checked = True  # numeric columns with text names: nothing to check
+            return batch
     try:
         import pandas as pd
     except ImportError:  # pragma: no cover - pandas is a dependency
