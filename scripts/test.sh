@@ -22,4 +22,6 @@ fi
 python3 -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v -E "^WARNING: (Location|Running pip)" || true
 python3 -c "import livestream, playwright, websockets" # fail loudly if the install did not take
 
-exec python3 -m pytest "$@"
+# The report ends with line and branch coverage of the package (tests in subprocesses,
+# such as the command-line ones, are not counted).
+exec python3 -m pytest --cov=livestream --cov-report=term "$@"
