@@ -89,6 +89,25 @@ def stream(name: str, **options: _Any) -> "Stream":
     return _stream(name, **options)
 
 
+def replay(
+    source: _Any, name: str | None = None, speed: float = 1.0, loop: bool = False, **options: _Any
+) -> "Stream":
+    """A stream on the default server fed from a recording folder, a Parquet file or a
+    pandas DataFrame, at the recorded pace times ``speed`` (``float("inf")``: as fast as
+    possible), with playback controls (speed, position, loop; pause and resume) that
+    every Controls widget shows. Options: ``time`` (the time column, default ``"time"``),
+    ``history``, ``server``. See docs/recording.md.
+    """
+    from .recording import replay as _replay
+
+    server = options.pop("server", None)
+    if server is None:
+        from .jupyter import serve as _serve
+
+        server = _serve()
+    return _replay(source, name, speed, loop, server=server, **options)
+
+
 def __getattr__(name: str) -> _Any:
     module = _EXPORTS.get(name)
     if module is None:
@@ -132,6 +151,7 @@ __all__ = [
     "Subscription",
     "__version__",
     "connect",
+    "replay",
     "serve",
     "shutdown",
     "stream",

@@ -627,6 +627,17 @@ class Stream:
                     log.exception("a control listener of stream %r failed", self.name)
         return state
 
+    def record(self, path: Any, *, flush: float = 1.0) -> Any:
+        """Record this stream into the folder ``path`` as a Parquet dataset (one file per
+        ``flush`` seconds, zstd; control and state events beside the rows) until the
+        returned :class:`~livestream.recording.Recording`'s ``stop()``. Runs on its own
+        thread, reading the history by cursor: viewers are never slowed. Recording again
+        into the same folder continues after the last row recorded. See docs/recording.md.
+        """
+        from .recording import record  # here: pyarrow loads only when recording
+
+        return record(self, path, flush=flush)
+
     def on_control(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call ``listener(event)`` after every control applied to this stream, from the
         thread that applied it; ``event`` is ``{time (ms since the epoch), action, params,

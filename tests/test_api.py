@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PUBLIC = {
     # streams, producers and the server
     "stream",
+    "replay",
     "serve",
     "shutdown",
     "Server",

@@ -44,7 +44,7 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     "protocol": {"columns", "errors", "limits"},
     "controls": {"errors"},
     "producer": {"columns", "controls", "errors"},
-    "streams": {"columns", "controls", "errors", "limits", "producer"},
+    "streams": {"columns", "controls", "errors", "limits", "producer", "recording"},
     "hub": {"columns", "errors", "limits", "protocol", "streams", "version"},
     "session": {"errors", "hub", "protocol"},
     "security": {"errors"},
@@ -65,7 +65,8 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     "client": {"columns", "errors", "limits", "protocol"},
     "widgets": {"columns", "controls", "errors", "jupyter", "plots", "relay", "server", "streams"},
     "demo": {"controls", "jupyter", "server", "streams"},
-    "cli": {"client", "columns", "demo", "errors", "limits", "protocol", "server"},
+    "recording": {"client", "columns", "controls", "errors"},
+    "cli": {"client", "columns", "demo", "errors", "limits", "protocol", "recording", "server"},
     "__main__": {"cli"},
 }
 
