@@ -588,6 +588,103 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- record, replay
+# `livestream record` and `livestream replay` (docs/recording.md); the work is in recording.py.
+
+
+def _replay_speed(text: str) -> float:
+    if text.strip().lower() in ("max", "inf", "fastest"):
+        return math.inf
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 100:
+        raise argparse.ArgumentTypeError(
+            f"expects a speed from 0.1 to 100 (times the recorded pace) or max; got {text!r}"
+        )
+    return value
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    import signal
+
+    from .recording import record_remote
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops as cleanly as Ctrl-C
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        with _connect(args) as client:
+            rec = record_remote(client, args.streams, args.out, flush=args.flush)
+            print(
+                f"recording {', '.join(args.streams)} to {args.out} (Ctrl-C to stop)",
+                file=sys.stderr,
+                flush=True,
+            )
+            tty = sys.stderr.isatty()
+            shown = time.monotonic()
+            try:
+                while not rec.wait(1.0):
+                    if tty or time.monotonic() - shown >= 10:
+                        shown = time.monotonic()
+                        line = f"{rec.rows:,} rows, {rec.bytes / 1e6:,.1f} MB in {rec.files} files"
+                        print(
+                            ("\r" if tty else "") + line,
+                            end="" if tty else "\n",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+            except KeyboardInterrupt:
+                pass
+            finally:
+                if tty:
+                    print(file=sys.stderr)
+                rec.stop()  # writes what is buffered; raises RecordingError if writing failed
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(f"recorded {rec.rows:,} rows ({rec.bytes:,} bytes) to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .recording import replay
+
+    def ready(server: Any) -> None:
+        stream = replay(
+            args.source, args.stream, args.speed, args.loop, server=server, time=args.time
+        )
+        _announce(server, f"replaying {args.source} as stream {stream.name!r}")
+
+    return _run_server(args, ready)
+
+
+def _add_recording_commands(sub: Any) -> None:
+    p = sub.add_parser("record", help="record streams of a server to a Parquet dataset")
+    p.add_argument("streams", nargs="+", metavar="STREAM")
+    p.add_argument("--out", required=True, metavar="DIR", help="the dataset folder")
+    p.add_argument(
+        "--flush", type=_SECONDS_FLAG, default=1.0, help="seconds between files (default 1)"
+    )
+    _client_options(p)
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("replay", help="serve a recording (or a Parquet file) as a live stream")
+    p.add_argument("source", help="a recording folder or a .parquet file")
+    p.add_argument("--stream", default=None, help="the stream to replay, and its name")
+    p.add_argument(
+        "--speed", type=_replay_speed, default=1.0, help="0.1 to 100 times the pace, or max"
+    )
+    p.add_argument("--loop", action="store_true", help="start over at the end")
+    p.add_argument("--time", default="time", help="the time column (default: time)")
+    _server_options(p)
+    p.set_defaults(func=cmd_replay)
+
+
+# --------------------------------------------------------------------------- end of record, replay
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livestream", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -626,6 +723,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--count", type=_OPTIONAL_COUNT, default=0, help="exit after this many rows (0: never)"
     )
     p.set_defaults(func=cmd_tail)
+    _add_recording_commands(sub)  # record, replay
     return parser
 
 

@@ -372,7 +372,12 @@ class Recording:
 
     @property
     def running(self) -> bool:
+        """False once stopped, or once a write failed (see ``error``)."""
         return not self._stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the recorder stops (or fails); False when ``timeout`` ran out first."""
+        return self._stop.wait(timeout)
 
     def _start(self) -> None:
         self._flusher.start()
