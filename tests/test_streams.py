@@ -304,3 +304,55 @@ def test_a_new_stream_costs_little_memory() -> None:
 
     history = History({"a": "float64", "b": "float64", "c": "int64"}, 100_000)
     assert history.nbytes <= 3 * 8 * History.INITIAL_ROWS
+
+
+def test_lock_free_reads_never_see_torn_or_overwritten_rows() -> None:
+    """A writer thread appends batches of every size into a small ring as fast as it can
+    while readers copy windows and build zero-copy views: every row a read returns must
+    be the one appended at its offset (each row holds its own offset), however the two
+    interleave. Bounded: 40,000 appends."""
+    import threading
+
+    import numpy as np
+
+    from livestream.streams import Stream
+
+    stream = Stream("torn", history=3_000)
+    stream.append({"v": np.arange(1, dtype="<i8"), "w": np.arange(1, dtype="<f8")})
+    done = threading.Event()
+    problems: list[str] = []
+
+    def write() -> None:
+        rng = np.random.default_rng(7)
+        try:
+            for _ in range(40_000):
+                start = stream.end
+                n = int(rng.integers(1, 5_000))  # sometimes more than the whole ring
+                rows = np.arange(start, start + n, dtype="<i8")
+                stream.append({"v": rows, "w": rows.astype("<f8")})
+        finally:
+            done.set()
+
+    def read() -> None:
+        while not done.is_set():
+            start, end = stream.window()
+            for copy in (True, False):
+                batch = stream.read_rows(max(start, end - 2_000), end, copy=copy)
+                first = batch.offset
+                v, w = batch.columns["v"].copy(), batch.columns["w"].copy()
+                if not copy and not stream.intact(first):
+                    continue  # a view may be overwritten: the hub reads again, as here
+                expected = np.arange(first, first + batch.rows)
+                if not (np.array_equal(v, expected) and np.array_equal(w, expected)):
+                    problems.append(f"copy={copy}: rows {first}..{first + batch.rows} wrong")
+                    return
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    writer = threading.Thread(target=write)
+    for t in (*readers, writer):
+        t.start()
+    writer.join(60)
+    for t in readers:
+        t.join(10)
+    assert done.is_set() and not writer.is_alive()
+    assert not problems, problems[:3]
