@@ -310,7 +310,7 @@ def test_lock_free_reads_never_see_torn_or_overwritten_rows() -> None:
     """A writer thread appends batches of every size into a small ring as fast as it can
     while readers copy windows and build zero-copy views: every row a read returns must
     be the one appended at its offset (each row holds its own offset), however the two
-    interleave. Bounded: 40,000 appends."""
+    interleave. Bounded: 15,000 appends."""
     import threading
 
     import numpy as np
@@ -325,7 +325,7 @@ def test_lock_free_reads_never_see_torn_or_overwritten_rows() -> None:
     def write() -> None:
         rng = np.random.default_rng(7)
         try:
-            for _ in range(40_000):
+            for _ in range(15_000):
                 start = stream.end
                 n = int(rng.integers(1, 5_000))  # sometimes more than the whole ring
                 rows = np.arange(start, start + n, dtype="<i8")
