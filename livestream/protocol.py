@@ -544,7 +544,7 @@ def decode_client(
         try:
             descr, rows = header.get("columns"), header.get("rows")
             if isinstance(descr, list) and _is_count(rows):
-                _check_publish_size(stream, len(descr), rows * len(descr), lim)
+                check_publish_size(f"a publish to {stream!r}", len(descr), rows * len(descr), lim)
             batch = check_cells(_read_batch(header, area, None), max_depth=lim.max_depth)
         except ProtocolError as exc:
             exc.id = id
@@ -635,7 +635,7 @@ def decode_client(
         )
     try:
         cells = sum(len(v) if isinstance(v, list) else 1 for v in columns.values())
-        _check_publish_size(stream, len(columns), cells, lim)
+        check_publish_size(f"a publish to {stream!r}", len(columns), cells, lim)
         batch = check_cells(from_json_columns(columns), max_depth=lim.max_depth)
     except ProtocolError as exc:
         exc.id = id
@@ -643,16 +643,19 @@ def decode_client(
     return Publish(stream, batch, id)
 
 
-def _check_publish_size(stream: str, columns: int, cells: int, limits: Limits) -> None:
+def check_publish_size(what: str, columns: int, cells: int, limits: Limits) -> None:
+    """Refuse (``TooLarge``) a publish of more columns or cells than ``limits`` allow,
+    before anything is converted; ``what`` names it in the message ("a publish to 'x'",
+    "the body")."""
     if columns > limits.max_columns:
         raise TooLarge(
-            f"a publish to {stream!r} with {columns} columns is over the server's max_columns "
-            f"of {limits.max_columns}; send fewer columns, or split them over streams"
+            f"{what} has {columns} columns, over the server's max_columns of "
+            f"{limits.max_columns}; send fewer columns, or split them over streams"
         )
     if cells > limits.max_cells:
         raise TooLarge(
-            f"a publish to {stream!r} with {cells} cells (rows x columns) is over the "
-            f"server's max_cells of {limits.max_cells}; split it into smaller batches"
+            f"{what} makes {cells} cells (rows x columns), over the server's max_cells of "
+            f"{limits.max_cells}; split it into smaller batches"
         )
 
 

@@ -60,7 +60,7 @@ import tornado.websocket
 
 from . import protocol as P
 from .columns import Batch
-from .errors import BadMessage, ConfigError, ProtocolError, TooLarge
+from .errors import BadMessage, ConfigError, ProtocolError
 from .hub import Hub
 from .limits import Limits
 from .security import Refusal, Security
@@ -239,16 +239,7 @@ def _decode_body(body: bytes, limits: Limits) -> Batch:
     elif isinstance(data, dict) and isinstance(data.get("rows"), list):
         data = data["rows"]
     columns, cells = _shape(data)
-    if columns > limits.max_columns:
-        raise TooLarge(
-            f"the body has {columns} columns, over the server's max_columns of "
-            f"{limits.max_columns}; send fewer columns, or split them over streams"
-        )
-    if cells > limits.max_cells:
-        raise TooLarge(
-            f"the body makes {cells} cells (rows x columns), over the server's max_cells of "
-            f"{limits.max_cells}; split it into smaller requests"
-        )
+    P.check_publish_size("the body", columns, cells, limits)
     try:
         return check_cells(to_batch(data), max_depth=limits.max_depth)
     except RecursionError:
