@@ -9,7 +9,8 @@ Scenarios (``--scenarios``, comma-separated): ``fanout`` (1), ``ticks`` (2), ``l
 (3), ``slow`` (4), ``many`` (5), ``producer`` (6), ``browser`` (7, the livestream page) and
 ``notebook`` (7, Bokeh's ``push_notebook`` in JupyterLab; needs ``jupyter_bokeh``) and
 ``abuse`` (8, a bystander while an abusive client runs; ``--abuse-seconds``,
-``--attacks``). See docs/benchmarks.md.
+``--attacks``), ``record`` (9, a recorder attached, recorder throughput, bytes per row)
+and ``replay`` (10, from Parquet as fast as possible). See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -32,7 +33,19 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`
 from benchmarks import scenarios
 from benchmarks.common import start_process
 
-ALL = ("fanout", "ticks", "latency", "slow", "many", "producer", "browser", "notebook", "abuse")
+ALL = (
+    "fanout",
+    "ticks",
+    "latency",
+    "slow",
+    "many",
+    "producer",
+    "browser",
+    "notebook",
+    "abuse",
+    "record",
+    "replay",
+)
 
 FULL = {
     "fanout": {
@@ -76,6 +89,8 @@ FULL = {
         "warmup": 3.0,
     },
     "abuse": {},  # benchmarks.abuse.DEFAULTS
+    "record": {},  # benchmarks.recording.FULL
+    "replay": {},
 }
 QUICK = {
     "fanout": {
@@ -118,6 +133,8 @@ QUICK = {
         "grace": 2.0,
         "drain_s": 0.5,
     },
+    "record": {},  # benchmarks.recording.QUICK
+    "replay": {},
 }
 
 
@@ -515,6 +532,10 @@ def render(results: dict[str, Any]) -> str:
         from benchmarks import abuse
 
         parts.append(abuse.render(results["abuse"], _fmt, _table))
+    if results.get("recording"):
+        from benchmarks import recording
+
+        parts.append(recording.render(results["recording"], _fmt, _table))
     return "\n\n".join(parts)
 
 
@@ -625,6 +646,12 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import abuse
 
         results["abuse"] = abuse.run(log=log, **cfg["abuse"])
+    if "record" in chosen or "replay" in chosen:
+        log("9, 10. record and replay")
+        from benchmarks import recording
+
+        figures = recording.QUICK if args.quick else recording.FULL
+        results["recording"] = recording.run(log=log, scenarios=set(chosen), **figures)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
 
     print(render(results))
