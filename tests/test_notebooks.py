@@ -37,13 +37,14 @@ print(json.dumps({
 
 def test_there_are_notebooks() -> None:
     names = [p.name for p in NOTEBOOK_PATHS]
-    assert names[:6] == [
+    assert names[:7] == [
         "01-quickstart.ipynb",
         "02-market-feed.ipynb",
         "03-sensor-dashboard.ipynb",
         "04-remote-producer.ipynb",
         "05-bring-your-own-bokeh.ipynb",
         "06-pandas.ipynb",
+        "07-record-replay.ipynb",
     ], names
 
 
