@@ -43,7 +43,7 @@ import numpy as np
 
 from .client import AsyncClient, AsyncSubscription
 from .columns import NUMERIC_DTYPES, Batch, to_batch
-from .controls import Bool, Choice, Float
+from .controls import Bool, Choice, Float, Int, Param
 from .errors import ConfigError, LivestreamError
 
 if TYPE_CHECKING:
@@ -862,10 +862,19 @@ def _load(
 class _Player:
     """The replay engine: a generator producer appending rows at their recorded pace."""
 
-    def __init__(self, stream: Stream, batch: Batch, times: np.ndarray) -> None:
+    def __init__(
+        self,
+        stream: Stream,
+        batch: Batch,
+        times: np.ndarray,
+        changes: list[tuple[float, dict[str, Any]]] | None = None,
+    ) -> None:
         self.stream = stream
         self.batch = batch
         self.times = times
+        #: Recorded parameter values with the time they took effect, in time order.
+        self.changes = changes or []
+        self._change_times = np.array([t for t, _ in self.changes], dtype=np.float64)
         self.finished = threading.Event()
         self._seek: float | None = None
         self._wake = threading.Event()
@@ -882,10 +891,21 @@ class _Player:
             target, self._seek = self._seek, None
         return target
 
+    def _show_recorded(self, pos: float, done: int) -> int:
+        """Apply the recorded parameter changes up to time ``pos``, from change ``done``
+        on; viewers see them as a state change. Returns how many are applied."""
+        upto = int(np.searchsorted(self._change_times, pos, side="right"))
+        if upto > done:
+            for _, values in self.changes[done:upto]:
+                self.stream.controls.values.update(values)
+            self.stream.set_status(self.stream.status)
+        return upto
+
     def play(self, params: Any) -> Iterator[Any]:
         times, n = self.times, len(self.times)
         values = self.stream.controls.values
         i = 0
+        shown_changes = self._show_recorded(float(times[0]) if n else 0.0, 0)
         pos = float(times[0]) if n else 0.0
         last_wall = time.monotonic()
         shown = last_wall
@@ -906,6 +926,8 @@ class _Player:
                 i, pos = k, target
                 self.finished.clear()
                 values["position"] = target
+                if self.changes:  # the recorded values as they were at the target
+                    shown_changes = self._show_recorded(target, 0)
             if i >= n:
                 if not self.finished.is_set():
                     values["position"] = float(times[-1]) if n else 0.0
@@ -925,6 +947,8 @@ class _Player:
                 i = j
                 pos = max(pos, float(times[j - 1]))
                 planned = 0.0
+                if shown_changes < len(self.changes):
+                    shown_changes = self._show_recorded(pos, shown_changes)
                 if now - shown >= 1.0:
                     values["position"] = pos
                     self.stream.set_status(self.stream.status)  # viewers see the position
@@ -936,6 +960,42 @@ class _Player:
             self._wake.clear()
             if time.monotonic() - now > 0.05:
                 yield None  # lets the producer notice a stop
+
+
+def _recorded_controls(
+    root: Path, stream: str
+) -> tuple[dict[str, Param], list[tuple[float, dict[str, Any]]]]:
+    """The parameters the recorded stream declared (from ``_livestream.json``) and the
+    values they took over time (from the events), so that a replay shows them."""
+    try:
+        meta = json.loads((root / META_FILE).read_text())
+        described = meta["streams"][stream]["controls"]["params"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}, []
+    declared: dict[str, Param] = {}
+    for key, d in described.items():
+        try:
+            if d["type"] in ("float", "int"):
+                kind = Float if d["type"] == "float" else Int
+                declared[key] = kind(
+                    d["default"], min=d.get("min"), max=d.get("max"), step=d.get("step"),
+                    label=d.get("label"),
+                )  # fmt: skip
+            elif d["type"] == "bool":
+                declared[key] = Bool(d["default"], label=d.get("label"))
+            elif d["type"] == "choice":
+                declared[key] = Choice(d["default"], choices=d["choices"], label=d.get("label"))
+        except (KeyError, TypeError, LivestreamError):
+            continue  # a description this version cannot rebuild: not shown
+    changes: list[tuple[float, dict[str, Any]]] = []
+    events = read_events(root, stream)
+    for t, state in zip(events["time"], events["state"], strict=True):
+        if isinstance(state, str):
+            values = json.loads(state).get("params") or {}
+            values = {k: v for k, v in values.items() if k in declared}
+            if values:
+                changes.append((float(t), values))
+    return declared, changes
 
 
 def replay(
@@ -967,7 +1027,11 @@ def replay(
             f"stream {stream_name!r} has the schema {stream.schema}, the source {batch.schema}; "
             "replay into another stream (name=...)"
         )
-    player = _Player(stream, batch, times)
+    recorded_params: dict[str, Param] = {}
+    changes: list[tuple[float, dict[str, Any]]] = []
+    if recorded is not None:
+        recorded_params, changes = _recorded_controls(Path(source), recorded)
+    player = _Player(stream, batch, times, changes)
     t0 = float(times[0]) if len(times) else 0.0
     t1 = float(times[-1]) if len(times) else 0.0
     params = {
@@ -979,6 +1043,10 @@ def replay(
         "loop": Bool(bool(loop), label="Loop"),
         "replay_of": Choice(label, choices=[label], label="Replay of"),
     }
+    for key, param in recorded_params.items():
+        params.setdefault(key, param)  # a recorded name that a playback control has: left out
+    names = set(recorded_params) - {"speed", "fastest", "position", "loop", "replay_of"}
+    player.changes = [(t, {k: v for k, v in c.items() if k in names}) for t, c in changes]
     previous = _PLAYERS.pop(stream, None)
     if previous is not None:
         previous[1]()

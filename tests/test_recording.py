@@ -254,3 +254,29 @@ def test_recording_to_a_folder_that_cannot_be_written(live_server: Any, tmp_path
 def test_importing_livestream_does_not_load_pyarrow() -> None:
     code = "import sys, livestream; livestream.Stream; assert 'pyarrow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+def test_a_replay_shows_the_recorded_control_changes(live_server: Any, tmp_path: Path) -> None:
+    params = {"volatility": ls.Float(0.02, min=0, max=1, label="Volatility")}
+    stream = live_server.stream("walk", params=params)
+    rec = stream.record(tmp_path / "rec", flush=0.05)
+
+    def rows(first: int) -> dict[str, np.ndarray]:
+        return {"time": np.full(5, time.time() * 1000.0), "value": np.arange(first, first + 5.0)}
+
+    stream.append(rows(0))
+    wait_until(lambda: rec.rows == 5, 5, "the rows before the change")
+    stream.set(volatility=0.5)
+    time.sleep(0.3)  # the rows after the change are stamped 0.3 s later
+    stream.append(rows(5))
+    wait_until(lambda: rec.rows == 10, 5, "the rows after the change")
+    rec.stop()
+
+    replayed = replay(tmp_path / "rec", "walk-replay", float("inf"), server=live_server)
+    assert finished(replayed, 10)
+    assert replayed.controls.params["volatility"].label == "Volatility"
+    assert replayed.params["volatility"] == 0.5
+    # Back to the start at 0.1x: the rows after the change are then 3 s away.
+    replayed.set(fastest=False, speed=0.1)
+    replayed.set(position=replayed.controls.params["position"].min)
+    wait_until(lambda: replayed.params["volatility"] == 0.02, 2, "the value at the start")
