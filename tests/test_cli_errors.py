@@ -85,6 +85,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "twice.csv": b"t,t\n1,2\n",
         "latin1.csv": "t,room\n1,caf\u00e9\n".encode("latin-1"),
         "bad.jsonl": b'{"t": 1}\n{"t": \n',
+        "foreign.parquet": b"this is not parquet\n",
         "list.jsonl": b'{"t": 1}\n[1, 2]\n',
         "table.txt": b"t,temp\n1,20.5\n",
     }
@@ -242,6 +243,23 @@ CASES: dict[str, Case] = {
     ),
     "tail negative last": Case(["tail", "s", "--last", "-1"], ["--last", "0 or more"], 2),
     "tail count not a number": Case(["tail", "s", "--count", "all"], ["--count", "'all'"], 2),
+    # record and replay
+    "record no server listening": Case(
+        ["record", "s", "--out", "{dir}/rec", "--url", "ws://127.0.0.1:{free}", *T],
+        ["no server is listening", "livestream serve", "--url"],
+    ),
+    "record unknown stream": Case(
+        ["record", "nope", "--out", "{dir}/rec2", "--url", "{url}", *T],
+        ["unknown stream 'nope'", "known"],
+    ),
+    "replay missing folder": Case(
+        ["replay", "{dir}/no-such-recording", "--port", "0"],
+        ["does not exist", "expected a recording folder"],
+    ),
+    "replay foreign file": Case(
+        ["replay", "{dir}/foreign.parquet", "--port", "0"],
+        ["foreign.parquet", "not a readable Parquet file", "expected a recording folder"],
+    ),
 }
 
 
