@@ -75,7 +75,7 @@ _PART = re.compile(r"^(?P<epoch>[^.][^/]*?)-(?P<first>\d{15})-(?P<last>\d{15})\.
 _MAX_READ = 1_000_000  # rows read from a stream's history at once
 _CHUNK_ROWS = 2_000_000  # rows buffered before a flush is due regardless of time
 _FILE_ROWS = 500_000  # rows a data file holds at most
-_FAST_CHUNK = 262_144  # rows a replay appends at once when "as fast as possible"
+_FAST_CHUNK = 1_048_576  # rows a replay appends at once when "as fast as possible"
 
 
 class RecordingError(LivestreamError):
@@ -761,12 +761,31 @@ def _read_parquet(path: Path) -> list[Any]:
     tables = []
     for f in files:
         try:
-            tables.append(pa.parquet.read_table(f))
+            # Without the recording's own columns: decoding `_epoch` (a string a row)
+            # would take as long as all the rest.
+            names = [n for n in pa.parquet.read_schema(f).names if n not in (OFFSET, EPOCH)]
+            tables.append(pa.parquet.read_table(f, columns=names))
         except (pa.ArrowException, OSError) as exc:
             raise RecordingError(
                 f"{f} is not a readable Parquet file ({exc}); expected {_EXPECTED}"
             ) from None
     return tables
+
+
+def _arrays(table: Any) -> dict[str, np.ndarray]:
+    """A table's columns as numpy arrays: numbers without nulls as they are stored (no
+    copy through pandas), anything else through pandas (text as objects, datetimes)."""
+    pa = _pa()
+    out: dict[str, np.ndarray] = {}
+    for name in table.column_names:
+        col = table.column(name)
+        kind = col.type
+        numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
+        if (numeric or pa.types.is_boolean(kind)) and col.null_count == 0:
+            out[name] = col.to_numpy()
+        else:
+            out[name] = col.to_pandas().to_numpy()
+    return out
 
 
 def _load(
@@ -832,16 +851,19 @@ def _load(
                 f"the files of {path} do not share one schema ({exc}); expected {_EXPECTED}"
             ) from None
         drop = [c for c in (OFFSET, EPOCH, "stream") if c in table.column_names]
-        frame = table.drop_columns(drop).to_pandas()
+        frame = _arrays(table.drop_columns(drop))
         label, where = str(source), str(path)
-    if time_column not in frame.columns:
+    if time_column not in frame:
         raise RecordingError(
-            f"{where} has no column {time_column!r} (columns: {', '.join(map(str, frame.columns))}); "
+            f"{where} has no column {time_column!r} (columns: {', '.join(map(str, frame))}); "
             f"expected {_EXPECTED}; name the time column with time=..."
         )
     for column, dtype in tables_meta.items():
-        if dtype == "object" and column in frame.columns:
-            frame[column] = [None if v is None else json.loads(v) for v in frame[column]]
+        if dtype == "object" and column in frame:
+            decoded = np.empty(len(frame[column]), dtype=object)
+            for k, v in enumerate(frame[column]):
+                decoded[k] = None if v is None else json.loads(v)
+            frame[column] = decoded
     try:
         batch = to_batch(frame)
     except LivestreamError as exc:
@@ -904,6 +926,9 @@ class _Player:
     def play(self, params: Any) -> Iterator[Any]:
         times, n = self.times, len(self.times)
         values = self.stream.controls.values
+        # A batch never larger than a quarter of the history: a viewer keeps up with it,
+        # and an append that waits for room (overflow "wait") can get it.
+        chunk = max(1, min(_FAST_CHUNK, self.stream.history_rows // 4))
         i = 0
         shown_changes = self._show_recorded(float(times[0]) if n else 0.0, 0)
         pos = float(times[0]) if n else 0.0
@@ -939,9 +964,9 @@ class _Player:
                 yield None
                 continue
             if params["fastest"]:
-                j = min(n, i + _FAST_CHUNK)
+                j = min(n, i + chunk)
             else:
-                j = min(int(np.searchsorted(times, pos, side="right")), i + _FAST_CHUNK)
+                j = min(int(np.searchsorted(times, pos, side="right")), i + chunk)
             if j > i:
                 out = self.batch.slice(i, j)
                 i = j
