@@ -71,8 +71,8 @@ class Session:
         self.closed = False
         self._bad: deque[float] = deque()
         self.messages_in = 0
-        #: Bytes handed to the transport and not yet written out.
         self._burst = 0  # messages handled since this connection last let the loop turn
+        #: Bytes handed to the transport and not yet written out.
         self.outbound = 0
         #: Subscriptions whose next frame waits for the outbound budget to drain.
         self.waiting: set[Subscription] = set()
