@@ -95,9 +95,10 @@ def _pa() -> Any:
 
 
 def _background() -> None:
-    """Run the calling thread at the lowest CPU priority (on Linux, niceness is per thread):
-    on a busy machine the server's loop and the producers get the CPU before a recorder,
-    which catches up from the history when they idle (or records the gap)."""
+    """Run the calling thread at the lowest CPU priority (on Linux, niceness is per thread,
+    and threads it starts inherit it): on a busy machine the server's loop and the
+    producers get the CPU before the recorder's compression, which waits with its rows
+    in memory (written at once beyond ``_CHUNK_ROWS``)."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except (AttributeError, OSError):  # another system, or not permitted: normal priority
@@ -550,8 +551,7 @@ def record(stream: Stream, path: str | os.PathLike[str], *, flush: float = 1.0) 
 
     def run() -> None:
         nonlocal epoch, cursor
-        stop = rec._stop
-        _background()
+        stop = rec._stop  # the reader keeps its priority: a starved one would miss rows
         try:
             while True:
                 stopping = stop.is_set()
