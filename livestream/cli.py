@@ -611,6 +611,9 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     from .recording import record_remote
 
+    # A write that fails ends the command with its message: no log line saying it twice.
+    logging.getLogger("livestream.recording").setLevel(logging.CRITICAL)
+
     def terminate(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # SIGTERM stops as cleanly as Ctrl-C
 
