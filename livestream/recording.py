@@ -783,6 +783,8 @@ def _arrays(table: Any) -> dict[str, np.ndarray]:
         numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
         if (numeric or pa.types.is_boolean(kind)) and col.null_count == 0:
             out[name] = col.to_numpy()
+        elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            out[name] = col.to_numpy(zero_copy_only=False)  # objects; a null stays None
         else:
             out[name] = col.to_pandas().to_numpy()
     return out

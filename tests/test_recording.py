@@ -280,3 +280,22 @@ def test_a_replay_shows_the_recorded_control_changes(live_server: Any, tmp_path:
     replayed.set(fastest=False, speed=0.1)
     replayed.set(position=replayed.controls.params["position"].min)
     wait_until(lambda: replayed.params["volatility"] == 0.02, 2, "the value at the start")
+
+
+def test_text_objects_and_missing_values_survive_record_and_replay(
+    live_server: Any, tmp_path: Path
+) -> None:
+    stream = live_server.stream("mixed")
+    rec = stream.record(tmp_path / "rec", flush=0.05)
+    stream.append(
+        [
+            {"time": 1.0, "tags": {"a": [1, 2]}, "name": "x", "ok": True, "n": 3},
+            {"time": 2.0, "tags": [1, "b"], "name": None, "ok": False, "n": 4},
+        ]
+    )
+    wait_until(lambda: rec.rows == 2, 5, "the rows on disk")
+    rec.stop()
+    replayed = replay(tmp_path / "rec", "mixed-replay", float("inf"), server=live_server)
+    assert finished(replayed, 5)
+    assert replayed.schema == stream.schema
+    assert replayed.read(0) == stream.read(0)
