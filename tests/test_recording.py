@@ -299,3 +299,23 @@ def test_text_objects_and_missing_values_survive_record_and_replay(
     assert finished(replayed, 5)
     assert replayed.schema == stream.schema
     assert replayed.read(0) == stream.read(0)
+
+
+def test_a_restarted_stream_starts_a_new_part(live_server: Any, tmp_path: Path) -> None:
+    stream = live_server.stream("again")
+    rec = stream.record(tmp_path / "rec", flush=0.05)
+    stream.append(_source(0, 5))
+    wait_until(lambda: rec.rows == 5, 5, "the first epoch on disk")
+    old, new = stream.epoch, stream.restart()
+    stream.append(_source(0, 3))
+    wait_until(lambda: rec.rows == 8, 5, "the second epoch on disk")
+    rec.stop()
+    frame = pd.read_parquet(tmp_path / "rec")
+    parts = frame.groupby(frame["_epoch"].astype(str))["_offset"].apply(sorted).to_dict()
+    assert parts == {old: [0, 1, 2, 3, 4], new: [0, 1, 2]}
+    names = sorted(p.name for p in (tmp_path / "rec" / "stream=again").iterdir())
+    assert sorted(names) == sorted(
+        [f"{old}-{0:015d}-{4:015d}.parquet", f"{new}-{0:015d}-{2:015d}.parquet"]
+    )
+    reset = read_events(tmp_path / "rec").query("kind == 'reset'").iloc[0]
+    assert (reset["reason"], reset["epoch"], reset["offset"]) == ("restart", new, 0)
