@@ -71,12 +71,8 @@ def _route(route: str | None) -> str:
 
 
 def _module_source() -> str:
-    # One module: the shared browser code plus the anywidget adapter.
-    return (
-        (_STATIC / "livestream.js").read_text("utf-8")
-        + "\n"
-        + (_STATIC / "widget.js").read_text("utf-8")
-    )
+    """The widget bundle: widget.js and the modules it imports, built by js/build.mjs."""
+    return (_STATIC / "widget.bundle.js").read_text("utf-8")
 
 
 def _endpoint(

@@ -1,7 +1,22 @@
-// widget.js — the anywidget adapter. `livestream/widgets.py` appends this file to
-// livestream.js to make each widget's ES module, so the widgets and the standalone pages
-// run the same code (the shared connection registry lives on globalThis, so every widget
-// on a page shares one socket per server even when their modules are separate copies).
+// @ts-check
+// widget.js — the anywidget adapter: `export default {render}` over the same modules as the
+// standalone pages. esbuild bundles it with them into widget.bundle.js (js/build.mjs), which
+// every widget model loads once per page (livestream/widgets.py). The shared connection
+// registry lives on globalThis, so every widget on a page shares one socket per server even
+// if the bundle were evaluated more than once.
+
+export * from "./livestream.js"; // the bundle is also the public API (tests, power users)
+import { connect } from "./connection.js";
+import { h } from "./dom.js";
+import { renderControls } from "./renderers/controls.js";
+import { renderDashboard } from "./renderers/dashboard.js";
+import { renderPlot } from "./renderers/plot.js";
+import { renderStatus } from "./renderers/status.js";
+import { renderTable } from "./renderers/table.js";
+import { renderValue } from "./renderers/value.js";
+/** @typedef {import("./connection.js").Connection} Connection */
+/** @typedef {import("./routes.js").Carrier} Carrier */
+/** @typedef {import("./routes.js").RouteChoice} RouteChoice */
 
 /**
  * @typedef {object} WidgetModel  the subset of the anywidget model API used here

@@ -1,0 +1,1192 @@
+// @ts-check
+import { loadScript, scriptLoads } from "./bokeh.js";
+import { PROTOCOL_VERSION, TIME_COLUMNS, decodeMessage, encodeMessage, isObject, mergeBatches, sliceBatch, utf8Decoder } from "./codec.js";
+import { LivestreamError } from "./errors.js";
+import { apiUrl, diagnose, fetchJSON, resolveEndpoints } from "./http.js";
+import { RelaySocket, relayGet } from "./relay.js";
+import { FORCED_PROBE_MS, PROBE_MS, ROUTES, jupyterBaseUrl, pageOriginIsDefault, proxyEndpoints } from "./routes.js";
+import { requestFrame } from "./schedule.js";
+/** @typedef {import("./codec.js").Batch} Batch */
+/** @typedef {import("./codec.js").Column} Column */
+/** @typedef {import("./codec.js").ControlsSpec} ControlsSpec */
+/** @typedef {import("./codec.js").ResetMessage} ResetMessage */
+/** @typedef {import("./codec.js").StreamState} StreamState */
+/** @typedef {import("./codec.js").SubscribedInfo} SubscribedInfo */
+/** @typedef {import("./http.js").Diagnosis} Diagnosis */
+/** @typedef {import("./http.js").Endpoints} Endpoints */
+/** @typedef {import("./routes.js").Carrier} Carrier */
+/** @typedef {import("./routes.js").Route} Route */
+/** @typedef {import("./routes.js").RouteChoice} RouteChoice */
+/** @typedef {import("./routes.js").RouteName} RouteName */
+
+/** @typedef {"connecting"|"open"|"reconnecting"|"closed"|"error"} ConnectionStatus */
+/** @typedef {(status: ConnectionStatus, message: string) => void} StatusCallback */
+
+/**
+ * @typedef {object} SubscribeOptions
+ * @property {number} [last]  how many of the newest rows to start with (default: the whole
+ *   history window the server holds)
+ * @property {string[]} [columns]  only these columns (default: all)
+ * @property {"binary"|"json"} [format]  wire form of data frames (default "binary")
+ * @property {(batch: Batch, sub: Subscription) => void} [onData]  new rows, at most once per
+ *   animation frame, merged
+ * @property {(msg: ResetMessage, sub: Subscription) => void} [onReset]  drop what you hold:
+ *   rows were lost (fell out of history) or the stream restarted; the current window follows
+ * @property {(state: StreamState, sub: Subscription) => void} [onState]
+ * @property {(info: SubscribedInfo, sub: Subscription) => void} [onSubscribed]
+ * @property {(err: LivestreamError, sub: Subscription) => void} [onError]
+ */
+
+/**
+ * @typedef {object} SubscriptionStats
+ * @property {number} rows  rows delivered to this subscriber
+ * @property {number} rate  rows per second over the last few seconds
+ * @property {number | null} lastOffset  offset of the newest row delivered
+ * @property {number | null} lag  ms: now − the newest time value when the stream has a time
+ *   column, else now − the last frame
+ * @property {number | null} lastFrameAt  `Date.now()` of the last delivery
+ */
+
+const REGISTRY_KEY = Symbol.for("livestream.connections.v1");
+// On globalThis, not in module scope: anywidget may evaluate this module more than once per
+// page (one copy per widget class), and every copy must share the same sockets.
+/** @type {Map<string, Connection>} */
+const registry = /** @type {any} */ (globalThis)[REGISTRY_KEY] ??= new Map();
+
+const RATE_WINDOW_MS = 5000;
+const BACKOFF_START_MS = 250;
+const BACKOFF_MAX_MS = 5000;
+const REQUEST_TIMEOUT_MS = 10000;
+const HEARTBEAT_MS = 20000;
+const INITIAL_CREDIT = 2;
+
+/**
+ * Connect to a livestream server, sharing the page's one socket per server, token and route.
+ * Each call takes a reference; call `conn.release()` when done (the socket closes a moment
+ * after the last reference goes).
+ *
+ * Routes (`route`, default "auto": the first of these that works): "direct" to `url`;
+ * "proxy", the same server through jupyter-server-proxy under the Jupyter base URL of the page
+ * (JupyterHub, remote or https Jupyter); "relay", frames carried by a widget's comm through
+ * the kernel (VS Code, Colab), which needs a `carrier`.
+ * @param {{url?: string, token?: string, route?: RouteChoice, carrier?: Carrier | null}} [options]
+ *   `url`: http(s) base or ws(s) URL of the server (default: the server this module came
+ *   from); `token`: the server's token (default: a `token=` in `url`); `carrier`: the widget
+ *   model whose comm may carry the relay and ask the kernel to admit the page's origin (give
+ *   it back with `conn.removeCarrier(model)`)
+ * @returns {Connection}
+ */
+export function connect(options = {}) {
+  const endpoints = resolveEndpoints(options);
+  const route = options.route || "auto";
+  if (route !== "auto" && !ROUTES.includes(route)) {
+    throw new LivestreamError(`route must be one of auto, ${ROUTES.join(", ")}; got ${JSON.stringify(route)}`, "bad_route");
+  }
+  const key = route === "auto" ? endpoints.key : `${endpoints.key}#${route}`;
+  let conn = registry.get(key);
+  if (!conn || conn.status === "closed") {
+    conn = new Connection({ ...endpoints, key }, { route, carrier: options.carrier });
+    registry.set(key, conn);
+  } else if (options.carrier) {
+    conn.addCarrier(options.carrier);
+  }
+  conn.retain();
+  return conn;
+}
+
+/** A shared WebSocket connection to one server. Create it with {@link connect}. */
+export class Connection {
+  /**
+   * @param {Endpoints} endpoints
+   * @param {{route?: RouteChoice, carrier?: Carrier | null}} [options]  as for {@link connect}
+   */
+  constructor(endpoints, { route = "auto", carrier = null } = {}) {
+    /** @readonly the server as given (the direct route) */ this.endpoints = endpoints;
+    /** @readonly */ this.token = endpoints.token;
+    /** @readonly */ this.key = endpoints.key;
+    /** @readonly the route asked for */ this.requestedRoute = route;
+    /** @type {Route | null} the route in use, once found */
+    this.route = null;
+    /** @type {Carrier[]} widget models whose comms may carry the relay */
+    this._carriers = [];
+    /** @type {Promise<{ok: boolean, message: string}> | null} the kernel's answer to "admit this page" */
+    this._admission = null;
+    /** @type {Array<(route: Route) => void>} */
+    this._routeWaiters = [];
+    /** @type {ConnectionStatus} */
+    this.status = "connecting";
+    /** Human-readable explanation of `status`. */
+    this.message = "";
+    /** @type {Record<string, any> | null} the server's `welcome` message */
+    this.welcome = null;
+    /** @type {WebSocket | null} */
+    this._ws = null;
+    this._socketGeneration = 0;
+    this._failures = 0;
+    this._everOpened = false;
+    this._refs = 0;
+    this._closing = false;
+    /** @type {any} */ this._retryTimer = null;
+    /** @type {any} */ this._heartbeat = null;
+    /** @type {any} */ this._releaseTimer = null;
+    this._lastMessageAt = 0;
+    this._nextId = 1;
+    /** @type {Set<StatusCallback>} */
+    this._statusListeners = new Set();
+    /** @type {Map<string, Channel>} */
+    this._channels = new Map();
+    /** @type {Map<number, {resolve: (v: any) => void, reject: (e: LivestreamError) => void, timer: any, expect: string}>} */
+    this._requests = new Map();
+    /** @type {Array<{type: string} & Record<string, unknown>>} messages waiting for the socket */
+    this._outbox = [];
+    this._onOnline = () => {
+      if (this._retryTimer !== null) this._retryNow();
+    };
+    if (typeof addEventListener === "function") addEventListener("online", this._onOnline);
+    if (carrier) this.addCarrier(carrier);
+    // A page the server does not admit by default asks the kernel now, while the direct
+    // route is probed, so that the proxy route is ready as soon as possible.
+    if (!pageOriginIsDefault() && route !== "relay" && this._carrier()) void this._admit();
+    void this._open();
+  }
+
+  /** HTTP base of the server on the route in use (before one is found: the given one). */
+  get httpBase() {
+    return this.route?.httpBase ?? this.endpoints.httpBase;
+  }
+
+  /** WebSocket URL (without the token) on the route in use. */
+  get wsUrl() {
+    return this.route?.wsUrl ?? this.endpoints.wsUrl;
+  }
+
+  /**
+   * Let a widget model carry this connection's relay and admission requests (done by
+   * {@link connect} with `carrier`). Give it back with {@link removeCarrier} before the
+   * model goes away.
+   * @param {Carrier} carrier
+   */
+  addCarrier(carrier) {
+    if (typeof carrier?.send !== "function" || typeof carrier.on !== "function" || this._carriers.includes(carrier)) return;
+    this._carriers.push(carrier);
+    // A relay that lost its carrier waits for a new one: go now.
+    if (this.route?.name === "relay" && this._retryTimer !== null) this._retryNow();
+  }
+
+  /** @param {Carrier} carrier */
+  removeCarrier(carrier) {
+    this._carriers = this._carriers.filter((c) => c !== carrier);
+    const ws = /** @type {any} */ (this._ws);
+    // The relay goes with its widget's comm; another widget of the page carries it on.
+    if (ws?.relay && ws.carrier === carrier) ws.close(1001, "the widget carrying the relay was removed");
+  }
+
+  /** @returns {Carrier | null} */
+  _carrier() {
+    return this._carriers[0] ?? null;
+  }
+
+  /**
+   * The route in use, once found (the first connection attempt finds it).
+   * @returns {Promise<Route>}
+   */
+  routeReady() {
+    if (this.route) return Promise.resolve(this.route);
+    return new Promise((resolve) => this._routeWaiters.push(resolve));
+  }
+
+  /**
+   * GET a JSON document of the server (`path` such as "/api/streams") over the route in use,
+   * with the token. Errors as for {@link fetchJSON}.
+   * @param {string} path @param {Record<string, string | number | undefined | null>} [params]
+   * @returns {Promise<any>}
+   */
+  async getJSON(path, params = {}) {
+    const route = await this.routeReady();
+    if (route.name !== "relay") {
+      return fetchJSON(apiUrl(route.httpBase, path, this.token, params, route.tokenParam), { credentials: route.credentials });
+    }
+    const carrier = this._carrier();
+    if (!carrier) throw new LivestreamError("no widget on this page can carry the relay to the kernel", "unreachable");
+    const reply = await relayGet(carrier, apiUrl("", path, this.token, params));
+    let body = null;
+    try {
+      body = JSON.parse(utf8Decoder.decode(reply.body));
+    } catch {
+      body = null;
+    }
+    if (reply.status < 200 || reply.status >= 300) {
+      const e = isObject(body) && isObject(body.error) ? body.error : {};
+      const message = typeof e.message === "string" ? e.message : `HTTP ${reply.status} through the kernel`;
+      throw new LivestreamError(message, typeof e.code === "string" ? e.code : `http_${reply.status}`, { status: reply.status });
+    }
+    if (body === null) throw new LivestreamError(`${path} did not answer JSON through the kernel`, "bad_response", { status: reply.status });
+    return body;
+  }
+
+  /**
+   * Load a script the server serves (`path` such as "/static/js/bokeh.min.js") over the route
+   * in use, once per page.
+   * @param {string} path @returns {Promise<void>}
+   */
+  async loadScript(path) {
+    const route = await this.routeReady();
+    if (route.name !== "relay") return loadScript(`${route.httpBase}${path}`);
+    const key = `relay:${path}`;
+    let p = scriptLoads.get(key);
+    if (!p) {
+      const carrier = this._carrier();
+      if (!carrier) throw new LivestreamError("no widget on this page can carry the relay to the kernel", "unreachable");
+      p = relayGet(carrier, path).then((reply) => {
+        if (reply.status !== 200) throw new LivestreamError(`could not load ${path} through the kernel (HTTP ${reply.status})`, "unreachable");
+        const url = URL.createObjectURL(new Blob([reply.body], { type: "text/javascript" }));
+        return loadScript(url);
+      });
+      p.catch(() => scriptLoads.delete(key));
+      scriptLoads.set(key, p);
+    }
+    return p;
+  }
+
+  /** Roles the server granted this token (from `welcome`), or null before it arrived. */
+  get roles() {
+    const roles = this.welcome?.roles;
+    return Array.isArray(roles) ? /** @type {string[]} */ (roles) : null;
+  }
+
+  /** Whether this token may send controls (true until `welcome` says otherwise). */
+  get canControl() {
+    const roles = this.roles;
+    return roles === null || roles.includes("control") || roles.includes("all") || roles.includes("admin");
+  }
+
+  /** Take a reference (done by {@link connect}). */
+  retain() {
+    this._refs++;
+    if (this._releaseTimer !== null) {
+      clearTimeout(this._releaseTimer);
+      this._releaseTimer = null;
+    }
+  }
+
+  /** Drop a reference; the socket closes shortly after the last one (a re-run cell reuses it). */
+  release() {
+    this._refs = Math.max(0, this._refs - 1);
+    if (this._refs === 0 && this._releaseTimer === null) {
+      this._releaseTimer = setTimeout(() => {
+        this._releaseTimer = null;
+        if (this._refs === 0) this.close();
+      }, 1000);
+    }
+  }
+
+  /** Close the socket now for every user of this connection; it is not reopened. */
+  close() {
+    if (this._closing) return;
+    this._closing = true;
+    if (registry.get(this.key) === this) registry.delete(this.key);
+    if (typeof removeEventListener === "function") removeEventListener("online", this._onOnline);
+    clearTimeout(this._retryTimer);
+    clearInterval(this._heartbeat);
+    this._retryTimer = null;
+    const ws = this._ws;
+    this._ws = null;
+    if (ws) {
+      ws.onclose = ws.onerror = ws.onmessage = ws.onopen = null;
+      try {
+        ws.close(1000, "closed by the page");
+      } catch { /* already closed */ }
+    }
+    this._failRequests(new LivestreamError("the connection was closed", "closed"));
+    for (const ch of this._channels.values()) ch.dispose();
+    this._channels.clear();
+    this._setStatus("closed", "Closed");
+  }
+
+  /**
+   * Be told about the connection's status now and on every change.
+   * @param {StatusCallback} callback @returns {() => void} a function that stops the calls
+   */
+  onStatus(callback) {
+    this._statusListeners.add(callback);
+    try {
+      callback(this.status, this.message);
+    } catch (err) {
+      console.error("livestream: status callback failed", err);
+    }
+    return () => this._statusListeners.delete(callback);
+  }
+
+  /**
+   * Subscribe to a stream. Any number of subscribers on a page share one server subscription
+   * per stream; each gets its own `last` rows, columns and callbacks.
+   * @param {string} stream @param {SubscribeOptions} [options]
+   * @returns {Subscription}
+   */
+  subscribe(stream, options = {}) {
+    if (typeof stream !== "string" || !stream) throw new LivestreamError(`subscribe needs a stream name, got ${JSON.stringify(stream)}`, "bad_argument");
+    if (this._closing) throw new LivestreamError("this connection is closed; call connect() again", "closed");
+    let channel = this._channels.get(stream);
+    if (!channel) {
+      channel = new Channel(this, stream);
+      this._channels.set(stream, channel);
+    }
+    const sub = new Subscription(channel, options);
+    channel.add(sub);
+    return sub;
+  }
+
+  /**
+   * Send a control (`pause`, `resume`, `set`, or a declared action) and wait for its `ack`.
+   * Rejects with the server's error (e.g. `invalid_param`, `forbidden`) when refused.
+   * @param {string} stream @param {string} action @param {Record<string, unknown>} [params]
+   * @param {{timeout?: number}} [options]
+   * @returns {Promise<{ok?: boolean, state?: StreamState} & Record<string, unknown>>}
+   */
+  control(stream, action, params = {}, { timeout = REQUEST_TIMEOUT_MS } = {}) {
+    return this.request({ type: "control", stream, action, params }, { timeout, expect: "ack" });
+  }
+
+  /**
+   * The server's streams (`list`).
+   * @returns {Promise<Array<{name: string, schema: Record<string, string>, rows: number, offset: number, state: StreamState} & Record<string, unknown>>>}
+   */
+  async list() {
+    const reply = await this.request({ type: "list" }, { expect: "streams" });
+    return Array.isArray(reply.streams) ? reply.streams : [];
+  }
+
+  /**
+   * Append rows to a stream (needs the `publish` role). Columns travel as JSON.
+   * @param {string} stream @param {Record<string, ArrayLike<unknown>>} columns
+   * @returns {Promise<{offset?: number} & Record<string, unknown>>}
+   */
+  publish(stream, columns) {
+    /** @type {Record<string, unknown[]>} */
+    const json = {};
+    for (const [k, v] of Object.entries(columns)) json[k] = Array.from(v, (x) => (typeof x === "number" && Number.isNaN(x) ? null : x));
+    return this.request({ type: "publish", stream, columns: json }, { expect: "ack" });
+  }
+
+  /**
+   * Send a request and wait for the reply carrying the same `id`. Sent when the socket is
+   * open (queued until then); times out after `timeout` ms.
+   * @param {{type: string} & Record<string, unknown>} msg
+   * @param {{timeout?: number, expect?: string}} [options]
+   * @returns {Promise<Record<string, any>>}
+   */
+  request(msg, { timeout = REQUEST_TIMEOUT_MS, expect = "" } = {}) {
+    if (this._closing) return Promise.reject(new LivestreamError("this connection is closed; call connect() again", "closed"));
+    const id = this._nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._requests.delete(id);
+        const pending = this.status === "open" ? "the server did not answer" : `not connected (${this.message || this.status})`;
+        reject(new LivestreamError(`${msg.type} timed out after ${timeout / 1000} s: ${pending}`, "timeout"));
+      }, timeout);
+      this._requests.set(id, { resolve, reject, timer, expect });
+      this._send({ ...msg, id }, true);
+    });
+  }
+
+  // -- internals ------------------------------------------------------------------------------
+
+  /** @param {ConnectionStatus} status @param {string} message */
+  _setStatus(status, message) {
+    if (status === this.status && message === this.message) return;
+    this.status = status;
+    this.message = message;
+    for (const cb of [...this._statusListeners]) {
+      try {
+        cb(status, message);
+      } catch (err) {
+        console.error("livestream: status callback failed", err);
+      }
+    }
+  }
+
+  /**
+   * @param {{type: string} & Record<string, unknown>} msg
+   * @param {boolean} [queue] keep it for the next socket when not open (requests); otherwise
+   *   drop it (subscriptions are re-sent on open anyway)
+   */
+  _send(msg, queue = false) {
+    const ws = this._ws;
+    if (ws && ws.readyState === 1) {
+      ws.send(encodeMessage(msg));
+      return true;
+    }
+    if (queue) this._outbox.push(msg);
+    return false;
+  }
+
+  /** @param {LivestreamError} err */
+  _failRequests(err) {
+    for (const [id, req] of this._requests) {
+      clearTimeout(req.timer);
+      req.reject(err);
+      this._requests.delete(id);
+    }
+    this._outbox = [];
+  }
+
+  async _open() {
+    if (this._closing) return;
+    const first = !this._everOpened && this._failures === 0;
+    if (first || (this._failures > 0 && this._failures % 3 === 0)) {
+      // Before the first socket and after repeated failures: find a route that answers, and
+      // ask plain HTTP what is wrong when none does.
+      this._setStatus(first ? "connecting" : "reconnecting", first ? `Connecting to ${this.endpoints.httpBase}…` : this.message);
+      const { route, diagnosis } = await this._findRoute();
+      if (this._closing) return;
+      this.route = route;
+      for (const resolve of this._routeWaiters.splice(0)) resolve(route);
+      if (diagnosis.kind === "rejected") {
+        this._giveUp(diagnosis.message);
+        return;
+      }
+      this._diagnosis = diagnosis;
+    }
+    this._connectSocket();
+  }
+
+  /**
+   * The routes to try, in order: the one asked for, or for "auto" every one this page can use.
+   * @returns {{routes: Route[], unusable: string}}  `unusable`: why the asked-for route cannot be used here
+   */
+  _candidates() {
+    const want = this.requestedRoute;
+    const { httpBase, wsUrl } = this.endpoints;
+    /** @type {Route[]} */
+    const routes = [];
+    const reasons = [];
+    const mixed = typeof location !== "undefined" && location.protocol === "https:" && httpBase.startsWith("http:");
+    if (want === "direct" || (want === "auto" && !mixed)) {
+      routes.push({ name: "direct", httpBase, wsUrl, credentials: "omit", tokenParam: "token" });
+    }
+    if (want === "auto" || want === "proxy") {
+      const base = jupyterBaseUrl();
+      const proxied = base === null ? null : proxyEndpoints(this.endpoints, base);
+      if (proxied) {
+        routes.push({ name: "proxy", ...proxied, credentials: "same-origin", tokenParam: "livestream_token" });
+      } else {
+        reasons.push(base === null
+          ? "the proxy route needs a page served by Jupyter (JupyterLab, Notebook 7, JupyterHub)"
+          : `the proxy route reaches only a server on the Jupyter server's own loopback (http://127.0.0.1:PORT); this one is at ${httpBase}`);
+      }
+    }
+    if ((want === "auto" || want === "relay") && this._carrier()) {
+      routes.push({ name: "relay", httpBase, wsUrl, credentials: "omit", tokenParam: "token" });
+    } else if (want === "relay") {
+      reasons.push("the relay route needs a notebook widget (its comm carries the frames)");
+    }
+    return { routes, unusable: reasons.join("; ") };
+  }
+
+  /**
+   * Try the candidate routes in order; the first whose HTTP probe answers wins. The relay,
+   * which has no HTTP, wins when reached. When no route works, the first candidate is kept
+   * (the socket attempts and their messages go on there) with what went wrong.
+   * @returns {Promise<{route: Route, diagnosis: Diagnosis}>}
+   */
+  async _findRoute() {
+    const forced = this.requestedRoute !== "auto";
+    let askedKernel = false;
+    for (;;) {
+      const { routes, unusable } = this._candidates();
+      if (routes.length === 0) {
+        const route = { name: /** @type {RouteName} */ (forced ? this.requestedRoute : "direct"), httpBase: this.endpoints.httpBase, wsUrl: this.endpoints.wsUrl, credentials: /** @type {RequestCredentials} */ ("omit"), tokenParam: "token" };
+        const message = `Cannot use the ${route.name} route: ${unusable || "a page served over https cannot reach an http:// server"}.`;
+        // A relay waiting for a widget to carry it is not a lost cause: one may come.
+        return { route, diagnosis: { kind: this.requestedRoute === "relay" ? "unknown" : "rejected", message } };
+      }
+      /** @type {{route: Route, diagnosis: Diagnosis} | null} */
+      let failed = null;
+      let refusedPage = false;
+      for (const route of routes) {
+        if (route.name === "relay") {
+          if (refusedPage && !askedKernel) break; // ask the kernel first: it may admit the page
+          return { route, diagnosis: { kind: "ok", message: "" } };
+        }
+        const diagnosis = await diagnose(route.httpBase, this.token, {
+          timeout: forced ? FORCED_PROBE_MS : PROBE_MS[route.name], credentials: route.credentials, tokenParam: route.tokenParam,
+        });
+        if (this._closing || diagnosis.kind === "ok") return { route, diagnosis };
+        if (route.name === "proxy") {
+          if (diagnosis.code === "bad_host" || diagnosis.code === "bad_origin") {
+            refusedPage = true;
+          } else if (diagnosis.code && !["missing_token", "bad_token"].includes(diagnosis.code)) {
+            // Jupyter's answer, not ours: no proxy there, or a lapsed Jupyter login.
+            diagnosis.kind = "unknown";
+            diagnosis.message = diagnosis.status === 404
+              ? `Jupyter at ${location.origin} has no proxy to port ${new URL(this.endpoints.httpBase).port}: install jupyter-server-proxy where Jupyter runs (pip install jupyter-server-proxy) and restart Jupyter.`
+              : `Jupyter's proxy at ${route.httpBase} answered: ${diagnosis.message}`;
+          }
+        }
+        failed ??= { route, diagnosis };
+      }
+      if (refusedPage && !askedKernel && this._carrier()) {
+        // The server refuses this page (its host or origin) until the kernel admits it.
+        askedKernel = true;
+        this._setStatus(this.status, "Waiting for the kernel to admit this page's origin…");
+        const answer = await this._admit();
+        if (this._closing) return { route: routes[0], diagnosis: { kind: "unknown", message: "closed" } };
+        if (answer.ok) continue; // every route again, in order: the direct one may work now
+        return { route: failed?.route ?? routes[0], diagnosis: { kind: "rejected", message: answer.message } };
+      }
+      // Nothing answered: keep the first route tried, and what it said.
+      return failed ?? { route: routes[0], diagnosis: { kind: "unknown", message: "" } };
+    }
+  }
+
+  /**
+   * Ask the kernel, over a widget's comm, to admit this page's origin (once per connection).
+   * @returns {Promise<{ok: boolean, message: string}>}
+   */
+  _admit() {
+    if (this._admission) return this._admission;
+    const carrier = this._carrier();
+    if (!carrier || typeof location === "undefined") {
+      return Promise.resolve({ ok: false, message: "no widget on this page can ask the kernel to admit its origin" });
+    }
+    const origin = location.origin;
+    this._admission = new Promise((resolve) => {
+      const onMessage = (/** @type {unknown} */ content) => {
+        if (!isObject(content) || content.ls !== "admitted" || content.origin !== origin) return;
+        carrier.off("msg:custom", onMessage);
+        resolve({ ok: content.ok === true, message: String(content.message ?? "") });
+      };
+      carrier.on("msg:custom", onMessage);
+      carrier.send({ ls: "hello", origin });
+    });
+    return this._admission;
+  }
+
+  /** @param {string} message */
+  _giveUp(message) {
+    // A rejected token will not start working by itself: stop retrying, say why.
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    this._failRequests(new LivestreamError(message, "token_rejected"));
+    for (const ch of this._channels.values()) ch.fail(new LivestreamError(message, "token_rejected"));
+    this._setStatus("error", message);
+  }
+
+  _connectSocket() {
+    /** @type {WebSocket | RelaySocket} */
+    let ws;
+    try {
+      if (this.route?.name === "relay") {
+        const carrier = this._carrier();
+        if (!carrier) {
+          // Its widget was removed; another may come (a re-run cell): wait for it.
+          this._failures++;
+          this._scheduleRetry({ code: 1001, reason: "no widget on this page carries the relay" }, false);
+          return;
+        }
+        ws = new RelaySocket(carrier);
+      } else {
+        const param = this.route?.tokenParam ?? "token";
+        ws = new WebSocket(this.token ? `${this.wsUrl}?${param}=${encodeURIComponent(this.token)}` : this.wsUrl);
+      }
+    } catch (err) {
+      this._giveUp(`Cannot open a WebSocket to ${this.wsUrl}: ${/** @type {Error} */ (err).message}`);
+      return;
+    }
+    ws.binaryType = "arraybuffer";
+    this._ws = /** @type {WebSocket} */ (ws);
+    const generation = ++this._socketGeneration;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      this._everOpened = true;
+      this._failures = 0;
+      this._lastMessageAt = Date.now();
+      const how = this.route?.name === "relay" ? " through the kernel (relay)" : this.route?.name === "proxy" ? " through Jupyter's proxy" : "";
+      this._setStatus("open", `Connected to ${this.route?.name === "relay" ? this.endpoints.httpBase : this.httpBase}${how}`);
+      const outbox = this._outbox;
+      this._outbox = [];
+      for (const msg of outbox) this._send(msg, true);
+      for (const ch of this._channels.values()) ch.onSocketOpen();
+      clearInterval(this._heartbeat);
+      this._heartbeat = setInterval(() => this._beat(/** @type {WebSocket} */ (ws)), HEARTBEAT_MS);
+    };
+    ws.onmessage = (/** @type {{data: string | ArrayBuffer}} */ event) => {
+      if (generation !== this._socketGeneration) return;
+      this._lastMessageAt = Date.now();
+      this._dispatch(event.data);
+    };
+    ws.onerror = () => { /* the close event that follows carries what we can know */ };
+    ws.onclose = (/** @type {{code: number, reason: string, wasClean: boolean}} */ event) => {
+      if (generation !== this._socketGeneration || this._closing) return;
+      clearInterval(this._heartbeat);
+      this._ws = null;
+      for (const ch of this._channels.values()) ch.onSocketClosed();
+      for (const [id, req] of this._requests) {
+        // Sent on the lost socket: their answers will never come.
+        if (!this._outbox.some((m) => m.id === id)) {
+          clearTimeout(req.timer);
+          req.reject(new LivestreamError(`the connection was lost before the server answered (close code ${event.code})`, "closed"));
+          this._requests.delete(id);
+        }
+      }
+      if (opened) {
+        this._failures = 0;
+      } else {
+        this._failures++;
+      }
+      if (event.code === 1008) {
+        // Policy violation after the upgrade, e.g. the token was revoked: check before retrying.
+        this._failures = Math.max(this._failures, 3);
+      }
+      this._scheduleRetry(event, opened);
+    };
+  }
+
+  /** @param {{code: number, reason: string}} event @param {boolean} wasOpen */
+  _scheduleRetry(event, wasOpen) {
+    const attempt = Math.max(1, this._failures);
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** (attempt - 1));
+    const delay = Math.round(base * (0.75 + Math.random() * 0.5));
+    const seconds = (delay / 1000).toFixed(1);
+    let message;
+    let status = /** @type {ConnectionStatus} */ ("reconnecting");
+    if (wasOpen) {
+      message = `Connection lost (${closeReason(event)}); reconnecting in ${seconds} s…`;
+    } else if (this._diagnosis?.kind === "unreachable") {
+      message = `${this._diagnosis.message} Retrying in ${seconds} s…`;
+    } else if (this._diagnosis?.kind === "ok" && this._failures >= 3) {
+      status = "error";
+      const origin = typeof location === "undefined" ? "this page" : location.origin;
+      message = `The server answers HTTP but refused the WebSocket at ${this.wsUrl}. If ${origin} is not a loopback origin, start the server with --allow-origin ${origin}. Retrying in ${seconds} s…`;
+    } else {
+      message = `Cannot connect to ${this.wsUrl} (${closeReason(event)}); retrying in ${seconds} s…`;
+    }
+    this._setStatus(status, message);
+    this._retryTimer = setTimeout(() => {
+      this._retryTimer = null;
+      void this._open();
+    }, delay);
+  }
+
+  _retryNow() {
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    void this._open();
+  }
+
+  /** @param {WebSocket} ws */
+  _beat(ws) {
+    if (ws !== this._ws || ws.readyState !== 1) return;
+    // Through the relay, silence means a busy kernel, not a dead connection.
+    if (!(/** @type {any} */ (ws).relay) && Date.now() - this._lastMessageAt > 2.5 * HEARTBEAT_MS) {
+      ws.close(4000, "no message from the server");
+      return;
+    }
+    this._send({ type: "ping" });
+  }
+
+  /** @param {string | ArrayBuffer} data */
+  _dispatch(data) {
+    let msg;
+    try {
+      // JSON data gets its columns typed with the stream's schema.
+      msg = decodeMessage(data, (stream) => this._channels.get(stream)?.schema ?? undefined);
+    } catch (err) {
+      console.warn("livestream: ignoring a bad frame from the server:", err);
+      return;
+    }
+    const channel = typeof msg.stream === "string" ? this._channels.get(msg.stream) : undefined;
+    switch (msg.type) {
+      case "welcome":
+        this.welcome = msg;
+        if (msg.protocol !== PROTOCOL_VERSION) {
+          console.warn(`livestream: the server speaks protocol ${msg.protocol}; this page speaks ${PROTOCOL_VERSION}`);
+        }
+        return;
+      case "data":
+        channel?.onData(/** @type {Batch} */ (/** @type {unknown} */ (msg)), this._socketGeneration);
+        return;
+      case "subscribed":
+        channel?.onSubscribed(/** @type {SubscribedInfo & {id?: number}} */ (/** @type {unknown} */ (msg)));
+        return;
+      case "reset":
+        channel?.onReset(/** @type {ResetMessage} */ (/** @type {unknown} */ (msg)));
+        return;
+      case "state":
+        channel?.onState(msg.state);
+        return;
+      case "error":
+        this._onError(msg);
+        return;
+      case "pong":
+      case "unsubscribed":
+        return;
+      default: {
+        const req = msg.id !== undefined ? this._requests.get(msg.id) : undefined;
+        if (req) {
+          this._requests.delete(msg.id);
+          clearTimeout(req.timer);
+          req.resolve(msg);
+        }
+      }
+    }
+  }
+
+  /** @param {Record<string, any>} msg */
+  _onError(msg) {
+    const err = new LivestreamError(String(msg.message ?? "the server reported an error"), String(msg.code ?? "error"), { id: msg.id });
+    if (msg.id !== undefined) {
+      const req = this._requests.get(msg.id);
+      if (req) {
+        this._requests.delete(msg.id);
+        clearTimeout(req.timer);
+        req.reject(err);
+        return;
+      }
+      for (const ch of this._channels.values()) {
+        if (ch.requestId === msg.id) {
+          ch.onSubscribeError(err);
+          return;
+        }
+      }
+    }
+    const channel = typeof msg.stream === "string" ? this._channels.get(msg.stream) : undefined;
+    if (channel) {
+      channel.fail(err);
+    } else {
+      console.warn(`livestream: server error ${err.code}: ${err.message}`);
+    }
+  }
+}
+
+/** @param {{code: number, reason: string}} event  a WebSocket close event, or the relay's */
+function closeReason(event) {
+  const known = {
+    1000: "closed normally", 1001: "server going away", 1006: "no answer or connection dropped",
+    1008: "policy violation", 1009: "message too big", 1011: "server error", 4001: "too many bad messages",
+  };
+  const text = /** @type {Record<number, string>} */ (known)[event.code] ?? "closed";
+  return event.reason ? `${text}: ${event.reason}` : `${text}, code ${event.code}`;
+}
+
+/**
+ * The page side of one stream on one connection: a single server subscription shared by every
+ * local {@link Subscription}. It resumes by offset, grants credit, and delivers each local
+ * subscriber the rows it has not seen yet, merged, once per animation frame.
+ */
+class Channel {
+  /** @param {Connection} conn @param {string} stream */
+  constructor(conn, stream) {
+    this.conn = conn;
+    this.stream = stream;
+    /** @type {Set<Subscription>} */
+    this.subs = new Set();
+    /** @type {"idle"|"pending"|"active"} */
+    this.wire = "idle";
+    /** Whether data frames now belong to the current server subscription (and earn credit). */
+    this.ready = false;
+    /** @type {number | null} id of the subscribe request in flight or last answered */
+    this.requestId = null;
+    /** @type {string | null} */ this.epoch = null;
+    /** @type {Record<string, string> | null} */ this.schema = null;
+    /** @type {SubscribedInfo | null} */ this.info = null;
+    /** @type {StreamState | null} */ this.state = null;
+    /** @type {number | null} the next row offset expected from the server */
+    this.wireNext = null;
+    /** @type {string[] | null} columns of the current server subscription (null: all) */
+    this.wireColumns = null;
+    /** @type {Array<{kind: "data", batch: Batch, request: number | null, generation: number} | {kind: "reset", msg: ResetMessage} | {kind: "subscribed", msg: SubscribedInfo, request: number}>} */
+    this.queue = [];
+    this.syncQueued = false;
+    /** @type {any} */ this.retryTimer = null;
+    this.flush = () => this._flush();
+  }
+
+  /** @param {Subscription} sub */
+  add(sub) {
+    this.subs.add(sub);
+    this.scheduleSync();
+  }
+
+  /** @param {Subscription} sub */
+  remove(sub) {
+    this.subs.delete(sub);
+    if (this.subs.size === 0) {
+      if (this.wire !== "idle") this.conn._send({ type: "unsubscribe", stream: this.stream });
+      this.dispose();
+      if (this.conn._channels.get(this.stream) === this) this.conn._channels.delete(this.stream);
+    }
+  }
+
+  dispose() {
+    clearTimeout(this.retryTimer);
+    this.wire = "idle";
+    this.ready = false;
+    this.queue = [];
+  }
+
+  scheduleSync() {
+    if (this.syncQueued) return;
+    this.syncQueued = true;
+    // Subscribers created in the same task (a dashboard's table, value, controls...) share
+    // one subscribe message.
+    queueMicrotask(() => {
+      this.syncQueued = false;
+      this.sync();
+    });
+  }
+
+  /** Bring the server subscription in line with the local subscribers. */
+  sync() {
+    if (this.subs.size === 0 || this.conn.status !== "open" || this.wire === "pending") return;
+    const unjoined = [...this.subs].filter((s) => s._request === null);
+    const columns = this._wantedColumns();
+    const covered = this.wireColumns === null || (columns !== null && columns.every((c) => this.wireColumns?.includes(c)));
+    if (this.wire === "active" && unjoined.length === 0 && covered) return;
+
+    /** @type {{type: string} & Record<string, unknown>} */
+    const msg = { type: "subscribe", stream: this.stream, credit: INITIAL_CREDIT, format: this._format() };
+    if (columns !== null) msg.columns = columns;
+    /** @type {number | undefined} how many rows before wireNext the new subscribers want */
+    let back;
+    if (this.wireNext !== null && this.epoch !== null) {
+      // Resume: from where the page is, or further back for subscribers that want history.
+      let since = this.wireNext;
+      for (const s of unjoined) since = Math.min(since, s.options.last === undefined ? 0 : Math.max(0, this.wireNext - s.options.last));
+      back = this.wireNext - since;
+      msg.since = since;
+      msg.epoch = this.epoch;
+    } else {
+      const lasts = [...this.subs].map((s) => s.options.last);
+      if (!lasts.includes(undefined)) {
+        back = Math.max(...lasts.map((n) => /** @type {number} */ (n)));
+        msg.last = back;
+      }
+    }
+    if (this.wire === "active") this.conn._send({ type: "unsubscribe", stream: this.stream });
+    const id = this.conn._nextId++;
+    msg.id = id;
+    if (!this.conn._send(msg)) return;
+    this.requestId = id;
+    this.wire = "pending";
+    this.ready = false;
+    this.wireColumns = columns;
+    for (const s of unjoined) {
+      s._request = id;
+      // Everything a new subscriber will see from the server's first frame is history: trim
+      // it to the `last` rows it asked for.
+      s._trim = s.options.last !== undefined && (back === undefined || s.options.last < back) ? s.options.last : null;
+    }
+  }
+
+  /** @returns {string[] | null} the union of the subscribers' columns, or null for all */
+  _wantedColumns() {
+    /** @type {Set<string>} */
+    const wanted = new Set();
+    for (const s of this.subs) {
+      if (!s.options.columns) return null;
+      for (const c of s.options.columns) wanted.add(c);
+    }
+    return wanted.size ? [...wanted] : null;
+  }
+
+  _format() {
+    for (const s of this.subs) if (s.options.format === "json") return "json";
+    return "binary";
+  }
+
+  onSocketOpen() {
+    this.wire = "idle";
+    this.ready = false;
+    for (const s of this.subs) if (s._request !== null && s.nextOffset === null) s._request = null; // never activated: join again
+    this.sync();
+  }
+
+  onSocketClosed() {
+    this.wire = "idle";
+    this.ready = false;
+    clearTimeout(this.retryTimer);
+  }
+
+  /** @param {Batch} batch @param {number} generation */
+  onData(batch, generation) {
+    const end = batch.offset + batch.rows;
+    this.wireNext = this.wireNext === null ? end : Math.max(this.wireNext, end);
+    // Only frames of the current server subscription earn it credit back.
+    this.queue.push({ kind: "data", batch, request: this.ready ? this.requestId : null, generation });
+    requestFrame(this.flush);
+  }
+
+  /** @param {SubscribedInfo & {id?: number}} msg */
+  onSubscribed(msg) {
+    if (msg.id !== undefined && msg.id !== this.requestId) return; // answer to a superseded request
+    const request = this.requestId ?? -1;
+    this.wire = "active";
+    this.ready = true;
+    if (this.epoch !== null && msg.epoch !== this.epoch) this.wireNext = null; // a restarted stream
+    this.epoch = msg.epoch;
+    this.schema = msg.schema ?? {};
+    this.info = msg;
+    this.state = msg.state ?? this.state;
+    if (this.wireNext === null) this.wireNext = msg.offset;
+    this.queue.push({ kind: "subscribed", msg, request });
+    requestFrame(this.flush);
+    this.scheduleSync(); // subscribers that arrived while this request was in flight
+  }
+
+  /** @param {ResetMessage} msg */
+  onReset(msg) {
+    if (this.epoch !== msg.epoch) this.wireNext = null;
+    this.epoch = msg.epoch;
+    if (this.wire === "pending") {
+      // Some servers may answer an out-of-history `since` with `reset` alone.
+      this.wire = "active";
+      this.ready = true;
+    }
+    this.wireNext = this.wireNext === null ? msg.offset : Math.max(msg.offset, this.wireNext);
+    this.queue.push({ kind: "reset", msg });
+    requestFrame(this.flush);
+  }
+
+  /** @param {StreamState} state */
+  onState(state) {
+    if (!isObject(state)) return;
+    this.state = state;
+    if (this.info) this.info = { ...this.info, state };
+    for (const s of this.subs) if (s.nextOffset !== null || s._info) s._emit("onState", state);
+  }
+
+  /** @param {LivestreamError} err */
+  onSubscribeError(err) {
+    this.wire = "idle";
+    this.ready = false;
+    const request = this.requestId;
+    for (const s of this.subs) {
+      if (s._request === request) {
+        s._request = null;
+        s._emit("onError", err);
+      }
+    }
+    if (err.code === "unknown_stream") {
+      // The producer may not have started yet: look again in a while.
+      clearTimeout(this.retryTimer);
+      this.retryTimer = setTimeout(() => this.sync(), 3000);
+    }
+  }
+
+  /** @param {LivestreamError} err */
+  fail(err) {
+    for (const s of this.subs) s._emit("onError", err);
+  }
+
+  _flush() {
+    const events = this.queue;
+    this.queue = [];
+    if (events.length === 0) return;
+    /** @type {Map<Subscription, Batch[]>} */
+    const pending = new Map();
+    let credit = 0;
+    const deliver = (/** @type {Subscription} */ s) => {
+      const parts = pending.get(s);
+      if (parts && parts.length) s._deliver(mergeBatches(parts.splice(0)));
+    };
+    for (const ev of events) {
+      if (ev.kind === "subscribed") {
+        // A `state` that came after this answer but before this frame went only to the
+        // subscribers already started (onState): give the others the newest state, not
+        // the one the answer carried, or a producer's error could stay unseen.
+        const msg = this.state ? { ...ev.msg, state: this.state } : ev.msg;
+        for (const s of this.subs) {
+          if (s._request === ev.request && s.nextOffset === null) {
+            s.nextOffset = msg.offset;
+            s.epoch = msg.epoch;
+            s._info = msg;
+            s._emit("onSubscribed", msg);
+            if (msg.state) s._emit("onState", msg.state);
+          } else if (s.nextOffset !== null) {
+            if (s.epoch !== msg.epoch) {
+              // The stream was recreated (server restart): what this subscriber holds is void.
+              deliver(s);
+              s.nextOffset = msg.offset;
+              s.epoch = msg.epoch;
+              s._emit("onReset", { type: "reset", stream: this.stream, epoch: msg.epoch, offset: msg.offset, reason: "restart" });
+            }
+            const changed = JSON.stringify([s._info?.schema, s._info?.controls]) !== JSON.stringify([msg.schema, msg.controls]);
+            s._info = msg;
+            if (changed) s._emit("onSubscribed", msg);
+            if (msg.state) s._emit("onState", msg.state);
+          }
+        }
+      } else if (ev.kind === "reset") {
+        const { msg } = ev;
+        for (const s of this.subs) {
+          if (s.nextOffset === null) {
+            if (s._request === this.requestId) {
+              // Joined a request the server answered with reset alone: start at the window.
+              s.nextOffset = msg.offset;
+              s.epoch = msg.epoch;
+            }
+            continue;
+          }
+          if (s.epoch !== msg.epoch || s.nextOffset < msg.offset) {
+            deliver(s);
+            s.nextOffset = msg.offset;
+            s.epoch = msg.epoch;
+            s._trim = null;
+            s._emit("onReset", msg);
+          }
+          // Otherwise the subscriber has every row up to the new window already: no gap.
+        }
+      } else {
+        const { batch } = ev;
+        if (ev.request !== null && ev.request === this.requestId && ev.generation === this.conn._socketGeneration) credit++;
+        const end = batch.offset + batch.rows;
+        for (const s of this.subs) {
+          if (s.nextOffset === null || end <= s.nextOffset) continue;
+          if (batch.offset > s.nextOffset) {
+            console.warn(`livestream: rows ${s.nextOffset}..${batch.offset - 1} of "${this.stream}" never arrived`);
+            deliver(s);
+          }
+          let part = sliceBatch(batch, Math.max(0, s.nextOffset - batch.offset));
+          if (s._trim !== null) {
+            part = sliceBatch(part, part.rows - s._trim);
+            s._trim = null;
+          }
+          s.nextOffset = end;
+          if (part.rows === 0) continue;
+          let parts = pending.get(s);
+          if (!parts) pending.set(s, (parts = []));
+          const prev = parts[parts.length - 1];
+          if (prev && prev.offset + prev.rows !== part.offset) deliver(s);
+          parts.push(part);
+        }
+      }
+    }
+    for (const s of pending.keys()) deliver(s);
+    if (credit > 0 && this.wire === "active" && this.subs.size > 0) {
+      this.conn._send({ type: "credit", stream: this.stream, frames: credit });
+    }
+  }
+}
+
+/** One subscriber's view of a stream. Create it with {@link Connection.subscribe}. */
+export class Subscription {
+  /** @param {Channel} channel @param {SubscribeOptions} options */
+  constructor(channel, options) {
+    /** @private */ this._channel = channel;
+    /** @readonly */ this.stream = channel.stream;
+    /** @readonly */ this.options = { ...options };
+    /** @type {number | null} offset of the next row this subscriber wants (null: not started) */
+    this.nextOffset = null;
+    /** @type {string | null} */ this.epoch = null;
+    /** @type {number | null} subscribe request this subscriber joined */
+    this._request = null;
+    /** @type {number | null} keep only this many rows of the first frame (history) */
+    this._trim = null;
+    /** @type {SubscribedInfo | null} */ this._info = null;
+    this._closed = false;
+    this._rows = 0;
+    /** @type {number | null} */ this._lastOffset = null;
+    /** @type {number | null} */ this._lastFrameAt = null;
+    /** @type {number | null} */ this._lastTime = null;
+    /** @type {Array<[number, number]>} (time, rows) of recent deliveries, for the rate */
+    this._recent = [];
+    /** @type {number | null} */ this._firstAt = null;
+  }
+
+  /** The `subscribed` reply (schema, controls, state, epoch), once it arrived. */
+  get info() {
+    return this._info;
+  }
+  /** @returns {Record<string, string> | null} */
+  get schema() {
+    return this._info?.schema ?? null;
+  }
+  /** @returns {ControlsSpec | null} */
+  get controls() {
+    return this._info?.controls ?? null;
+  }
+  /** @returns {StreamState | null} the latest broadcast state */
+  get state() {
+    return this._channel.state;
+  }
+  /** The connection this subscription runs on. */
+  get connection() {
+    return this._channel.conn;
+  }
+
+  /** @returns {SubscriptionStats} */
+  stats() {
+    const now = Date.now();
+    while (this._recent.length && now - this._recent[0][0] > RATE_WINDOW_MS) this._recent.shift();
+    let rate = 0;
+    if (this._recent.length) {
+      const rows = this._recent.reduce((n, [, r]) => n + r, 0);
+      // Over the whole window once it is full; over the time since the first delivery before.
+      const span = Math.max(1000, Math.min(RATE_WINDOW_MS, now - (this._firstAt ?? now)));
+      rate = (rows * 1000) / span;
+    }
+    const lag = this._lastTime !== null ? now - this._lastTime : this._lastFrameAt !== null ? now - this._lastFrameAt : null;
+    return { rows: this._rows, rate, lastOffset: this._lastOffset, lag, lastFrameAt: this._lastFrameAt };
+  }
+
+  /** Control this subscription's stream (see {@link Connection.control}). */
+  /** @param {string} action @param {Record<string, unknown>} [params] */
+  control(action, params = {}) {
+    return this._channel.conn.control(this.stream, action, params);
+  }
+
+  /** Stop receiving; the server subscription ends with the page's last subscriber. */
+  unsubscribe() {
+    if (this._closed) return;
+    this._closed = true;
+    this._channel.remove(this);
+  }
+
+  /** @param {Batch} batch */
+  _deliver(batch) {
+    if (this._closed) return;
+    const wanted = this.options.columns;
+    if (wanted) {
+      /** @type {Record<string, Column>} */
+      const columns = {};
+      for (const c of wanted) if (c in batch.columns) columns[c] = batch.columns[c];
+      batch = { ...batch, columns };
+    }
+    const now = Date.now();
+    this._rows += batch.rows;
+    this._lastOffset = batch.offset + batch.rows - 1;
+    this._lastFrameAt = now;
+    this._firstAt ??= now;
+    this._recent.push([now, batch.rows]);
+    for (const name of TIME_COLUMNS) {
+      const col = batch.columns[name];
+      if (col && !Array.isArray(col) && col.length && (col instanceof Float64Array)) {
+        const t = col[col.length - 1];
+        // Only a plausible epoch time (after 2001) counts as a clock for the lag.
+        this._lastTime = t > 1e12 ? t : null;
+        break;
+      }
+    }
+    this._emit("onData", batch);
+  }
+
+  /**
+   * @template {keyof SubscribeOptions & `on${string}`} K
+   * @param {K} name @param {any} arg
+   */
+  _emit(name, arg) {
+    if (this._closed) return;
+    const cb = /** @type {((arg: any, sub: Subscription) => void) | undefined} */ (this.options[name]);
+    if (!cb) {
+      if (name === "onError") console.warn(`livestream: ${this.stream}: ${arg?.message ?? arg}`);
+      return;
+    }
+    try {
+      cb(arg, this);
+    } catch (err) {
+      console.error(`livestream: ${name} callback for "${this.stream}" failed`, err);
+    }
+  }
+}

@@ -1,0 +1,37 @@
+// @ts-check
+
+/** The longest a plot waits between two `stream` calls (ms); see `embedPlot`. */
+export const PLOT_MAX_INTERVAL_MS = 100;
+
+/** @type {Set<() => void>} */
+const frameTasks = new Set();
+let frameScheduled = false;
+
+/**
+ * Run `task` in the next animation frame (tasks added before then run once, together). In a
+ * hidden tab, where requestAnimationFrame does not fire, a 250 ms timer runs them instead.
+ * @param {() => void} task
+ */
+export function requestFrame(task) {
+  frameTasks.add(task);
+  if (frameScheduled) return;
+  frameScheduled = true;
+  /** @type {any} */ let raf = null;
+  /** @type {any} */ let timer = null;
+  const run = () => {
+    if (raf !== null && typeof cancelAnimationFrame === "function") cancelAnimationFrame(raf);
+    if (timer !== null) clearTimeout(timer);
+    frameScheduled = false;
+    const tasks = [...frameTasks];
+    frameTasks.clear();
+    for (const t of tasks) {
+      try {
+        t();
+      } catch (err) {
+        console.error("livestream: a frame task failed", err);
+      }
+    }
+  };
+  if (typeof requestAnimationFrame === "function") raf = requestAnimationFrame(run);
+  timer = setTimeout(run, typeof requestAnimationFrame === "function" ? 250 : 16);
+}
