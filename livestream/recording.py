@@ -133,13 +133,19 @@ def _arrow_column(values: np.ndarray, dtype: str) -> Any:
     )
 
 
-def _to_table(batch: Batch, epoch: str, first: int, stream: str) -> Any:
+def _to_table(batches: list[Batch], epoch: str, first: int, stream: str) -> Any:
+    """One file's table: the batches' columns as chunks (no copy), ``_offset``, ``_epoch``."""
     pa = _pa()
-    names = list(batch.columns)
-    arrays = [_arrow_column(batch.columns[n], batch.dtypes[n]) for n in names]
-    arrays.append(pa.array(np.arange(first, first + batch.rows, dtype=np.int64)))
-    arrays.append(_repeated(epoch, batch.rows))
-    meta = {"stream": stream, "epoch": epoch, "schema": batch.schema, "first": first}
+    head = batches[0]
+    names = list(head.columns)
+    rows = sum(b.rows for b in batches)
+    arrays = [
+        pa.chunked_array([_arrow_column(b.columns[n], head.dtypes[n]) for b in batches])
+        for n in names
+    ]
+    arrays.append(pa.chunked_array([np.arange(first, first + rows, dtype=np.int64)]))
+    arrays.append(pa.chunked_array([_repeated(epoch, rows)]))
+    meta = {"stream": stream, "epoch": epoch, "schema": head.schema, "first": first}
     schema = pa.schema(
         [pa.field(n, a.type) for n, a in zip([*names, OFFSET, EPOCH], arrays, strict=True)],
         metadata={"livestream": json.dumps(meta)},
@@ -296,22 +302,35 @@ class _Writer:
                     runs[-1].append(item)
                 else:
                     runs.append([item])
-            pieces: list[tuple[str, int, Batch]] = []
+            # Files of at most _FILE_ROWS rows (readers get row groups of a sane size, and
+            # two files compress at once on two cores), made of the batches as they are:
+            # no copy into one array, which would hold the GIL the viewers' loop needs.
+            pieces: list[tuple[str, int, list[Batch]]] = []
             for run in runs:
                 epoch, first = run[0][0], run[0][1]
-                batch = Batch.concat([b for _, _, b in run])
                 if not self.schema:
-                    self.schema = batch.schema
-                # At most _FILE_ROWS rows a file: readers get row groups of a sane size, and
-                # two files compress at once on two cores.
-                for at in range(0, batch.rows, _FILE_ROWS):
-                    pieces.append((epoch, first + at, batch.slice(at, at + _FILE_ROWS)))
+                    self.schema = run[0][2].schema
+                group: list[Batch] = []
+                size = 0
+                for _, _, b in run:
+                    at = 0
+                    while at < b.rows:
+                        take = min(b.rows - at, _FILE_ROWS - size)
+                        group.append(b.slice(at, at + take) if take < b.rows else b)
+                        size += take
+                        at += take
+                        if size == _FILE_ROWS:
+                            pieces.append((epoch, first, group))
+                            first, group, size = first + size, [], 0
+                if group:
+                    pieces.append((epoch, first, group))
             folder = _stream_dir(self.root, self.stream)
 
-            def write(piece: tuple[str, int, Batch]) -> str:
-                epoch, first, batch = piece
-                table = _to_table(batch, epoch, first, self.stream)
-                name = f"{epoch}-{first:015d}-{first + batch.rows - 1:015d}.parquet"
+            def write(piece: tuple[str, int, list[Batch]]) -> str:
+                epoch, first, batches = piece
+                rows = sum(b.rows for b in batches)
+                table = _to_table(batches, epoch, first, self.stream)
+                name = f"{epoch}-{first:015d}-{first + rows - 1:015d}.parquet"
                 _write_atomic(table, folder, name, rename=False)
                 return name
 
@@ -327,7 +346,7 @@ class _Writer:
             sizes = [_rename(folder, name) for name in names]
             # Counted once every file is on disk: `rows` never counts a row that is not.
             self.bytes += sum(sizes)
-            self.rows += sum(p[2].rows for p in pieces)
+            self.rows += sum(b.rows for p in pieces for b in p[2])
             self.files += len(pieces)
             if events:
                 pa = _pa()

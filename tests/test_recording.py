@@ -173,13 +173,16 @@ def test_replay_at_10x_keeps_order_values_and_spacing(live_server: Any) -> None:
             arrivals += [time.monotonic()] * batch.rows
             values += batch.columns["value"].tolist()
     assert values == list(range(40))
-    # Rows are due (t - t0) / 10 after the first; each may arrive late by a sleep's
-    # overshoot plus a hop to the server's loop and a socket write, all on 2 shared
-    # cores: 60 ms bounds that, while a replay ignoring the pace (all at once) or at 1x
-    # (up to 4 s) is far outside it.
+    # Rows are due (t - t0) / 10 apart: 0.4 s in all. Aligned on the row that came
+    # earliest against its due time, each row's lateness is a sleep's overshoot plus a hop
+    # to the server's loop and a socket write: a few ms, but a scheduler stall on this
+    # shared 2-core machine can add tens of ms to a few rows (those after it catch up).
+    # So: the median within 20 ms, none beyond 150 ms. A replay ignoring the
+    # pace (all at once: 0.4 s for the first row) or at 1x (up to 3.6 s) is far outside.
     due = (times - times[0]) / 1000.0 / 10.0
-    late = np.array(arrivals) - arrivals[0] - due
-    assert np.all(np.abs(late) < 0.06), late.round(3)
+    offset = np.array(arrivals) - due
+    late = offset - offset.min()
+    assert np.median(late) < 0.02 and late.max() < 0.15, late.round(3)
 
 
 def test_playback_controls_over_the_protocol(live_server: Any) -> None:
