@@ -7,6 +7,11 @@ import { PLOT_MAX_INTERVAL_MS, requestFrame } from "./schedule.js";
 /** @typedef {import("./codec.js").Batch} Batch */
 /** @typedef {import("./codec.js").Column} Column */
 
+/**
+ * @typedef {any} BokehObject  a BokehJS object (the library, a document, model or view):
+ *   BokehJS ships no types a plain-JS module can use, so this is the one `any` for them.
+ */
+
 const BOKEH_KEY = Symbol.for("livestream.bokeh.v1");
 /** @type {Map<string, Promise<void>>} script URL → load, shared by every copy of this module */
 export const scriptLoads = /** @type {any} */ (globalThis)[BOKEH_KEY] ??= new Map();
@@ -41,7 +46,7 @@ export function loadScript(src) {
  *   bokeh-gl for WebGL output; `widgets`, `tables`: the matching bundles; `load`: how to load
  *   a script of the server by its path (default: a script tag at `httpBase` + path; a
  *   connection's `loadScript` follows its route)
- * @returns {Promise<any>}
+ * @returns {Promise<BokehObject>}
  */
 export async function ensureBokeh(httpBase, { version, gl = false, widgets = false, tables = false, load } = {}) {
   const loadPath = load ?? ((/** @type {string} */ path) => loadScript(`${httpBase}${path}`));
@@ -67,7 +72,7 @@ export async function ensureBokeh(httpBase, { version, gl = false, widgets = fal
 
 /**
  * @typedef {object} PlotSpec  What `GET /api/streams/<name>/plot` returns (livestream/plots.py).
- * @property {{doc: any, root_id: string, target_id: string | null, version?: string}} item
+ * @property {{doc: BokehObject, root_id: string, target_id: string | null, version?: string}} item
  *   `bokeh.embed.json_item` of a figure or a layout
  * @property {string} source_id  the ColumnDataSource the stream feeds (one per plot)
  * @property {Record<string, string>} columns  stream column → source column; for `ohlc`, the
@@ -144,9 +149,9 @@ export function foldTicks(bars, times, prices, interval) {
  * @property {(batch: Batch) => void} append  queue rows; streamed into the source once per frame
  * @property {() => void} clear  empty the source (after a reset)
  * @property {() => void} dispose  close the views and drop the document
- * @property {any} source  the BokehJS ColumnDataSource
- * @property {any} document  the BokehJS Document
- * @property {any} views  the ViewManager
+ * @property {BokehObject} source  the BokehJS ColumnDataSource
+ * @property {BokehObject} document  the BokehJS Document
+ * @property {BokehObject} views  the ViewManager
  * @property {PlotSpec} spec
  */
 
@@ -157,7 +162,7 @@ export const PLOT_COLORS = {
 
 /**
  * Recolour a plot's text and rules for a light or dark page (the figure itself is transparent).
- * @param {any} doc @param {"light"|"dark"} theme
+ * @param {BokehObject} doc @param {"light"|"dark"} theme
  */
 export function applyPlotTheme(doc, theme) {
   const c = PLOT_COLORS[theme];
@@ -436,11 +441,11 @@ export function usesWebgl(spec) {
 
 /**
  * The views of the visible legends of an embedded item (a layout's figures included).
- * @param {any} views  the ViewManager `embed_item` returned
- * @returns {any[]}
+ * @param {BokehObject} views  the ViewManager `embed_item` returned
+ * @returns {BokehObject[]}
  */
 function visibleLegends(views) {
-  /** @type {any[]} */
+  /** @type {BokehObject[]} */
   const found = [];
   const seen = new Set();
   const queue = [...(views?.roots ?? [])];
@@ -460,42 +465,26 @@ function visibleLegends(views) {
  * of those changes comes from an async step after the plot's paint), and paints them only
  * with the plot's next paint: over a streaming source the swatches are blank in about one
  * frame out of three, and stay blank when the stream stops between the two. So paint them
- * right after each rebuild (they are tiny canvases). This leans on BokehJS 3 internals;
- * without them the legend behaves as before.
- * @param {any} legendView
+ * right after each rebuild (they are tiny canvases). Without the internals this leans on
+ * (see below), the legend behaves as before.
+ * @param {BokehObject} legendView
  */
 function paintSwatchesOnRebuild(legendView) {
-  const rebuild = legendView._render_items;
-  const paint = legendView._paint_glyphs;
-  if (typeof rebuild !== "function" || typeof paint !== "function") return;
-  legendView._render_items = function (/** @type {unknown[]} */ ...args) {
-    const result = rebuild.apply(this, args);
+  afterLegendRebuild(legendView, () => {
     try {
-      paint.call(this);
+      paintLegendSwatches(legendView);
     } catch {
       // Not laid out yet: the plot's own paint draws them.
     }
-    return result;
-  };
-}
-
-/**
- * Drop a document from `Bokeh.documents`: BokehJS has no API to forget one, and without this
- * every re-rendered plot leaks its document and models.
- * @param {any} bokeh @param {any} doc
- */
-function forgetDocument(bokeh, doc) {
-  const docs = bokeh?.documents;
-  const i = Array.isArray(docs) && doc ? docs.indexOf(doc) : -1;
-  if (i >= 0) docs.splice(i, 1);
+  });
 }
 
 /**
  * The glyph renderers drawing each y column of a plot's source.
- * @param {any} doc @param {any} source @returns {Map<string, any[]>}
+ * @param {BokehObject} doc @param {BokehObject} source @returns {Map<string, BokehObject[]>}
  */
 function renderersByColumn(doc, source) {
-  /** @type {Map<string, any[]>} */
+  /** @type {Map<string, BokehObject[]>} */
   const out = new Map();
   for (const m of doc.all_models) {
     if (m.type !== "GlyphRenderer" || m.data_source !== source) continue;
@@ -503,7 +492,7 @@ function renderersByColumn(doc, source) {
     const field = g?.y?.field ?? g?.top?.field ?? g?.y2?.field;
     if (typeof field !== "string") continue;
     if (!out.has(field)) out.set(field, []);
-    /** @type {any[]} */ (out.get(field)).push(m);
+    /** @type {BokehObject[]} */ (out.get(field)).push(m);
   }
   return out;
 }
@@ -511,12 +500,12 @@ function renderersByColumn(doc, source) {
 /**
  * An HTML legend above the plot (chips with the series colours; click one to hide or show
  * its series), replacing the figure's own legend.
- * @param {HTMLElement} el @param {any} doc @param {any} source @param {PlotSpec} spec
+ * @param {HTMLElement} el @param {BokehObject} doc @param {BokehObject} source @param {PlotSpec} spec
  */
 function buildLegend(el, doc, source, spec) {
   const byColumn = renderersByColumn(doc, source);
   for (const m of doc.all_models) if (m.type === "Legend") m.visible = false;
-  /** @type {Array<[HTMLElement, any[]]>} */
+  /** @type {Array<[HTMLElement, BokehObject[]]>} */
   const chips = [];
   for (const y of spec.y ?? []) {
     const renderers = byColumn.get(y) ?? [];
@@ -549,7 +538,7 @@ function buildLegend(el, doc, source, spec) {
 /**
  * Hide the renderers of y columns whose typical magnitude is over 10× off the first y's, so
  * that, say, a volume in thousands does not flatten a price near 100. They stay in the legend.
- * @param {any} doc @param {any} source @param {PlotSpec} spec @param {Batch} batch
+ * @param {BokehObject} doc @param {BokehObject} source @param {PlotSpec} spec @param {Batch} batch
  */
 function hideOffScale(doc, source, spec, batch) {
   const ys = spec.y ?? [];
@@ -570,4 +559,47 @@ function hideOffScale(doc, source, spec, batch) {
   for (const [field, renderers] of renderersByColumn(doc, source)) {
     if (hide.has(field)) for (const r of renderers) r.visible = false;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// BokehJS private internals: every use of one is here, one function each. None is public API,
+// so pyproject.toml bounds bokeh to the versions tested, and tests/test_bokeh_internals.py
+// fails when a BokehJS release changes one.
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * `LegendView._render_items()` (private): BokehJS calls it to rebuild a legend's items,
+ * with blank swatch canvases, whenever its renderers' data changes. Run `after` right after
+ * each rebuild. Does nothing when the method is missing.
+ * @param {BokehObject} legendView @param {() => void} after
+ */
+function afterLegendRebuild(legendView, after) {
+  const rebuild = legendView._render_items;
+  if (typeof rebuild !== "function" || typeof legendView._paint_glyphs !== "function") return;
+  legendView._render_items = function (/** @type {unknown[]} */ ...args) {
+    const result = rebuild.apply(this, args);
+    after();
+    return result;
+  };
+}
+
+/**
+ * `LegendView._paint_glyphs()` (private): paints the legend's swatch canvases (throws when
+ * the legend is not laid out yet).
+ * @param {BokehObject} legendView
+ */
+function paintLegendSwatches(legendView) {
+  legendView._paint_glyphs();
+}
+
+/**
+ * `Bokeh.documents` (undocumented): the array of every document BokehJS embedded on the page.
+ * BokehJS has no API to forget one, and without this every re-rendered plot leaks its
+ * document and models: splice it out.
+ * @param {BokehObject} bokeh @param {BokehObject} doc
+ */
+function forgetDocument(bokeh, doc) {
+  const docs = bokeh?.documents;
+  const i = Array.isArray(docs) && doc ? docs.indexOf(doc) : -1;
+  if (i >= 0) docs.splice(i, 1);
 }

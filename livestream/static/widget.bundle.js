@@ -937,22 +937,12 @@ function visibleLegends(views) {
   return found;
 }
 function paintSwatchesOnRebuild(legendView) {
-  const rebuild = legendView._render_items;
-  const paint = legendView._paint_glyphs;
-  if (typeof rebuild !== "function" || typeof paint !== "function") return;
-  legendView._render_items = function(...args) {
-    const result = rebuild.apply(this, args);
+  afterLegendRebuild(legendView, () => {
     try {
-      paint.call(this);
+      paintLegendSwatches(legendView);
     } catch {
     }
-    return result;
-  };
-}
-function forgetDocument(bokeh, doc) {
-  const docs = bokeh?.documents;
-  const i = Array.isArray(docs) && doc ? docs.indexOf(doc) : -1;
-  if (i >= 0) docs.splice(i, 1);
+  });
 }
 function renderersByColumn(doc, source) {
   const out = /* @__PURE__ */ new Map();
@@ -1016,6 +1006,23 @@ function hideOffScale(doc, source, spec, batch) {
   for (const [field, renderers] of renderersByColumn(doc, source)) {
     if (hide.has(field)) for (const r of renderers) r.visible = false;
   }
+}
+function afterLegendRebuild(legendView, after) {
+  const rebuild = legendView._render_items;
+  if (typeof rebuild !== "function" || typeof legendView._paint_glyphs !== "function") return;
+  legendView._render_items = function(...args) {
+    const result = rebuild.apply(this, args);
+    after();
+    return result;
+  };
+}
+function paintLegendSwatches(legendView) {
+  legendView._paint_glyphs();
+}
+function forgetDocument(bokeh, doc) {
+  const docs = bokeh?.documents;
+  const i = Array.isArray(docs) && doc ? docs.indexOf(doc) : -1;
+  if (i >= 0) docs.splice(i, 1);
 }
 
 // livestream/static/relay.js
