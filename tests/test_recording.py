@@ -7,10 +7,15 @@ subprocesses, the dataset read back with plain pandas/pyarrow (no livestream cod
 from __future__ import annotations
 
 import json
+import os
+import queue
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from support import wait_until
-from test_cli import Running
 
 import livestream as ls
 from conftest import TOKEN
@@ -26,6 +30,77 @@ from livestream.recording import RecordingError, finished, read_events, replay
 
 ROWS = 1_000_000
 BATCH = 10_000
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Running:
+    """A ``python -m livestream`` process; its output lines are read on a helper thread."""
+
+    def __init__(self, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVESTREAM_")}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONUNBUFFERED"] = "1"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "livestream", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.output: list[str] = []
+        self._reader = threading.Thread(target=self._read, name="recording-test-reader")
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def expect(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        """The first output line matching ``pattern`` (bounded wait)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Empty:
+                pytest.fail(f"no line matching {pattern!r} within {timeout} s: {self.output}")
+            if line is None:
+                pytest.fail(f"ended (rc {self.proc.poll()}) before {pattern!r}: {self.output}")
+            self.output.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def cli() -> Iterator[Any]:
+    """Start ``python -m livestream ARGS``; every process is stopped at teardown."""
+    started: list[Running] = []
+
+    def start(*args: str) -> Running:
+        started.append(Running(*args))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.stop()
 
 
 def _source(first: int, rows: int) -> dict[str, np.ndarray]:
@@ -51,14 +126,14 @@ def _check_against_source(frame: pd.DataFrame) -> None:
 
 @pytest.mark.timeout(60)
 def test_record_survives_sigkill_and_resumes_without_duplicates(
-    server_factory: Any, tmp_path: Path
+    server_factory: Any, cli: Any, tmp_path: Path
 ) -> None:
     live_server = server_factory(history=ROWS)  # the restarted recorder finds every row
     out = tmp_path / "rec"
     url = live_server.ws_url
     with ls.connect(url, token=TOKEN) as client:
         client.publish("feed", _source(0, BATCH))  # the stream exists before the recorder
-        recorder = Running("record", "feed", "--out", str(out), "--url", url, "--token", TOKEN,
+        recorder = cli("record", "feed", "--out", str(out), "--url", url, "--token", TOKEN,
                            "--flush", "0.1")  # fmt: skip
         recorder.expect("recording feed")
         for first in range(BATCH, ROWS // 2, BATCH):
@@ -75,7 +150,7 @@ def test_record_survives_sigkill_and_resumes_without_duplicates(
 
         for first in range(ROWS // 2, ROWS, BATCH):
             client.publish("feed", _source(first, BATCH))
-        again = Running("record", "feed", "--out", str(out), "--url", url, "--token", TOKEN,
+        again = cli("record", "feed", "--out", str(out), "--url", url, "--token", TOKEN,
                         "--flush", "0.1")  # fmt: skip
         again.expect("recording feed")
         client.control("feed", "pause")  # state changes the recording must show
@@ -218,13 +293,13 @@ def test_playback_controls_over_the_protocol(live_server: Any) -> None:
         assert sub.resets[0].epoch == stream.epoch
 
 
-def test_replay_command_serves_a_recording(live_server: Any, tmp_path: Path) -> None:
+def test_replay_command_serves_a_recording(live_server: Any, cli: Any, tmp_path: Path) -> None:
     stream = live_server.stream("feed")
     rec = stream.record(tmp_path / "rec", flush=0.05)
     stream.append(_source(0, 1_000))
     wait_until(lambda: rec.rows == 1_000, 5, "the rows on disk")
     rec.stop()
-    served = Running("replay", str(tmp_path / "rec"), "--stream", "feed", "--speed", "max",
+    served = cli("replay", str(tmp_path / "rec"), "--stream", "feed", "--speed", "max",
                      "--port", "0", "--token", TOKEN)  # fmt: skip
     url = served.expect(r"websocket: (\S+)")[1]
     with ls.connect(url, token=TOKEN) as client:
@@ -233,7 +308,6 @@ def test_replay_command_serves_a_recording(live_server: Any, tmp_path: Path) -> 
         while len(got) < 1_000:
             got += sub.next(timeout=10).columns["volume"].tolist()
     assert got == _source(0, 1_000)["volume"].tolist()
-    served.stop()
 
 
 def test_replay_names_a_bad_file(live_server: Any, tmp_path: Path) -> None:
