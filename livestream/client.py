@@ -62,6 +62,14 @@ def _normalise_url(url: str, token: str | None) -> tuple[str, str | None]:
     return urlunsplit((scheme, parts.netloc, path, urlencode(rest, doseq=True), "")), token
 
 
+def _write(conn: Any, frame: str | bytes) -> None:
+    """Write a frame; a write that fails because the connection dropped meanwhile is the
+    reconnect logic's business, so its error is retrieved here, not logged by asyncio as
+    "Task exception was never retrieved"."""
+    done = conn.write_message(frame, binary=isinstance(frame, bytes))
+    done.add_done_callback(lambda fut: fut.cancelled() or fut.exception())
+
+
 class _Refused(ServerError):
     """The server refused the WebSocket handshake: code ``refused``, with the HTTP ``status``
     and the server's ``reason`` (``missing_token``, ``bad_token``, ``bad_origin``,
@@ -371,7 +379,7 @@ class AsyncClient:
             return
         frame = P.encode_client(msg)
         try:
-            conn.write_message(frame, binary=isinstance(frame, bytes))
+            _write(conn, frame)
         except tornado.websocket.WebSocketClosedError:
             pass
 
@@ -477,7 +485,7 @@ class AsyncClient:
         self._pending[msg_id] = fut
         conn = self._conn
         assert conn is not None
-        conn.write_message(frame, binary=isinstance(frame, bytes))
+        _write(conn, frame)
         try:
             reply = await asyncio.wait_for(fut, self.timeout)
         finally:
