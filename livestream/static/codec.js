@@ -56,7 +56,12 @@ export const OFFSET_COLUMN = "__offset__";
  * @typedef {{type: "reset", stream: string, epoch: string, offset: number, reason: string}} ResetMessage
  */
 
-/** @type {Record<string, {ctor: Float64ArrayConstructor | Float32ArrayConstructor | Int32ArrayConstructor | BigInt64ArrayConstructor | Uint8ArrayConstructor, size: number}>} */
+/**
+ * The protocol's numeric dtypes (docs/protocol.md, "Binary frames"), each with the typed array
+ * a buffer column of it decodes to: the one list of them in JS (Python's is
+ * livestream/columns.py NUMERIC_DTYPES; tests/test_codec_vectors.py checks both against the doc).
+ * @type {Record<string, {ctor: Float64ArrayConstructor | Float32ArrayConstructor | Int32ArrayConstructor | BigInt64ArrayConstructor | Uint8ArrayConstructor, size: number}>}
+ */
 const BUFFER_DTYPES = {
   float64: { ctor: Float64Array, size: 8 },
   float32: { ctor: Float32Array, size: 4 },
@@ -65,12 +70,10 @@ const BUFFER_DTYPES = {
   uint8: { ctor: Uint8Array, size: 1 },
   bool: { ctor: Uint8Array, size: 1 },
 };
-/** Dtypes that may travel as raw buffers in binary frames. */
-export const BINARY_DTYPES = Object.freeze(Object.keys(BUFFER_DTYPES));
-const NUMERIC_DTYPES = new Set([
-  "float64", "float32", "float16", "int64", "int32", "int16", "int8",
-  "uint64", "uint32", "uint16", "uint8",
-]);
+/** The numeric dtypes, in the protocol's order: they travel as raw buffers in binary frames. */
+export const NUMERIC_DTYPES = Object.freeze(Object.keys(BUFFER_DTYPES));
+/** The same list, by its older name. */
+export const BINARY_DTYPES = NUMERIC_DTYPES;
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 export const utf8Decoder = new TextDecoder();
 const utf8Encoder = new TextEncoder();
@@ -94,9 +97,9 @@ export function isTimeColumn(name, dtype = "float64") {
   return TIME_COLUMNS.includes(name) || dtype.startsWith("datetime");
 }
 
-/** @param {string} dtype */
+/** A dtype whose values are numbers to show or plot: the numeric dtypes but bool. @param {string} dtype */
 export function isNumericDtype(dtype) {
-  return NUMERIC_DTYPES.has(dtype);
+  return dtype !== "bool" && NUMERIC_DTYPES.includes(dtype);
 }
 
 /**
@@ -156,7 +159,7 @@ function jsonColumn(name, values, dtype) {
   }
   const numeric = dtype === undefined
     ? values.some((v) => typeof v === "number") && values.every((v) => v === null || typeof v === "number")
-    : NUMERIC_DTYPES.has(dtype) || dtype === "bool";
+    : NUMERIC_DTYPES.includes(dtype);
   if (!numeric) return values;
   let out;
   switch (dtype) {

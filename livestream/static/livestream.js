@@ -39,7 +39,7 @@
 /** Version of this module (the Python package's version). */
 export const VERSION = "0.1.0";
 
-export { PROTOCOL_VERSION, TIME_COLUMNS, OFFSET_COLUMN, BINARY_DTYPES, isTimeColumn, isNumericDtype, encodeMessage, decodeMessage, decodeJsonData, decodeBinaryFrame, encodeBinaryFrame, sliceBatch, mergeBatches } from "./codec.js";
+export { PROTOCOL_VERSION, TIME_COLUMNS, OFFSET_COLUMN, NUMERIC_DTYPES, BINARY_DTYPES, isTimeColumn, isNumericDtype, encodeMessage, decodeMessage, decodeJsonData, decodeBinaryFrame, encodeBinaryFrame, sliceBatch, mergeBatches } from "./codec.js";
 export { LivestreamError, ProtocolError } from "./errors.js";
 export { requestFrame } from "./schedule.js";
 export { pageToken, defaultHttpBase, resolveEndpoints, apiUrl, fetchJSON, diagnose } from "./http.js";

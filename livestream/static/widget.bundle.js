@@ -35,20 +35,8 @@ var BUFFER_DTYPES = {
   uint8: { ctor: Uint8Array, size: 1 },
   bool: { ctor: Uint8Array, size: 1 }
 };
-var BINARY_DTYPES = Object.freeze(Object.keys(BUFFER_DTYPES));
-var NUMERIC_DTYPES = /* @__PURE__ */ new Set([
-  "float64",
-  "float32",
-  "float16",
-  "int64",
-  "int32",
-  "int16",
-  "int8",
-  "uint64",
-  "uint32",
-  "uint16",
-  "uint8"
-]);
+var NUMERIC_DTYPES = Object.freeze(Object.keys(BUFFER_DTYPES));
+var BINARY_DTYPES = NUMERIC_DTYPES;
 var LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 var utf8Decoder = new TextDecoder();
 var utf8Encoder = new TextEncoder();
@@ -66,7 +54,7 @@ function isTimeColumn(name, dtype = "float64") {
   return TIME_COLUMNS.includes(name) || dtype.startsWith("datetime");
 }
 function isNumericDtype(dtype) {
-  return NUMERIC_DTYPES.has(dtype);
+  return dtype !== "bool" && NUMERIC_DTYPES.includes(dtype);
 }
 function encodeMessage(msg) {
   if (!isObject(msg) || typeof msg.type !== "string" || !msg.type) {
@@ -104,7 +92,7 @@ function jsonColumn(name, values, dtype) {
   if (!Array.isArray(values)) {
     throw new ProtocolError(`column "${name}" must be a JSON array of values, got ${describe(values)}`);
   }
-  const numeric = dtype === void 0 ? values.some((v) => typeof v === "number") && values.every((v) => v === null || typeof v === "number") : NUMERIC_DTYPES.has(dtype) || dtype === "bool";
+  const numeric = dtype === void 0 ? values.some((v) => typeof v === "number") && values.every((v) => v === null || typeof v === "number") : NUMERIC_DTYPES.includes(dtype);
   if (!numeric) return values;
   let out;
   switch (dtype) {
@@ -3164,6 +3152,7 @@ export {
   BINARY_DTYPES,
   Connection,
   LivestreamError,
+  NUMERIC_DTYPES,
   OFFSET_COLUMN,
   PROTOCOL_VERSION,
   ProtocolError,
