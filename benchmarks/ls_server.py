@@ -15,7 +15,8 @@ producer). The process's main thread only answers the benchmark's pipe commands:
 * ``info``: ``{"rss", "subscribers", "end", "sessions"}``.
 * ``quit``.
 
-Options (the dict given to :func:`serve`): ``history``, ``write_timeout``,
+Options (the dict given to :func:`serve`): ``history``, ``write_timeout``, ``overflow``
+(``"wait"``: the stream is made with ``overflow="wait"``, issue 14's lossless mode),
 ``switch_interval``, ``limits`` (a dict of :class:`livestream.limits.Limits` fields, for a
 server configured the way an operator would), and ``fixtures`` (see :func:`fixtures`):
 streams created in this process before the server answers, for ``benchmarks.abuse``.
@@ -242,7 +243,12 @@ def serve(conn: Any, options: dict[str, Any]) -> None:
             **extra,
         )
         server.start()
-        stream = server.stream(STREAM, schema=SCHEMA)
+        stream_options: dict[str, Any] = {}
+        if options.get("overflow"):
+            # Issue 14's wait mode. Passed as given, unguarded: a server without the
+            # keyword fails this variant loudly.
+            stream_options["overflow"] = options["overflow"]
+        stream = server.stream(STREAM, schema=SCHEMA, **stream_options)
         made = fixtures(server, options["fixtures"]) if options.get("fixtures") else {}
     except Exception as exc:
         conn.send(error_reply(exc))

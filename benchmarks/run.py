@@ -10,7 +10,12 @@ Scenarios (``--scenarios``, comma-separated): ``fanout`` (1), ``ticks`` (2), ``l
 ``notebook`` (7, Bokeh's ``push_notebook`` in JupyterLab; needs ``jupyter_bokeh``) and
 ``abuse`` (8, a bystander while an abusive client runs; ``--abuse-seconds``,
 ``--attacks``), ``record`` (9, a recorder attached, recorder throughput, bytes per row)
-and ``replay`` (10, from Parquet as fast as possible). See docs/benchmarks.md.
+and ``replay`` (10, from Parquet as fast as possible). Opt-in, not in the default run:
+``issue14`` (producer threads and loop producers against raw Tornado with both subscriber
+clients, about 6 minutes) and ``bistable`` (ten short runs of the loop producer at full
+speed, N = 10). ``--client light|websockets|both`` picks the subscribers of livestream and
+raw Tornado for fanout, ticks and latency (default ``light``); issue14 and bistable run
+both unless it is given. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ ALL = (
     "record",
     "replay",
 )
+#: Scenarios run only when named in ``--scenarios`` (issue 14; see benchmarks/issue14.py).
+OPT_IN = ("issue14", "bistable")
 
 FULL = {
     "fanout": {
@@ -267,89 +274,107 @@ def fanout_ratios(
     return out
 
 
+def _fanout_tables(key: str, title: str, rows: list[dict[str, Any]]) -> list[str]:
+    """The table of a fan-out scenario's runs and its ratios (rows of one client)."""
+    parts: list[str] = []
+    body: list[list[str]] = []
+    for r in rows:
+        if "error" in r:
+            body.append([r["variant"], str(r["n"]), "failed: " + r["error"][:60]] + [""] * 8)
+            continue
+        body.append(
+            [
+                r["variant"],
+                str(r["n"]),
+                _fmt(r["rows_per_sub"]),
+                _fmt(r["min_rows_per_sub"]),
+                _fmt(r["total_rows"]),
+                _fmt(r["mb_per_s"], 1),
+                _fmt(r["rows_per_frame"]),
+                _fmt(r["cpu"]),
+                _fmt(r.get("client_cpu")),
+                _fmt(r["loss_pct"], 1),
+                _fmt(r["offered"]),
+                _fmt(r.get("lag_p50")),
+            ]
+        )
+    parts.append(
+        f"{title}\n"
+        + _table(
+            [
+                "server",
+                "N",
+                "rows/s/sub",
+                "min/sub",
+                "rows/s total",
+                "MB/s",
+                "rows/frame",
+                "server CPU%",
+                "clients CPU%",
+                "loss%",
+                "produced/s",
+                "lag p50 ms",
+            ],
+            body,
+        )
+    )
+    ratio_rows = [
+        [
+            str(n),
+            _fmt(v.get("vs_raw"), 2),
+            _fmt(v.get("loss_pct"), 1),
+            _fmt(v.get("vs_bokeh"), 1),
+            _fmt(v.get("vs_bokeh_ws"), 1),
+            _fmt(v.get("loop_vs_raw"), 2),
+            _fmt(v.get("paced_vs_raw"), 2),
+            _fmt(v.get("thread_vs_raw"), 2),
+            _fmt(v.get("thread_free_vs_raw"), 2),
+        ]
+        for n, v in sorted(fanout_ratios(rows, PRIMARY[key]).items())
+    ]
+    parts.append(
+        f"ratios (same run; rows/s per subscriber; targets judged by {PRIMARY[key]})\n"
+        + _table(
+            [
+                "N",
+                "livestream/raw (target >= 0.8)",
+                "its loss%",
+                "livestream/Bokeh page (target >= 20)",
+                "livestream/Bokeh protocol client",
+                "loop/raw",
+                "paced/raw",
+                "thread/raw",
+                "thread-free/raw (with loss)",
+            ],
+            ratio_rows,
+        )
+    )
+    return parts
+
+
 def render(results: dict[str, Any]) -> str:
     parts: list[str] = []
     for key, title in (
         ("fanout", "1. Fan-out, 1,000-row batches, producer at full speed"),
         ("ticks", "2. Single-row appends (a tick feed), producer at full speed"),
     ):
-        rows = results.get(key)
-        if not rows:
+        every = results.get(key)
+        if not every:
             continue
-        body = []
-        for r in rows:
-            if "error" in r:
-                body.append([r["variant"], str(r["n"]), "failed: " + r["error"][:60]] + [""] * 8)
-                continue
-            body.append(
-                [
-                    r["variant"],
-                    str(r["n"]),
-                    _fmt(r["rows_per_sub"]),
-                    _fmt(r["min_rows_per_sub"]),
-                    _fmt(r["total_rows"]),
-                    _fmt(r["mb_per_s"], 1),
-                    _fmt(r["rows_per_frame"]),
-                    _fmt(r["cpu"]),
-                    _fmt(r.get("client_cpu")),
-                    _fmt(r["loss_pct"], 1),
-                    _fmt(r["offered"]),
-                    _fmt(r.get("lag_p50")),
-                ]
-            )
-        parts.append(
-            f"{title}\n"
-            + _table(
-                [
-                    "server",
-                    "N",
-                    "rows/s/sub",
-                    "min/sub",
-                    "rows/s total",
-                    "MB/s",
-                    "rows/frame",
-                    "server CPU%",
-                    "clients CPU%",
-                    "loss%",
-                    "produced/s",
-                    "lag p50 ms",
-                ],
-                body,
-            )
-        )
-        ratio_rows = [
-            [
-                str(n),
-                _fmt(v.get("vs_raw"), 2),
-                _fmt(v.get("loss_pct"), 1),
-                _fmt(v.get("vs_bokeh"), 1),
-                _fmt(v.get("vs_bokeh_ws"), 1),
-                _fmt(v.get("loop_vs_raw"), 2),
-                _fmt(v.get("paced_vs_raw"), 2),
-                _fmt(v.get("thread_vs_raw"), 2),
-                _fmt(v.get("thread_free_vs_raw"), 2),
+        groups = sorted({r.get("client", "light") for r in every if r.get("server") != "bokeh"})
+        for client in groups or ["light"]:
+            rows = [
+                r
+                for r in every
+                if r.get("client", "light") == client
+                or (r.get("server") == "bokeh" and client == groups[0])
             ]
-            for n, v in sorted(fanout_ratios(rows, PRIMARY[key]).items())
-        ]
-        parts.append(
-            f"ratios (same run; rows/s per subscriber; targets judged by {PRIMARY[key]})\n"
-            + _table(
-                [
-                    "N",
-                    "livestream/raw (target >= 0.8)",
-                    "its loss%",
-                    "livestream/Bokeh page (target >= 20)",
-                    "livestream/Bokeh protocol client",
-                    "loop/raw",
-                    "paced/raw",
-                    "thread/raw",
-                    "thread-free/raw (with loss)",
-                ],
-                ratio_rows,
-            )
-        )
-    lat = results.get("latency")
-    if lat:
+            named = f"{title} ({client} client)" if len(groups) > 1 else title
+            parts.extend(_fanout_tables(key, named, rows))
+    lat_all = results.get("latency") or []
+    for client in sorted({r.get("client", "light") for r in lat_all}):
+        lat = [r for r in lat_all if r.get("client", "light") == client]
+        suffix = f" ({client} client)" if client != "light" else ""
         body = [
             [
                 r["variant"],
@@ -368,7 +393,7 @@ def render(results: dict[str, Any]) -> str:
         diff = by["livestream"]["p99"] - by["raw"]["p99"]
         diff_med = by["livestream"]["p99_median_of_rounds"] - by["raw"]["p99_median_of_rounds"]
         parts.append(
-            "3. Latency, 1,000 rows/s in batches of 10 to 10 subscribers (ms)\n"
+            f"3. Latency, 1,000 rows/s in batches of 10 to 10 subscribers (ms){suffix}\n"
             + _table(
                 [
                     "server",
@@ -536,6 +561,14 @@ def render(results: dict[str, Any]) -> str:
         from benchmarks import recording
 
         parts.append(recording.render(results["recording"], _fmt, _table))
+    if results.get("issue14"):
+        from benchmarks import issue14
+
+        parts.append(issue14.render(results["issue14"], _fmt, _table))
+    if results.get("bistable"):
+        from benchmarks import issue14
+
+        parts.append(issue14.render_bistable(results["bistable"], _fmt, _table))
     return "\n\n".join(parts)
 
 
@@ -550,7 +583,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="short smoke run (~2 minutes)")
     parser.add_argument(
-        "--scenarios", default=",".join(ALL), help=f"comma-separated subset of {', '.join(ALL)}"
+        "--scenarios",
+        default=",".join(ALL),
+        help=f"comma-separated subset of {', '.join(ALL)} (default: all of these); "
+        f"opt-in: {', '.join(OPT_IN)}",
+    )
+    parser.add_argument(
+        "--client",
+        default=None,
+        choices=["light", "websockets", "both"],
+        help="subscribers of livestream and raw Tornado: light (headers only, the default "
+        "for fanout/ticks/latency), websockets (the websockets library, every frame decoded "
+        "and offsets checked row by row) or both (issue14 and bistable default to both)",
     )
     parser.add_argument(
         "--n", default=None, help="subscriber counts for fanout/ticks, e.g. 1,10,100"
@@ -559,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         "--variants",
         default=None,
         help="servers for fanout/ticks: raw,livestream,livestream-paced,livestream-thread,"
-        "livestream-thread-free,bokeh,bokeh-ws",
+        "livestream-thread-free,livestream-thread-wait,bokeh,bokeh-ws",
     )
     parser.add_argument(
         "--abuse-seconds", type=float, default=None, help="abuse: seconds each attack runs"
@@ -575,9 +619,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = [s for s in chosen if s not in ALL]
+    unknown = [s for s in chosen if s not in ALL + OPT_IN]
     if unknown:
-        parser.error(f"unknown scenario {unknown[0]!r}; choose from {', '.join(ALL)}")
+        parser.error(f"unknown scenario {unknown[0]!r}; choose from {', '.join(ALL + OPT_IN)}")
+    both = tuple(scenarios.CLIENTS)
+    picked = both if args.client == "both" else (args.client,) if args.client else None
     cfg = json.loads(json.dumps(QUICK if args.quick else FULL))
     for key in ("fanout", "ticks"):
         if args.n:
@@ -598,18 +644,25 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
         "quick": args.quick,
         "machine": machine(),
-        "config": {k: cfg[k] for k in chosen},
+        "config": {k: cfg[k] for k in chosen if k in cfg},
+        "client": args.client or "light",
     }
     log(f"livestream benchmarks ({'quick' if args.quick else 'full'}): {', '.join(chosen)}")
     if "fanout" in chosen:
         log("1. fan-out, 1,000-row batches")
-        results["fanout"] = scenarios.fanout(batch=1000, shape="arrays", log=log, **cfg["fanout"])
+        results["fanout"] = scenarios.fanout(
+            batch=1000, shape="arrays", log=log, clients=picked or ("light",), **cfg["fanout"]
+        )
     if "ticks" in chosen:
         log("2. single-row appends")
-        results["ticks"] = scenarios.fanout(batch=1, shape="scalars", log=log, **cfg["ticks"])
+        results["ticks"] = scenarios.fanout(
+            batch=1, shape="scalars", log=log, clients=picked or ("light",), **cfg["ticks"]
+        )
     if "latency" in chosen:
         log("3. latency")
-        results["latency"] = scenarios.latency(log=log, **cfg["latency"])
+        results["latency"] = []
+        for client in picked or ("light",):
+            results["latency"] += scenarios.latency(log=log, client=client, **cfg["latency"])
     if "slow" in chosen:
         log("4. slow viewer")
         results["slow"] = scenarios.slow_viewer(log=log, **cfg["slow"])
@@ -652,6 +705,21 @@ def main(argv: list[str] | None = None) -> int:
 
         figures = recording.QUICK if args.quick else recording.FULL
         results["recording"] = recording.run(log=log, scenarios=set(chosen), **figures)
+    if "issue14" in chosen:
+        log("issue 14: producer threads and loop producers against raw Tornado")
+        from benchmarks import issue14
+
+        results["issue14"] = issue14.run(
+            clients=picked or both,
+            log=log,
+            quick=args.quick,
+            ns=[int(x) for x in args.n.split(",")] if args.n else None,
+        )
+    if "bistable" in chosen:
+        log("issue 14: bistability of the loop producer at full speed")
+        from benchmarks import issue14
+
+        results["bistable"] = issue14.bistable(clients=picked or both, log=log, quick=args.quick)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
 
     print(render(results))

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from . import bokeh_server, clients, ls_server, raw_tornado
+from . import bokeh_server, clients, ls_server, raw_tornado, wslib_client
 from .common import ServerProcess, percentile, start_process
 
 SERVERS: dict[str, Callable[..., None]] = {
@@ -38,10 +38,23 @@ def client_procs(n: int) -> int:
     return 1 if n <= 10 else 2 if n <= 100 else 4
 
 
+#: Subscriber clients of livestream and raw Tornado (``--client``): ``light`` reads only
+#: each frame's header (``benchmarks.wsclient``); ``websockets`` is the ``websockets``
+#: library, decoding every frame and checking offsets row by row (``benchmarks.wslib_client``).
+CLIENTS = ("light", "websockets")
+
+
 def start_clients(
-    kind: str, port: int, n: int, options: dict[str, Any] | None = None, procs: int | None = None
+    kind: str,
+    port: int,
+    n: int,
+    options: dict[str, Any] | None = None,
+    procs: int | None = None,
+    client: str = "light",
 ) -> list[ServerProcess]:
     options = options or {}
+    if client not in CLIENTS:
+        raise ValueError(f"client must be one of {CLIENTS}; got {client!r}")
     if kind == "bokeh":
         return [start_process(clients.bokeh_pages, port, n, options, timeout=300)]
     if kind == "bokeh-ws":
@@ -49,8 +62,9 @@ def start_clients(
             start_process(clients.bokeh_ws_sessions, port, k, options, timeout=300)
             for k in _split(n, procs or client_procs(n))
         ]
+    target = wslib_client.subscribers if client == "websockets" else clients.ws_subscribers
     return [
-        start_process(clients.ws_subscribers, kind, port, k, options, timeout=120)
+        start_process(target, kind, port, k, options, timeout=120)
         for k in _split(n, procs or client_procs(n))
     ]
 
@@ -129,14 +143,16 @@ def measure(
     server_options: dict[str, Any] | None = None,
     produce_options: dict[str, Any] | None = None,
     client_kind: str | None = None,
+    client: str = "light",
 ) -> dict[str, Any]:
     """Run one server with ``n`` subscribers and its producer; count what they receive in a
     ``duration``-second window after ``warmup`` seconds. ``client_kind`` picks other
-    subscribers than the server's own kind (``bokeh-ws``: Bokeh's protocol, no page)."""
+    subscribers than the server's own kind (``bokeh-ws``: Bokeh's protocol, no page);
+    ``client`` the subscriber code for livestream and raw (:data:`CLIENTS`)."""
     server = start_process(SERVERS[kind], server_options or {})
     subs: list[ServerProcess] = []
     try:
-        subs = start_clients(client_kind or kind, server.port, n)
+        subs = start_clients(client_kind or kind, server.port, n, client=client)
         connected = sum(s.info["connected"] for s in subs)
         if connected != n:
             raise RuntimeError(f"{kind}: {connected} of {n} subscribers connected")
@@ -180,6 +196,7 @@ def measure(
     per_sub = statistics.fmean(rows) / duration if rows else 0.0
     out: dict[str, Any] = {
         "server": kind,
+        "client": client if kind != "bokeh" else (client_kind or "bokeh"),
         "n": n,
         "batch": batch,
         "duration": duration,
@@ -196,6 +213,10 @@ def measure(
         "gap_rows": gap,
         "resets": resets,
     }
+    if any("errors" in rep for rep in replies):  # the websockets client checks every row
+        out["skipped_rows"] = sum(x for rep in replies for x in rep.get("skipped_win", []))
+        out["errors_run"] = sum(x for rep in replies for x in rep.get("errors", []))
+        out["skipped_run"] = sum(x for rep in replies for x in rep.get("skipped", []))
     if latency:
         out.update(
             p50=percentile(lat, 50),
@@ -235,6 +256,11 @@ FANOUT_VARIANTS = {
         {"on": "thread"},
         "livestream, producer thread, as fast as it can",
     ),
+    "livestream-thread-wait": (
+        "livestream",
+        {"on": "thread", "server_options": {"overflow": "wait"}},
+        'livestream, producer thread, as fast as it can, stream(overflow="wait") (lossless)',
+    ),
     "bokeh": ("bokeh", {}, "Bokeh server, one Chromium page per session"),
     "bokeh-ws": (
         "bokeh",
@@ -254,6 +280,7 @@ def fanout(
     variants: list[str],
     bokeh_max_n: int,
     log: Callable[[str], None],
+    clients: tuple[str, ...] = ("light",),
 ) -> list[dict[str, Any]]:
     """Scenario 1 (``batch=1000``) and 2 (``batch=1``, ``shape="scalars"``).
 
@@ -267,53 +294,68 @@ def fanout(
     column."""
     rows = []
     for n in ns:
-        raw_rate: float | None = None
-        for name in variants:
-            kind, options, label = FANOUT_VARIANTS[name]
-            options = dict(options)
-            client_kind = options.pop("client_kind", None)
-            if name == "bokeh" and n > bokeh_max_n:
-                continue
-            rate = None
-            if name in ("livestream-paced", "livestream-thread"):
-                if not raw_rate:
-                    log(f"  fan-out batch={batch} N={n}: {label}: skipped, no raw figure")
+        for client in clients:
+            raw_rate: float | None = None
+            for name in variants:
+                kind, options, label = FANOUT_VARIANTS[name]
+                options = dict(options)
+                client_kind = options.pop("client_kind", None)
+                server_options = options.pop("server_options", None)
+                if name == "bokeh" and n > bokeh_max_n:
                     continue
-                rate = raw_rate
-            log(f"  fan-out batch={batch} N={n}: {label}")
-            try:
-                r = measure(
-                    kind,
-                    n,
-                    batch=batch,
-                    shape=shape,
-                    rate=rate,
-                    duration=duration,
-                    warmup=warmup,
-                    produce_options=options,
-                    client_kind=client_kind,
+                if kind == "bokeh" and client != clients[0]:
+                    continue  # Bokeh's sessions have their own clients: measured once
+                rate = None
+                tag = f"N={n}" + (f", {client} client" if len(clients) > 1 else "")
+                if name in ("livestream-paced", "livestream-thread"):
+                    if not raw_rate:
+                        log(f"  fan-out batch={batch} {tag}: {label}: skipped, no raw figure")
+                        continue
+                    rate = raw_rate
+                log(f"  fan-out batch={batch} {tag}: {label}")
+                try:
+                    r = measure(
+                        kind,
+                        n,
+                        batch=batch,
+                        shape=shape,
+                        rate=rate,
+                        duration=duration,
+                        warmup=warmup,
+                        produce_options=options,
+                        server_options=server_options,
+                        client_kind=client_kind,
+                        client=client,
+                    )
+                except Exception as exc:
+                    log(f"    failed: {type(exc).__name__}: {exc}")
+                    r = {
+                        "server": kind,
+                        "n": n,
+                        "client": client,
+                        "error": f"{type(exc).__name__}: {exc}",
+                    }
+                r["variant"] = name
+                r["label"] = label
+                if name == "raw" and "error" not in r:
+                    raw_rate = r["rows_per_sub"]
+                # Rows the subscribers skipped (sent `reset` past them) among all rows that
+                # went by them in the window.
+                r["loss_pct"] = (
+                    100.0 * r["gap_rows"] / max(1.0, r["gap_rows"] + r["total_rows"] * duration)
+                    if "gap_rows" in r
+                    else math.nan
                 )
-            except Exception as exc:
-                log(f"    failed: {type(exc).__name__}: {exc}")
-                r = {"server": kind, "n": n, "error": f"{type(exc).__name__}: {exc}"}
-            r["variant"] = name
-            r["label"] = label
-            if name == "raw" and "error" not in r:
-                raw_rate = r["rows_per_sub"]
-            # Rows the subscribers skipped (sent `reset` past them) among all rows that
-            # went by them in the window.
-            r["loss_pct"] = (
-                100.0 * r["gap_rows"] / max(1.0, r["gap_rows"] + r["total_rows"] * duration)
-                if "gap_rows" in r
-                else math.nan
-            )
-            rows.append(r)
-            if "error" not in r:
-                log(
-                    f"    {r['rows_per_sub']:,.0f} rows/s per subscriber, server CPU {r['cpu']:.0f}%, "
-                    f"clients CPU {r['client_cpu']:.0f}%, {r['rows_per_frame']:,.0f} rows/frame, "
-                    f"loss {r['loss_pct']:.1f}%"
-                )
+                rows.append(r)
+                if "error" not in r:
+                    extra = (
+                        f", errors (gaps/duplicates) {r['errors_run']}" if "errors_run" in r else ""
+                    )
+                    log(
+                        f"    {r['rows_per_sub']:,.0f} rows/s per subscriber, server CPU "
+                        f"{r['cpu']:.0f}%, clients CPU {r['client_cpu']:.0f}%, "
+                        f"{r['rows_per_frame']:,.0f} rows/frame, loss {r['loss_pct']:.1f}%{extra}"
+                    )
     return rows
 
 
@@ -330,17 +372,27 @@ def latency(
     rounds: int,
     nice: int | None,
     log: Callable[[str], None],
+    loop_producer: bool = False,
+    client: str = "light",
 ) -> list[dict[str, Any]]:
     """Scenario 3. The two servers take turns (``rounds`` runs each of ``duration / rounds``
     seconds), so that load from outside the benchmark hits both alike; the percentiles are
-    over the rows of all rounds together."""
-    pooled: dict[str, list[dict[str, Any]]] = {"raw": [], "livestream": []}
-    lat: dict[str, list[float]] = {"raw": [], "livestream": []}
+    over the rows of all rounds together. ``livestream`` is a producer thread; with
+    ``loop_producer`` a third, ``livestream-loop``, is an async producer on the server's
+    loop. ``client``: the subscribers' code (:data:`CLIENTS`)."""
+    turns: list[tuple[str, str, dict[str, Any]]] = [
+        ("raw", "raw", {"mode": "nowait"}),
+        ("livestream", "livestream", {}),
+    ]
+    if loop_producer:
+        turns.append(("livestream-loop", "livestream", {"on": "loop"}))
+    pooled: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in turns}
+    lat: dict[str, list[float]] = {name: [] for name, _, _ in turns}
     for i in range(rounds):
-        for kind, options in (("raw", {"mode": "nowait"}), ("livestream", {})):
+        for name, kind, options in turns:
             log(
-                f"  latency round {i + 1}/{rounds}, {kind}: {rate:,.0f} rows/s in batches of "
-                f"{batch} to {n} subscribers"
+                f"  latency round {i + 1}/{rounds}, {name} ({client} client): {rate:,.0f} "
+                f"rows/s in batches of {batch} to {n} subscribers"
             )
             r = measure(
                 kind,
@@ -353,15 +405,18 @@ def latency(
                 keep_latency=True,
                 nice=nice,
                 produce_options=options,
+                client=client,
             )
-            lat[kind].extend(r.pop("latency_values"))
-            pooled[kind].append(r)
+            lat[name].extend(r.pop("latency_values"))
+            pooled[name].append(r)
     rows = []
-    for kind, runs in pooled.items():
-        values = np.asarray(lat[kind])
+    for name, runs in pooled.items():
+        kind = "raw" if name == "raw" else "livestream"
+        values = np.asarray(lat[name])
         r = {
-            "variant": kind,
+            "variant": name,
             "server": kind,
+            "client": client,
             "n": n,
             "rate": rate,
             "batch": batch,
@@ -376,7 +431,7 @@ def latency(
         }
         rows.append(r)
         log(
-            f"    {kind}: p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, max {r['max']:.2f} ms "
+            f"    {name}: p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, max {r['max']:.2f} ms "
             f"({r['samples']:,} rows)"
         )
     return rows

@@ -106,3 +106,45 @@ def test_quick_abuse_scenario_gives_a_row_with_sane_figures_for_every_attack(
     assert len(attacked) == len(rows) - 2, [(r["attack"], r["outcome"]) for r in rows]
     for text in ("8. Abuse", "raw Tornado, no attack", "action sleeping"):
         assert text in proc.stdout, proc.stdout[-2000:]
+
+
+@pytest.mark.timeout(60)
+def test_quick_fanout_with_the_websockets_client_checks_every_row(tmp_path: Path) -> None:
+    """Issue 14: subscribers built on the ``websockets`` library (every frame decoded, offsets
+    checked row by row) for raw Tornado and livestream, including the producer thread on a
+    stream made with ``overflow="wait"``, which must skip nothing."""
+    out = tmp_path / "figures.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--scenarios",
+            "fanout",
+            "--n",
+            "1",
+            "--client",
+            "websockets",
+            "--variants",
+            "raw,livestream,livestream-thread-wait",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=55,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["fanout"]}
+    assert set(rows) == {"raw", "livestream", "livestream-thread-wait"}, rows
+    for name, row in rows.items():
+        assert "error" not in row, f"{name}: {row.get('error')}"
+        assert row["client"] == "websockets", row
+        assert row["rows_per_sub"] > 0, f"{name} delivered no rows: {row}"
+        # No gap without a reset, no duplicate, no malformed frame, over the whole run.
+        assert row["errors_run"] == 0, row
+    assert rows["raw"]["skipped_run"] == 0, rows["raw"]
+    assert rows["livestream-thread-wait"]["skipped_run"] == 0, rows["livestream-thread-wait"]
+    assert rows["livestream-thread-wait"]["gap_rows"] == 0, rows["livestream-thread-wait"]
