@@ -476,11 +476,16 @@ class Recording:
 
     def _run_flusher(self) -> None:
         _background()
+        described = {w.stream for w in self._writers if w.schema}
         while not self._stop.wait(self.flush_every):
             try:
                 for w in self._writers:
                     if w.buffered or w._events:
                         w.flush()
+                known = {w.stream for w in self._writers if w.schema}
+                if known != described:  # a schema learnt from the first rows: say it now
+                    _write_manifest(self.path, self._writers)
+                    described = known
             except RecordingError as exc:
                 self._fail(exc)
                 return
@@ -647,6 +652,8 @@ class _RecordingSubscription(AsyncSubscription):
     def _on_subscribed(self, msg: P.Subscribed) -> None:
         super()._on_subscribed(msg)
         self._writer.controls = msg.controls
+        if msg.schema and not self._writer.schema:
+            self._writer.schema = dict(msg.schema)
         if not self._started:
             self._writer.event("start", epoch=msg.epoch, offset=msg.offset, state=msg.state)
         self._started = True
