@@ -396,3 +396,36 @@ def test_a_restarted_stream_starts_a_new_part(live_server: Any, tmp_path: Path) 
     )
     reset = read_events(tmp_path / "rec").query("kind == 'reset'").iloc[0]
     assert (reset["reason"], reset["epoch"], reset["offset"]) == ("restart", new, 0)
+
+
+def _livestream(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVESTREAM_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "livestream", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_record_command_says_what_went_wrong(live_server: Any, tmp_path: Path) -> None:
+    live_server.stream("feed").append(_source(0, 3))
+    url = live_server.ws_url
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    done = _livestream("record", "feed", "--out", str(blocker / "rec"), "--url", url,
+                       "--token", TOKEN)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("livestream: cannot write the recording at "), done.stderr
+    assert "Traceback" not in done.stderr
+
+    done = _livestream("record", "nope", "--out", str(tmp_path / "rec"), "--url", url,
+                       "--token", TOKEN)  # fmt: skip
+    assert done.returncode == 1 and "unknown stream 'nope'" in done.stderr, done.stderr
+
+    done = _livestream("replay", str(blocker), "--port", "0")
+    assert done.returncode == 1, done.stderr
+    assert "is not a readable Parquet file" in done.stderr and str(blocker) in done.stderr
