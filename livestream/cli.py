@@ -665,22 +665,34 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def _add_recording_commands(sub: Any) -> None:
     p = sub.add_parser("record", help="record streams of a server to a Parquet dataset")
-    p.add_argument("streams", nargs="+", metavar="STREAM")
+    p.add_argument("streams", nargs="+", metavar="STREAM", help="the streams to record")
     p.add_argument("--out", required=True, metavar="DIR", help="the dataset folder")
     p.add_argument(
-        "--flush", type=_SECONDS_FLAG, default=1.0, help="seconds between files (default 1)"
+        "--flush",
+        type=_SECONDS_FLAG,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between files (default 1)",
     )
     _client_options(p)
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("replay", help="serve a recording (or a Parquet file) as a live stream")
     p.add_argument("source", help="a recording folder or a .parquet file")
-    p.add_argument("--stream", default=None, help="the stream to replay, and its name")
     p.add_argument(
-        "--speed", type=_replay_speed, default=1.0, help="0.1 to 100 times the pace, or max"
+        "--stream", default=None, metavar="NAME", help="the stream to replay, and its name"
+    )
+    p.add_argument(
+        "--speed",
+        type=_replay_speed,
+        default=1.0,
+        metavar="X",
+        help="0.1 to 100 times the recorded pace, or max (default 1)",
     )
     p.add_argument("--loop", action="store_true", help="start over at the end")
-    p.add_argument("--time", default="time", help="the time column (default: time)")
+    p.add_argument(
+        "--time", default="time", metavar="COLUMN", help="the time column (default: time)"
+    )
     _server_options(p)
     p.set_defaults(func=cmd_replay)
 
