@@ -378,7 +378,18 @@ def _event_schema() -> Any:
     )
 
 
+#: One read-modify-write of a ``_livestream.json`` at a time in this process (several
+#: recorders may share a folder).
+_MANIFEST_LOCK = threading.Lock()
+
+
 def _write_manifest(root: Path, writers: Sequence[_Writer]) -> None:
+    """Add the writers' streams to ``root/_livestream.json`` (written atomically)."""
+    with _MANIFEST_LOCK:
+        _write_manifest_locked(root, writers)
+
+
+def _write_manifest_locked(root: Path, writers: Sequence[_Writer]) -> None:
     path = root / META_FILE
     try:
         meta = json.loads(path.read_text()) if path.exists() else {}
@@ -393,7 +404,7 @@ def _write_manifest(root: Path, writers: Sequence[_Writer]) -> None:
             entry["schema"] = w.schema
         if w.controls:
             entry["controls"] = w.controls
-    tmp = root / f".{META_FILE}.tmp"
+    tmp = root / f".{META_FILE}.{os.getpid()}.tmp"  # another process may write it too
     try:
         root.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(meta, indent=1))
