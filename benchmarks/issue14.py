@@ -60,13 +60,32 @@ def run(
     log: Callable[[str], None],
     quick: bool = False,
     ns: list[int] | None = None,
+    repeat: int = 1,
 ) -> dict[str, Any]:
+    """``repeat``: the fan-out runs (batches and single rows) that many times, one after the
+    other; the target table then gives the median ratio of the repeats and their range (on
+    a shared machine one pair of runs can be off by 2x either way)."""
     cfg = dict(QUICK if quick else FULL)
     if ns:
         cfg["ns"] = ns
-    out: dict[str, Any] = {"clients": list(clients), "config": cfg}
-    log("  issue 14: 1,000-row batches")
-    out["batches"] = scenarios.fanout(
+    cfg["repeat"] = repeat
+    out: dict[str, Any] = {"clients": list(clients), "config": cfg, "batches": [], "ticks": []}
+    for rep in range(repeat):
+        _fanouts(out, cfg, clients, log, rep)
+    out["latency"] = []
+    _latency(out, cfg, clients, log)
+    return out
+
+
+def _fanouts(
+    out: dict[str, Any],
+    cfg: dict[str, Any],
+    clients: tuple[str, ...],
+    log: Callable[[str], None],
+    rep: int,
+) -> None:
+    log(f"  issue 14: 1,000-row batches (repeat {rep + 1})")
+    batches = scenarios.fanout(
         cfg["ns"],
         batch=1000,
         shape="arrays",
@@ -77,8 +96,8 @@ def run(
         log=log,
         clients=clients,
     )
-    log("  issue 14: single rows")
-    out["ticks"] = scenarios.fanout(
+    log(f"  issue 14: single rows (repeat {rep + 1})")
+    ticks = scenarios.fanout(
         cfg["ns"],
         batch=1,
         shape="scalars",
@@ -89,7 +108,15 @@ def run(
         log=log,
         clients=clients,
     )
-    out["latency"] = []
+    for r in batches + ticks:
+        r["repeat"] = rep
+    out["batches"] += batches
+    out["ticks"] += ticks
+
+
+def _latency(
+    out: dict[str, Any], cfg: dict[str, Any], clients: tuple[str, ...], log: Callable[[str], None]
+) -> None:
     for client in clients:
         log(f"  issue 14: latency, {client} client")
         lat = cfg["latency"]
@@ -109,7 +136,6 @@ def run(
         except Exception as exc:
             log(f"    failed: {type(exc).__name__}: {exc}")
             out["latency"].append({"client": client, "error": f"{type(exc).__name__}: {exc}"})
-    return out
 
 
 def bistable(
@@ -161,8 +187,15 @@ def bistable(
 # --------------------------------------------------------------------------- the tables
 
 
-def _by(rows: list[dict[str, Any]]) -> dict[tuple[str, int, str], dict[str, Any]]:
-    return {(r.get("client", "light"), r["n"], r["variant"]): r for r in rows if "error" not in r}
+Key = tuple[str, int, str, int]
+
+
+def _by(rows: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
+    return {
+        (r.get("client", "light"), r["n"], r["variant"], r.get("repeat", 0)): r
+        for r in rows
+        if "error" not in r
+    }
 
 
 def _ns_per_row(r: dict[str, Any]) -> float:
@@ -175,29 +208,36 @@ def target_rows(res: dict[str, Any]) -> list[tuple[str, str, dict[str, str]]]:
     """The issue's target table: (measure, N, {client: cell})."""
     clients = res["clients"]
     b, t = _by(res.get("batches", [])), _by(res.get("ticks", []))
-    ns = sorted({n for (_, n, _) in b} | {n for (_, n, _) in t})
+    ns = sorted({k[1] for k in b} | {k[1] for k in t})
+    reps = sorted({k[3] for k in b} | {k[3] for k in t})
     out: list[tuple[str, str, dict[str, str]]] = []
 
-    def cell(
-        table: dict[tuple[str, int, str], dict[str, Any]],
-        client: str,
-        n: int,
-        variant: str,
-        what: str,
-    ) -> str:
-        raw = table.get((client, n, "raw"))
-        r = table.get((client, n, variant))
-        if raw is None or r is None or not raw["rows_per_sub"]:
+    def cell(table: dict[Key, dict[str, Any]], client: str, n: int, variant: str, what: str) -> str:
+        pairs = [
+            (table[(client, n, variant, k)], table[(client, n, "raw", k)])
+            for k in reps
+            if (client, n, variant, k) in table
+            and table.get((client, n, "raw", k), {}).get("rows_per_sub")
+        ]
+        if not pairs:
             return "-"
-        ratio = r["rows_per_sub"] / raw["rows_per_sub"]
+        errors = sum(r.get("errors_run") or 0 for r, _ in pairs)
+        tail = f", {errors:,} rows in error" if errors else ""
+        if len(pairs) == 1:
+            r, raw = pairs[0]
+            ratio = r["rows_per_sub"] / raw["rows_per_sub"]
+            if what == "cpu":
+                a, c = _ns_per_row(r), _ns_per_row(raw)
+                return f"{ratio:.2f} ({a:,.0f} / {c:,.0f} ns, {a / c:.2f}x){tail}"
+            text = f"{ratio:.2f} ({r['rows_per_sub']:,.0f} / {raw['rows_per_sub']:,.0f})"
+            return text + f", {r['loss_pct']:.1f} % skipped{tail}"
+        ratios = [r["rows_per_sub"] / raw["rows_per_sub"] for r, raw in pairs]
+        text = f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
         if what == "cpu":
-            a, c = _ns_per_row(r), _ns_per_row(raw)
-            return f"{ratio:.2f} ({a:,.0f} / {c:,.0f} ns, {a / c:.2f}x)"
-        text = f"{ratio:.2f} ({r['rows_per_sub']:,.0f} / {raw['rows_per_sub']:,.0f})"
-        text += f", {r['loss_pct']:.1f} % skipped"
-        if r.get("errors_run"):
-            text += f", {r['errors_run']:,} rows in error"
-        return text
+            cpu = [_ns_per_row(r) / _ns_per_row(raw) for r, raw in pairs]
+            return text + f", CPU/row {statistics.median(cpu):.2f}x{tail}"
+        loss = [r["loss_pct"] for r, _ in pairs]
+        return text + f", {statistics.median(loss):.1f} % skipped (max {max(loss):.1f}){tail}"
 
     for label, table, variant, what in (
         (

@@ -614,6 +614,13 @@ def main(argv: list[str] | None = None) -> int:
         help="abuse: comma-separated subset of raw,none,resubscribe,list_noread,wide_publish,"
         "big_json,big_binary,list_pipelined,plot_wide,slow_action",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="issue14: run its fan-out runs this many times (the table gives the median "
+        "ratio and the range)",
+    )
     parser.add_argument("--json", default=None, help="write all figures to this JSON file")
     parser.add_argument("--plot", default=None, help="write the fan-out PNG here")
     args = parser.parse_args(argv)
@@ -714,6 +721,7 @@ def main(argv: list[str] | None = None) -> int:
             log=log,
             quick=args.quick,
             ns=[int(x) for x in args.n.split(",")] if args.n else None,
+            repeat=args.repeat,
         )
     if "bistable" in chosen:
         log("issue 14: bistability of the loop producer at full speed")
