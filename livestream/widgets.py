@@ -1,7 +1,8 @@
 """Notebook widgets: live plots, tables, values, controls and status, as real ipywidgets.
 
-Each widget is an ``anywidget.AnyWidget`` whose browser side (``static/livestream.js`` and
-``static/widget.js``) opens the WebSocket to the livestream server itself: no kernel round
+Each widget is an ``anywidget.AnyWidget`` whose browser side (``static/widget.js`` and the
+modules it imports, bundled as ``static/widget.bundle.js``, loaded once per page by
+``static/loader.js``) opens the WebSocket to the livestream server itself: no kernel round
 trip per update, so plots keep moving while a cell runs. Widgets compose with ipywidgets'
 ``VBox``/``HBox``; all widgets of a page share one socket per server.
 
@@ -25,8 +26,10 @@ while the kernel is busy). ``"auto"`` takes the first that works, in that order;
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -75,6 +78,24 @@ def _module_source() -> str:
     return (_STATIC / "widget.bundle.js").read_text("utf-8")
 
 
+def _loader_source() -> str:
+    """Every model's ``_esm``: static/loader.js, which imports the bundle and the stylesheet
+    once per page (from the server, its Jupyter proxy, or through the comm), so a page and a
+    saved notebook carry a few KB per widget instead of the whole code and CSS."""
+    files = (_STATIC / "widget.bundle.js").read_bytes() + (_STATIC / "livestream.css").read_bytes()
+    version = hashlib.sha256(files).hexdigest()[:16]
+    source = (_STATIC / "loader.js").read_text("utf-8").replace("__LIVESTREAM_BUNDLE__", version)
+    # Its comments stay in the file: every model carries the code alone.
+    source = re.sub(r"^\s*/\*\*.*?\*/\n", "", source, flags=re.S | re.M)
+    return "".join(line for line in source.splitlines(True) if not line.lstrip().startswith("//"))
+
+
+def _hot_reload() -> bool:
+    """``ANYWIDGET_HMR=1``: contributors' hot reload (docs/notebooks.md). The models then carry
+    the bundle and stylesheet as files, which anywidget watches and pushes on every change."""
+    return os.environ.get("ANYWIDGET_HMR") == "1"
+
+
 def _endpoint(
     stream: Stream | str, url: str | None, token: str | None
 ) -> tuple[str, str, str, Any]:
@@ -112,8 +133,13 @@ class LiveWidget(anywidget.AnyWidget):
     ``requested_route`` is the ``route=`` asked for (see the module docstring).
     """
 
-    _esm = traitlets.Unicode(_module_source()).tag(sync=True)
-    _css = traitlets.Unicode((_STATIC / "livestream.css").read_text("utf-8")).tag(sync=True)
+    if _hot_reload():
+        _esm: Any = _STATIC / "widget.bundle.js"
+        _css: Any = _STATIC / "livestream.css"
+    else:
+        # The loader, not the code: the code is loaded once per page (see _loader_source).
+        _esm = traitlets.Unicode(_loader_source()).tag(sync=True)
+        _css = traitlets.Unicode("").tag(sync=True)
 
     kind = traitlets.Unicode("").tag(sync=True)
     url = traitlets.Unicode("").tag(sync=True)
