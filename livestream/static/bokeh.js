@@ -1,4 +1,7 @@
 // @ts-check
+// bokeh.js — BokehJS: loaded once per page, a plot spec embedded, batches streamed into its
+// ColumnDataSource once per frame, OHLC folding, themes, and (at the end) every use of a
+// BokehJS private internal, one function each.
 import { OFFSET_COLUMN, mergeBatches } from "./codec.js";
 import { h } from "./dom.js";
 import { LivestreamError } from "./errors.js";

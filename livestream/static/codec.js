@@ -1,4 +1,7 @@
 // @ts-check
+// codec.js — protocol v1 frames (docs/protocol.md), no I/O: JSON messages in and out, binary
+// `data` frames decoded into typed-array views without copying, batches sliced and merged;
+// the numeric dtype list (NUMERIC_DTYPES), once for JS.
 import { LivestreamError, ProtocolError } from "./errors.js";
 
 /** The wire protocol version this module speaks. */

@@ -1,4 +1,7 @@
 // @ts-check
+// connection.js — connect(): the page's one shared Connection per server and token (route
+// discovery, reconnect with backoff, resume by since/epoch, credit), its Channels and the
+// Subscriptions handed to renderers.
 import { loadScript, scriptLoads } from "./bokeh.js";
 import { PROTOCOL_VERSION, TIME_COLUMNS, decodeMessage, encodeMessage, isObject, mergeBatches, sliceBatch, utf8Decoder } from "./codec.js";
 import { LivestreamError } from "./errors.js";

@@ -1,4 +1,6 @@
 // @ts-check
+// dom.js — h(), the text-only element builder (never markup from data), and the number,
+// time and status formatting the renderers share.
 import { isNumericDtype, isTimeColumn } from "./codec.js";
 import { LivestreamError } from "./errors.js";
 

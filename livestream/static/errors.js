@@ -1,4 +1,6 @@
 // @ts-check
+// errors.js — the errors the browser code raises or reports: LivestreamError (with a
+// protocol or local `code`) and ProtocolError.
 
 /** Base class of every error this module raises or reports. */
 export class LivestreamError extends Error {

@@ -1,4 +1,6 @@
 // @ts-check
+// http.js — where the server is (endpoints, the page's token), GETs of its API with a
+// timeout, and `diagnose`: why a server cannot be reached, in words for the user.
 import { isObject } from "./codec.js";
 import { LivestreamError } from "./errors.js";
 

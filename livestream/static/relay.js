@@ -1,4 +1,6 @@
 // @ts-check
+// relay.js — the relay route's transport: RelaySocket, a WebSocket look-alike whose frames
+// travel through a widget's comm to the kernel (livestream/relay.py), and relayGet.
 import { isObject } from "./codec.js";
 import { LivestreamError } from "./errors.js";
 import { RELAY_GET_MS } from "./routes.js";

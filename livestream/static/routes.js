@@ -1,4 +1,6 @@
 // @ts-check
+// routes.js — the routes a page may reach a server by (direct, proxy, relay) and the
+// facts `auto` decides on: the page's Jupyter base URL, the proxied address, loopback hosts.
 /** @typedef {import("./http.js").Endpoints} Endpoints */
 
 /** @typedef {"direct"|"proxy"|"relay"} RouteName */

@@ -1,4 +1,6 @@
 // @ts-check
+// schedule.js — requestFrame: work that touches the DOM or BokehJS runs at most once per
+// animation frame (a timer stands in for a hidden tab).
 
 /** The longest a plot waits between two `stream` calls (ms); see `embedPlot`. */
 export const PLOT_MAX_INTERVAL_MS = 100;

@@ -1,4 +1,5 @@
 // @ts-check
+// renderers/controls.js — renderControls: pause/resume, the producer's parameters and actions.
 import { isObject } from "../codec.js";
 import { Connection, Subscription } from "../connection.js";
 import { h, icon, isConnectionError, isSharedError, prettify } from "../dom.js";

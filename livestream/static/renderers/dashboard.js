@@ -1,4 +1,5 @@
 // @ts-check
+// renderers/dashboard.js — renderDashboard: plot, value, table, controls and status in cards.
 import { Connection } from "../connection.js";
 import { formatInterval, formatNumber, h } from "../dom.js";
 import { renderControls } from "./controls.js";

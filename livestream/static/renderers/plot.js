@@ -1,4 +1,5 @@
 // @ts-check
+// renderers/plot.js — renderPlot: a live Bokeh plot of a stream (spec fetched unless given).
 import { PLOT_COLORS, embedPlot } from "../bokeh.js";
 import { OFFSET_COLUMN, isObject } from "../codec.js";
 import { Connection, Subscription } from "../connection.js";

@@ -1,4 +1,5 @@
 // @ts-check
+// renderers/status.js — renderStatus: connection and stream status pills and live figures.
 import { Connection, Subscription } from "../connection.js";
 import { STATUS_TEXT, formatDuration, formatNumber, formatRate, h, isConnectionError, isSharedError, pill, setPill } from "../dom.js";
 /** @typedef {import("../codec.js").StreamState} StreamState */

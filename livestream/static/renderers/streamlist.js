@@ -1,4 +1,5 @@
 // @ts-check
+// renderers/streamlist.js — renderStreamList: the home page's card per stream, polled.
 import { isObject } from "../codec.js";
 import { formatNumber, formatRate, h, pill } from "../dom.js";
 import { LivestreamError } from "../errors.js";

@@ -1,4 +1,5 @@
 // @ts-check
+// renderers/table.js — renderTable: the newest rows of a stream, newest first.
 import { isNumericDtype, isTimeColumn } from "../codec.js";
 import { Connection, Subscription } from "../connection.js";
 import { formatCell, formatNumber, h, isSharedError } from "../dom.js";

@@ -1,4 +1,5 @@
 // @ts-check
+// renderers/value.js — renderValue: a big live number with its change, a sparkline and alarms.
 import { TIME_COLUMNS } from "../codec.js";
 import { Connection, Subscription } from "../connection.js";
 import { firstValueColumn, formatNumber, formatTime, h, isSharedError } from "../dom.js";
