@@ -12,7 +12,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import nbformat
 import pytest
+from jupyter_support import kernel_manager, socket_dir
+from nbclient import NotebookClient
 from playwright.sync_api import Page, expect
 from test_browser_widgets import (  # noqa: F401  (fixtures: browser, notebook_url, notebook)
     WAIT_MS,
@@ -69,3 +72,48 @@ def test_a_page_loads_the_widget_code_once(server: Server, notebook: Page) -> No
         "() => [...document.styleSheets].some((s) => s.href?.includes('/static/livestream.css'))"
     )
     assert notebook.evaluate("() => window.__sockets.length") == 1, "one socket per page"
+
+
+#: Ten widgets, as in docs/notebooks.md's measurement (before the loader: 2,156,936 bytes).
+TEN_WIDGETS = [
+    "import livestream as ls\nfrom ipywidgets import VBox, HBox\n"
+    "prices = ls.stream('prices')\n"
+    "prices.append({'time': [1.7e12, 1.7e12 + 50], 'price': [101.5, 101.75]})",
+    "VBox([\n"
+    "    HBox([ls.LivePlot(prices, y='price'), ls.LivePlot(prices, y='price', kind='scatter')]),\n"
+    "    HBox([ls.LiveValue(prices, 'price'), ls.LiveValue(prices, 'price', label='Last'),\n"
+    "          ls.Status(prices)]),\n"
+    "    HBox([ls.LiveTable(prices), ls.LiveTable(prices, rows=5)]),\n"
+    "    HBox([ls.Controls(prices), ls.Status(prices, compact=True),\n"
+    "          ls.Dashboard(prices, y='price')]),\n"
+    "])",
+]
+
+
+@pytest.mark.timeout(300)
+def test_a_saved_notebook_holds_no_copy_of_the_code(tmp_path: Path) -> None:
+    """The measurement of docs/notebooks.md: a notebook with ten widgets, executed and saved
+    with its widget state, holds ten loaders and no stylesheet, not ten copies of each."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in TEN_WIDGETS])
+    with socket_dir() as sockets:
+        NotebookClient(
+            nb,
+            km=kernel_manager(sockets),
+            timeout=120,
+            kernel_name="python3",
+            startup_timeout=120,
+            store_widget_state=True,
+            shutdown_kernel="graceful",
+        ).execute()
+    saved = tmp_path / "ten-widgets.ipynb"
+    nbformat.write(nb, saved)
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    ours = [
+        m["state"] for m in state.values() if m["state"].get("_esm", "").find("livestream") >= 0
+    ]
+    assert len(ours) == 10, f"{len(ours)} livestream models in the saved state"
+    bundle = (STATIC / "widget.bundle.js").read_text("utf-8")
+    esm = sum(len(m["_esm"]) for m in ours)
+    css = sum(len(m.get("_css", "")) for m in ours)
+    assert esm < len(bundle) and css == 0, f"_esm {esm:,} bytes, _css {css:,} bytes: over one copy"
+    assert saved.stat().st_size < 400_000, f"the saved notebook is {saved.stat().st_size:,} bytes"
