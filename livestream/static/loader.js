@@ -46,10 +46,22 @@ function within(promise, ms, what) {
   return /** @type {Promise<T>} */ (Promise.race([promise, late])).finally(() => clearTimeout(timer));
 }
 
+/**
+ * Whether the page has this version's stylesheet; another version's (a widget of an earlier
+ * build, before the cell was re-run) is removed.
+ */
+function hasStylesheet() {
+  const el = /** @type {HTMLElement | null} */ (document.getElementById("livestream-css"));
+  if (el?.dataset.version === VERSION) return true;
+  el?.remove();
+  return false;
+}
+
 /** @param {string} href */
 function addStylesheet(href) {
-  if (document.getElementById("livestream-css")) return Promise.resolve();
+  if (hasStylesheet()) return Promise.resolve();
   const link = Object.assign(document.createElement("link"), { id: "livestream-css", rel: "stylesheet", href });
+  link.dataset.version = VERSION;
   const loaded = new Promise((resolve, reject) => {
     link.onload = resolve;
     link.onerror = () => {
@@ -98,8 +110,9 @@ function relayGet(model, path) {
  */
 async function overRelay(model) {
   const [code, css] = await Promise.all([relayGet(model, BUNDLE), relayGet(model, STYLESHEET)]);
-  if (!document.getElementById("livestream-css")) {
+  if (!hasStylesheet()) {
     const style = Object.assign(document.createElement("style"), { id: "livestream-css" });
+    style.dataset.version = VERSION;
     style.textContent = new TextDecoder().decode(css);
     document.head.append(style);
   }
