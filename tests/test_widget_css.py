@@ -18,6 +18,7 @@ theme rather than the OS's.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -313,8 +314,13 @@ def theme_page(
 
 @pytest.mark.browser
 @pytest.mark.timeout(300)
-def test_jupyterlab_keeps_its_colours_and_the_widget_follows_its_theme(theme_page: Any) -> None:
+def test_jupyterlab_keeps_its_colours_and_the_widget_follows_its_theme(
+    theme_page: Any, tmp_path: Path
+) -> None:
     page = theme_page
+    where = os.environ.get("LIVESTREAM_TEST_ARTIFACTS")
+    artifacts = Path(where) if where else tmp_path
+    artifacts.mkdir(parents=True, exist_ok=True)
     page.emulate_media(color_scheme="dark")
     assert page.evaluate("document.body.dataset.jpThemeLight") == "true"
     without = host_colours(page)
@@ -337,6 +343,7 @@ def test_jupyterlab_keeps_its_colours_and_the_widget_follows_its_theme(theme_pag
     # JupyterLab light, OS dark: the widget is light.
     widget = page.evaluate(WIDGET_COLOURS)
     assert widget == {"scheme": "light", "text": LIGHT["text"], "surface": LIGHT["surface"]}
+    page.screenshot(path=str(artifacts / "theme-lab-light-os-dark.png"))
 
     # JupyterLab dark, OS light: the widget is dark; JupyterLab's colours do not depend on
     # the widget stylesheet either.
@@ -345,12 +352,15 @@ def test_jupyterlab_keeps_its_colours_and_the_widget_follows_its_theme(theme_pag
     page.locator(".lm-Menu-item", has_text=re.compile(r"^Theme$")).hover()
     page.locator(".lm-Menu-item", has_text=re.compile(r"^JupyterLab Dark$")).click()
     page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=WAIT_MS)
+    # JupyterLab shows its splash screen while it swaps the theme: measure once it is gone.
+    page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=WAIT_MS)
     page.wait_for_function(
         f"() => getComputedStyle(document.querySelector('.ls-widget-controls')).color === {DARK['text']!r}",
         timeout=WAIT_MS,
     )
     widget = page.evaluate(WIDGET_COLOURS)
     assert widget == {"scheme": "dark", "text": DARK["text"], "surface": DARK["surface"]}
+    page.screenshot(path=str(artifacts / "theme-lab-dark-os-light.png"))
     dark_with = host_colours(page)
     page.evaluate("() => { document.getElementById('livestream-css').disabled = true; }")
     dark_without = host_colours(page)
@@ -368,3 +378,4 @@ def test_jupyterlab_keeps_its_colours_and_the_widget_follows_its_theme(theme_pag
     page.locator(".lm-Menu-item", has_text=re.compile(r"^Theme$")).hover()
     page.locator(".lm-Menu-item", has_text=re.compile(r"^JupyterLab Light$")).click()
     page.wait_for_function("() => document.body.dataset.jpThemeLight === 'true'", timeout=WAIT_MS)
+    page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=WAIT_MS)
