@@ -241,12 +241,12 @@ WIDGET_COLOURS = """() => {
 
 #: Every style rule of the widget stylesheet, and the elements it matches outside a widget.
 STRAY_MATCHES = """async () => {
-  // The sheet comes from the livestream server's origin (its rules are not readable from
-  // the page): parse the same file, fetched from the same address, into a sheet of our own.
-  const link = document.getElementById("livestream-css");
-  if (!link?.sheet) return null;
+  // A <link> to the livestream server's origin (its rules are not readable from the page),
+  // or a <style> (relay route): parse the same text into a sheet of our own.
+  const node = document.getElementById("livestream-css");
+  if (!node?.sheet) return null;
   const sheet = new CSSStyleSheet();
-  sheet.replaceSync(await (await fetch(link.href)).text());
+  sheet.replaceSync(node.href ? await (await fetch(node.href)).text() : node.textContent);
   const stray = [];
   let rules = 0;
   const walk = (list) => {
