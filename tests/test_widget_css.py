@@ -398,12 +398,6 @@ AXIS_LABEL_COLOUR = """() => {
 
 @pytest.mark.browser
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    strict=True,
-    reason="bokeh.js pageTheme() falls back to the OS unless data-jp-theme-light is 'false': "
-    "under JupyterLab's light theme and a dark OS it recolours the plot for a dark page "
-    "(JS side; remove this mark once pageTheme follows the widget's color-scheme)",
-)
 def test_jupyterlab_plot_follows_its_theme(
     lab: JupyterServer,  # noqa: F811
     open_page: Callable[[str], Any],  # noqa: F811

@@ -195,7 +195,12 @@ export function applyPlotTheme(doc, theme) {
 function pageTheme(el) {
   const explicit = el.closest("[data-theme]")?.getAttribute("data-theme");
   if (explicit === "dark" || explicit === "light") return explicit;
+  // The widget's own color-scheme (livestream.css sets it from the host's theme: JupyterLab,
+  // VS Code, data-theme) decides; only "light dark" (no host signal) falls back to the OS.
+  const scheme = typeof getComputedStyle === "function" ? getComputedStyle(el).colorScheme : "";
+  if (scheme === "dark" || scheme === "light") return scheme;
   if (document.body?.dataset.jpThemeLight === "false") return "dark"; // JupyterLab dark themes
+  if (document.body?.dataset.jpThemeLight === "true") return "light";
   return typeof matchMedia === "function" && matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
 }
 

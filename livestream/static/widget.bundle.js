@@ -713,7 +713,10 @@ function applyPlotTheme(doc, theme) {
 function pageTheme(el) {
   const explicit = el.closest("[data-theme]")?.getAttribute("data-theme");
   if (explicit === "dark" || explicit === "light") return explicit;
+  const scheme = typeof getComputedStyle === "function" ? getComputedStyle(el).colorScheme : "";
+  if (scheme === "dark" || scheme === "light") return scheme;
   if (document.body?.dataset.jpThemeLight === "false") return "dark";
+  if (document.body?.dataset.jpThemeLight === "true") return "light";
   return typeof matchMedia === "function" && matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
 }
 async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: load, theme = "auto", autoHide = false, htmlLegend = true } = {}) {
