@@ -1,4 +1,4 @@
-"""The ``livestream`` command: serve, demo, publish, tail.
+"""The ``livestream`` command: serve, demo, publish, tail, record, replay.
 
 Every command's expected failures (a busy port, an unreadable or malformed input file, a
 refused token, no server at the URL, a request the server refuses) end in one place,
