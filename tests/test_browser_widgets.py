@@ -998,4 +998,7 @@ def test_a_large_plot_streams_at_a_pace_and_a_small_one_every_frame(
     assert big["frames"] >= 10, big
     assert big["calls"] <= 13, f"the full plot streamed more often than every 100 ms: {big}"
     for got, window in ((small, 1_000), (big, 100_000)):
-        assert got["length"] == window and got["last"] == got["appended"] - 1, got
+        # A slow machine draws fewer frames in the second, and so appends fewer rows: the
+        # plot keeps them all until the window is full, then the newest `window`.
+        assert got["length"] == min(window, got["appended"]), got
+        assert got["last"] == got["appended"] - 1, got
