@@ -375,8 +375,9 @@ class Bystander:
                     n += 1
                     t0 = time.perf_counter()
                     ws.send(json.dumps({"type": "ping", "id": n}))
-                    while json.loads(ws.recv(timeout=10)).get("id") != n:
-                        pass
+                    reply = json.loads(ws.recv(timeout=10))
+                    while reply.get("id") != n:  # skip the stream's data and state
+                        reply = json.loads(ws.recv(timeout=10))
                     self.rtts.append(time.perf_counter() - t0)
                     if n == 5:
                         self.rtts.clear()
