@@ -187,7 +187,12 @@ async def test_resubscribing_without_reading_replaces_and_never_stacks(
                 await asyncio.sleep(0.01)  # let the server take them
                 for session in server.hub.sessions:
                     peak = max(peak, session.outbound)
-        await asyncio.sleep(0.2)
+        # Until the server has handled all 400 (bounded): then the peak is final.
+        for _ in range(1000):
+            if any(sess.messages_in >= 400 for sess in list(server.hub.sessions)):
+                break
+            await asyncio.sleep(0.01)
+        assert any(sess.messages_in >= 400 for sess in list(server.hub.sessions))
         for session in server.hub.sessions:
             peak = max(peak, session.outbound)
         # One data frame (at most a 256 KiB chunk and its header) and the small replies;
