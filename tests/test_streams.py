@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -310,7 +311,7 @@ def test_lock_free_reads_never_see_torn_or_overwritten_rows() -> None:
     """A writer thread appends batches of every size into a small ring as fast as it can
     while readers copy windows and build zero-copy views: every row a read returns must
     be the one appended at its offset (each row holds its own offset), however the two
-    interleave. Bounded: 15,000 appends."""
+    interleave. Bounded: 4,000 appends."""
     import threading
 
     import numpy as np
@@ -325,7 +326,7 @@ def test_lock_free_reads_never_see_torn_or_overwritten_rows() -> None:
     def write() -> None:
         rng = np.random.default_rng(7)
         try:
-            for _ in range(15_000):
+            for _ in range(4_000):
                 start = stream.end
                 n = int(rng.integers(1, 5_000))  # sometimes more than the whole ring
                 rows = np.arange(start, start + n, dtype="<i8")
@@ -347,12 +348,21 @@ def test_lock_free_reads_never_see_torn_or_overwritten_rows() -> None:
                     problems.append(f"copy={copy}: rows {first}..{first + batch.rows} wrong")
                     return
 
-    readers = [threading.Thread(target=read) for _ in range(2)]
-    writer = threading.Thread(target=write)
-    for t in (*readers, writer):
-        t.start()
-    writer.join(60)
-    for t in readers:
-        t.join(10)
+    # Each numpy copy of more than a few hundred elements lets go of the GIL, and at the
+    # default 5 ms switch interval the writer then waits behind both spinning readers: 50 s
+    # instead of 0.4 s, past the bound on a loaded CI machine. A short interval makes the
+    # hand-offs fast, and the interleavings finer, which is what this test wants anyway.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    try:
+        readers = [threading.Thread(target=read) for _ in range(2)]
+        writer = threading.Thread(target=write)
+        for t in (*readers, writer):
+            t.start()
+        writer.join(60)
+        for t in readers:
+            t.join(10)
+    finally:
+        sys.setswitchinterval(interval)
     assert done.is_set() and not writer.is_alive()
     assert not problems, problems[:3]
