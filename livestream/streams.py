@@ -264,6 +264,10 @@ class Stream:
         # Set by the hub: called (from any thread) after rows were added / state changed.
         self.on_append: Callable[[Stream], None] | None = None
         self.on_state: Callable[[Stream], None] | None = None
+        #: Set by a backplane that numbers rows elsewhere (livestream.backplanes.redis):
+        #: ``append`` hands it the checked batch instead of storing it, and returns what it
+        #: returns; the backplane stores the numbered rows back with :meth:`append_at`.
+        self.sink: Callable[[Stream, Batch], int] | None = None
         if schema is not None:
             bad = {n: d for n, d in schema.items() if d not in (*NUMERIC_DTYPES, "str", "object")}
             if bad:
@@ -325,6 +329,10 @@ class Stream:
             )
         if self.overflow == "wait":
             self.wait_for_room(batch.rows)
+        sink = self.sink
+        if sink is not None:
+            h = self._history
+            return sink(self, batch if h is None else conform(batch, h.schema, self.name))
         now = time.monotonic()
         with self._lock:
             h = self._history
@@ -341,6 +349,34 @@ class Stream:
         if callback is not None:
             callback(self)
         return first
+
+    def append_at(self, offset: int, batch: Batch) -> int:
+        """Store a batch whose first row a backplane numbered ``offset`` (never through
+        :attr:`sink`). Rows already held are skipped; a batch past ``end`` leaves the rows
+        between out (the history restarts at ``offset``, and a viewer behind it gets
+        ``reset``, reason ``gap``). Returns the new ``end``."""
+        now = time.monotonic()
+        with self._lock:
+            h = self._history
+            if h is None:
+                h = History(batch.schema, self.history_rows, self.max_age)
+                self._history = h
+            else:
+                batch = conform(batch, h.schema, self.name)
+            if offset > h.end:
+                h.start = h.end = offset
+            elif offset < h.end:
+                batch = batch.slice(min(h.end - offset, batch.rows), batch.rows)
+            if batch.rows:
+                h.append(batch, now)
+                h.trim(now)
+            if not self._rate or now - self._rate[-1][0] >= 0.25:
+                self._rate.append((now, h.end))
+            end = h.end
+        callback = self.on_append
+        if callback is not None:
+            callback(self)
+        return end
 
     # ------------------------------------------------------------------ waiting for room
 
@@ -651,13 +687,14 @@ class Stream:
 
         return remove
 
-    def restart(self) -> str:
+    def restart(self, epoch: str | None = None) -> str:
         """Start the stream over: a new epoch, an empty history (same schema), offsets
         from 0. Every viewer gets ``reset`` (reason ``restart``) and then the new rows; a
-        replay seeking backwards does this. Returns the new epoch."""
+        replay seeking backwards does this. ``epoch`` is the new epoch when a backplane
+        chose it (default: a fresh one). Returns the new epoch."""
         with self._lock:
             h = self._history
-            self.epoch = uuid.uuid4().hex[:12]
+            self.epoch = epoch or uuid.uuid4().hex[:12]
             if h is not None:
                 self._history = History(h.schema, self.history_rows, self.max_age)
             self._rate.clear()
