@@ -108,8 +108,10 @@ def _background() -> None:
 def _write_error(path: Path, exc: OSError) -> RecordingError:
     import errno
 
-    why = exc.strerror or str(exc)
-    if exc.errno == errno.ENOSPC:
+    # pyarrow's text wraps the system's ("Error writing bytes to file. Detail: [errno 28]
+    # No space left on device"): the system's alone says it.
+    why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         fix = "free space on that disk, or record to another folder (--out DIR)"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         fix = "record to a folder you may write to, or fix its permissions"

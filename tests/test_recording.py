@@ -429,3 +429,131 @@ def test_record_command_says_what_went_wrong(live_server: Any, tmp_path: Path) -
     done = _livestream("replay", str(blocker), "--port", "0")
     assert done.returncode == 1, done.stderr
     assert "is not a readable Parquet file" in done.stderr and str(blocker) in done.stderr
+
+
+def _noisy(first: int, rows: int) -> dict[str, np.ndarray]:
+    """Rows that do not compress (a full disk must come quickly), each holding its offset."""
+    k = np.arange(first, first + rows, dtype=np.int64)
+    noise = np.random.default_rng(first).random((2, rows))
+    return {"k": k, "a": noise[0], "b": noise[1]}
+
+
+def _viewer_rows(sub: Any, want: int, timeout: float) -> np.ndarray:
+    """Every offset column value a subscription receives until ``want`` rows (bounded)."""
+    got: list[np.ndarray] = []
+    deadline = time.monotonic() + timeout
+    while sum(len(x) for x in got) < want:
+        left = deadline - time.monotonic()
+        assert left > 0, f"the viewer got {sum(len(x) for x in got)} of {want} rows"
+        got.append(sub.next(timeout=left).columns["k"].copy())
+    assert not sub.resets, sub.resets
+    return np.concatenate(got)
+
+
+@pytest.mark.timeout(90)
+def test_a_full_disk_stops_the_recorder_with_a_clear_error_and_the_viewers_carry_on(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    """A real full disk: ``livestream record`` writes into a 1 MiB tmpfs mounted in a mount
+    namespace of its own (``unshare``, util-linux, in every Debian). It must stop with the
+    disk-full error and exit 1, leave what it had written readable (a gap-free prefix, no
+    temporary files), while the stream takes rows and a viewer gets every one of them."""
+    total, batch = 400_000, 5_000
+    url = server_factory(history=total + 100).ws_url  # the viewer reads only at the end
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    # After the recorder ends, the same namespace reads back what it left (the tmpfs is
+    # gone with the namespace), with pyarrow alone.
+    check = (
+        "import json, pathlib, pyarrow.parquet as pq, sys; d = pathlib.Path(sys.argv[1]); "
+        "parts = sorted(d.glob('stream=feed/*.parquet')); "
+        "k = sorted(x for p in parts for x in pq.read_table(p).column('k').to_pylist()); "
+        "print('LEFT', json.dumps({'rows': len(k), 'first': k[0] if k else None, "
+        "'last': k[-1] if k else None, 'tmp': [p.name for p in d.rglob('.*.tmp')]}))"
+    )
+    script = (
+        'mount -t tmpfs -o size=1m tmpfs "$1" || exit 97; '
+        '"$2" -m livestream record feed --out "$1/rec" --url "$3" --token "$4" --flush 0.1; '
+        'rc=$?; "$2" -c "$5" "$1/rec"; exit $rc'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVESTREAM_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    with ls.connect(url, token=TOKEN) as client:
+        client.publish("feed", _noisy(0, batch))
+        viewer = client.subscribe("feed", since=0)
+        args = [str(disk), sys.executable, url, TOKEN, check]
+        recorder = subprocess.Popen(
+            ["unshare", "-rm", "sh", "-c", script, "sh", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            # 400,000 rows of 24 incompressible bytes are 9 MiB: far over the disk.
+            for first in range(batch, total, batch):
+                client.publish("feed", _noisy(first, batch))
+            out, err = recorder.communicate(timeout=60)
+        finally:
+            if recorder.poll() is None:
+                recorder.kill()
+                recorder.wait(5)
+        assert recorder.returncode == 1, (recorder.returncode, out, err)
+        last = err.strip().splitlines()[-1]
+        assert re.fullmatch(
+            r"livestream: cannot write the recording at .*rec/stream=feed/\S+\.parquet: "
+            r"No space left on device; free space on that disk, or record to another "
+            r"folder \(--out DIR\)",
+            last,
+        ), err
+        assert "Traceback" not in err
+        left = json.loads(out.split("LEFT ", 1)[1])
+        assert left["tmp"] == [], "temporary files left behind"
+        if left["rows"]:  # what reached the disk is a prefix without a gap
+            assert (left["first"], left["last"]) == (0, left["rows"] - 1), left
+
+        # The stream and its viewer carry on: every row, once, in order, then more.
+        keys = _viewer_rows(viewer, total, 30)
+        assert np.array_equal(keys, np.arange(total))
+        client.publish("feed", _noisy(total, 10))
+        assert np.array_equal(_viewer_rows(viewer, 10, 10), np.arange(total, total + 10))
+
+
+@pytest.mark.timeout(60)
+def test_a_folder_it_may_not_write_gives_permission_denied_and_the_stream_carries_on(
+    live_server: Any, tmp_path: Path
+) -> None:
+    """``livestream record`` into a folder it has no write permission on (0555). Root may
+    write anywhere, so as root the recorder runs without the capability that lets it
+    (``setpriv``, util-linux, in every Debian), which is how a service account meets it."""
+    url = live_server.ws_url
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVESTREAM_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    record = ["record", "feed", "--out", str(locked / "rec"), "--url", url, "--token", TOKEN]
+    command = [*(drop if os.geteuid() == 0 else []), sys.executable, "-m", "livestream", *record]
+    try:
+        with ls.connect(url, token=TOKEN) as client:
+            client.publish("feed", _noisy(0, 100))
+            viewer = client.subscribe("feed", since=0)
+            done = subprocess.run(
+                command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=40
+            )
+            assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
+            last = done.stderr.strip().splitlines()[-1]
+            assert re.fullmatch(
+                r"livestream: cannot write the recording at .*locked/rec\S*: "
+                r"Permission denied; record to a folder you may write to, or fix its "
+                r"permissions",
+                last,
+            ), done.stderr
+            assert "Traceback" not in done.stderr
+            client.publish("feed", _noisy(100, 100))
+            assert np.array_equal(_viewer_rows(viewer, 200, 10), np.arange(200))
+            assert not list(locked.iterdir())
+    finally:
+        locked.chmod(0o755)
