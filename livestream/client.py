@@ -16,6 +16,18 @@ offset after the last row it received, so a subscriber sees each row once and in
 when those rows are gone from the server's history it gets the current window and the
 reset is recorded in ``Subscription.resets``. Subscriptions use credit flow control, so a
 consumer that reads slowly makes the server wait rather than filling memory here.
+
+Several servers (nodes of one service, see docs/failover.md) are given as a list::
+
+    feed = ls.connect(["ws://node-a:8765", "ws://node-b:8765"], token=TOKEN)
+
+The client connects to the first that answers; when that connection is lost it tries the
+next one, and the next, with a jittered, bounded backoff (:class:`Backoff`), resubscribes
+every subscription from its offset, and resends every publish not yet acknowledged (each
+carries the client's ``publisher`` id and a ``seq`` number, so a server that deduplicates
+adds it once). ``client.url`` is the server in use; ``client.events`` (and ``on_event=``)
+tell what happened (:class:`ConnectionEvent`). When no server can be reached, the error is
+:class:`AllServersFailed`, naming each URL (without its token) and why it failed.
 """
 
 from __future__ import annotations
@@ -27,9 +39,12 @@ import json
 import logging
 import random
 import threading
+import time
+import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import tornado.httpclient
@@ -39,7 +54,16 @@ from . import protocol as P
 from .columns import Batch, check_cells, to_batch
 from .errors import ConfigError, ConnectionClosed, LivestreamError, ServerError
 
-__all__ = ["AsyncClient", "AsyncSubscription", "Client", "Subscription", "connect"]
+__all__ = [
+    "AllServersFailed",
+    "AsyncClient",
+    "AsyncSubscription",
+    "Backoff",
+    "Client",
+    "ConnectionEvent",
+    "Subscription",
+    "connect",
+]
 
 log = logging.getLogger("livestream.client")
 
@@ -47,7 +71,13 @@ _CREDIT = 8  # data frames in flight per subscription
 
 
 def _normalise_url(url: str, token: str | None) -> tuple[str, str | None]:
-    """(ws URL ending in /ws without token, token) from what people paste."""
+    """(ws URL ending in /ws without token, token) from what people paste.
+
+    The URL returned carries no secret (no token, no password in its authority), so it can
+    be shown in messages and logs as is.
+    """
+    if not isinstance(url, str):
+        raise ConfigError(f"a server URL must be a string such as ws://host:8765; got {url!r}")
     parts = urlsplit(url if "://" in url else f"ws://{url}")
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     if scheme not in ("ws", "wss"):
@@ -59,7 +89,117 @@ def _normalise_url(url: str, token: str | None) -> tuple[str, str | None]:
     if not path.endswith("/ws"):
         path += "/ws"
     rest = {k: v for k, v in query.items() if k != "token"}
-    return urlunsplit((scheme, parts.netloc, path, urlencode(rest, doseq=True), "")), token
+    netloc = parts.netloc
+    if "@" in netloc:  # user:password@host: the password never reaches a message
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}" if ":" in user else netloc
+    return urlunsplit((scheme, netloc, path, urlencode(rest, doseq=True), "")), token
+
+
+def _normalise_urls(
+    url: str | Sequence[str], token: str | None
+) -> tuple[tuple[str, ...], tuple[str | None, ...], tuple[str, ...]]:
+    """(shown URLs, tokens, URLs to dial) for one URL or a list of them."""
+    given = [url] if isinstance(url, str) else list(url)
+    if not given:
+        raise ConfigError("connect() needs at least one server URL, such as ws://host:8765")
+    shown, tokens, dial = [], [], []
+    for one in given:
+        clean, tok = _normalise_url(one, token)
+        parts = urlsplit(one if "://" in one else f"ws://{one}")
+        real = urlunsplit((urlsplit(clean).scheme, parts.netloc, *urlsplit(clean)[2:]))
+        if clean in shown:
+            raise ConfigError(f"the server URL {clean} is given twice; give each server once")
+        shown.append(clean)
+        tokens.append(tok)
+        dial.append(real)
+    return tuple(shown), tuple(tokens), tuple(dial)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long the client waits before each attempt to reach a server again.
+
+    The n-th attempt in a row waits ``min(cap, first * 2**n)`` seconds times a random factor
+    in [0.5, 1.5) (jitter, so that many clients of a failed node do not all come back in
+    the same instant), never more than ``cap``. The count starts again once a connection
+    has stayed up ``reset_after`` seconds, so a server that accepts and drops at once is
+    not hammered.
+    """
+
+    first: float = 0.1
+    cap: float = 5.0
+    reset_after: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not (0 < self.first <= self.cap) or self.reset_after < 0:
+            raise ConfigError(
+                "Backoff needs 0 < first <= cap and reset_after >= 0 (seconds); got "
+                f"first={self.first}, cap={self.cap}, reset_after={self.reset_after}"
+            )
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before attempt number ``attempt`` (0 for the first)."""
+        base = min(self.cap, self.first * 2.0 ** min(attempt, 32))
+        return min(self.cap, base * (0.5 + random.random()))
+
+
+EventKind = Literal[
+    "connected", "disconnected", "connect_failed", "resubscribed", "reset", "gave_up"
+]
+
+
+@dataclass(frozen=True)
+class ConnectionEvent:
+    """Something that happened to a client's connection (``client.events``, ``on_event``).
+
+    ``kind``:
+
+    * ``connected``: a connection to ``url`` is open (``detail`` says ``first``, or
+      ``reconnected`` / ``failed over from URL``);
+    * ``disconnected``: the connection to ``url`` was lost (``detail``: the close code);
+    * ``connect_failed``: an attempt to reach ``url`` failed (``detail``: why);
+    * ``resubscribed``: ``stream`` was subscribed again on ``url`` from ``offset`` in
+      ``epoch`` (None: from the start of what it asked for);
+    * ``reset``: the server at ``url`` said rows of ``stream`` before ``offset`` are gone
+      (``detail``: the reason, ``gap`` or ``restart``; ``epoch``: the new epoch). After a
+      failover to a node that does not share the stream's history (another epoch), this is
+      what a subscriber sees;
+    * ``gave_up``: the client stopped trying (``detail``: why); it is closed.
+
+    URLs never carry a token. ``at`` is ``time.time()``.
+    """
+
+    kind: EventKind
+    url: str
+    detail: str = ""
+    stream: str | None = None
+    offset: int | None = None
+    epoch: str | None = None
+    at: float = field(default_factory=time.time)
+
+
+class AllServersFailed(ConnectionClosed):
+    """No server of the list could be reached (or every one refused the client).
+
+    ``failures`` maps each URL (without its token) to the last error it gave; the message
+    lists them, so the first line of a traceback says what is wrong where.
+    """
+
+    def __init__(self, failures: dict[str, BaseException], waited: float | None = None) -> None:
+        self.failures = dict(failures)
+        count = len(self.failures)
+        what = "the server" if count == 1 else f"any of the {count} servers"
+        after = f" (tried for {waited:.1f} s)" if waited is not None else ""
+        lines = "; ".join(f"{url}: {_reason(exc)}" for url, exc in self.failures.items())
+        super().__init__(f"cannot reach {what}{after}: {lines}")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer in time (timeout)"
+    text = str(exc) or type(exc).__name__
+    return text
 
 
 def _write(conn: Any, frame: str | bytes) -> None:
@@ -214,32 +354,64 @@ class AsyncSubscription:
 
 
 class AsyncClient:
-    """An asyncio connection to a livestream server, reopened when it drops."""
+    """An asyncio connection to a livestream server, reopened when it drops.
+
+    ``url`` is one server, or a list of servers of one service to fail over between (in
+    the order given; see the module docstring). ``backoff`` paces the attempts to reach a
+    server again; ``give_up_after`` (seconds, default never) ends the attempts once no
+    server has answered for that long (the client is then closed, and every call and
+    subscription raises :class:`AllServersFailed`); ``on_event`` is called on the client's
+    loop with each :class:`ConnectionEvent`, which ``events`` also keeps (the last 1,000).
+    """
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         token: str | None = None,
         reconnect: bool = True,
         timeout: float = 10.0,
         max_message_size: int = 256 * 1024 * 1024,
+        backoff: Backoff | None = None,
+        give_up_after: float | None = None,
+        on_event: Callable[[ConnectionEvent], None] | None = None,
     ) -> None:
-        self.url, self.token = _normalise_url(url, token)
+        self.urls, self._tokens, self._dial = _normalise_urls(url, token)
+        #: The server in use (or the last one tried); never carries a token.
+        self.url = self.urls[0]
+        self.token = self._tokens[0]
         self.reconnect = reconnect
         self.timeout = timeout
         self.max_message_size = max_message_size
+        self.backoff = backoff or Backoff()
+        if give_up_after is not None and give_up_after < 0:
+            raise ConfigError(f"give_up_after must be >= 0 seconds or None; got {give_up_after}")
+        self.give_up_after = give_up_after
+        self.on_event = on_event
+        #: This client's publisher id: sent with every publish, with a ``seq`` number, so
+        #: that a server can tell a resent publish from a new one.
+        self.publisher = uuid.uuid4().hex
+        self.events: deque[ConnectionEvent] = deque(maxlen=1000)
         self.roles: tuple[str, ...] = ()
         self.session: str | None = None
         self.reconnects = 0
+        self._index = 0
         self._conn: tornado.websocket.WebSocketClientConnection | None = None
         self._ids = itertools.count(1)
+        self._seqs = itertools.count(1)
         self._pending: dict[int, asyncio.Future[P.ServerMessage]] = {}
+        # Publishes sent (or waiting for a connection) and not yet answered, in seq order:
+        # msg id -> (frame, future). They outlive a lost connection and are sent again.
+        self._unacked: dict[int, tuple[str | bytes, asyncio.Future[P.ServerMessage]]] = {}
         self._subs: dict[str, AsyncSubscription] = {}
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._stop = asyncio.Event()
         self._closing = False
         self._fatal: BaseException | None = None
+        self._failures: dict[str, BaseException] = {}
+        self._attempt = 0
+        self._connected_at = 0.0
         self._waiting: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> AsyncClient:
@@ -249,10 +421,22 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _open(self) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+    def _event(self, kind: EventKind, url: str, detail: str = "", **fields: Any) -> None:
+        event = ConnectionEvent(kind, url, detail, **fields)
+        self.events.append(event)
+        if kind in ("connected", "disconnected", "gave_up"):
+            log.info("%s %s %s", kind, url, detail)
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                log.exception("the on_event callback failed on %s", event)
+
+    async def _open(self, index: int = 0) -> None:
+        url, dial, token = self.urls[index], self._dial[index], self._tokens[index]
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         request = tornado.httpclient.HTTPRequest(
-            self.url, headers=headers, connect_timeout=self.timeout, request_timeout=self.timeout
+            dial, headers=headers, connect_timeout=self.timeout, request_timeout=self.timeout
         )
         try:
             conn = await tornado.websocket.websocket_connect(
@@ -262,38 +446,63 @@ class AsyncClient:
             if exc.response is None:
                 # No HTTP answer at all (599: a timeout, a connection closed mid-handshake):
                 # the server is unreachable for now, which a reconnect may cure; not a refusal.
-                raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from None
-            refusal = _Refused.from_response(self.url, exc.code, exc.response.body, exc.message)
+                raise ConnectionClosed(f"cannot reach {url}: {exc}") from None
+            refusal = _Refused.from_response(url, exc.code, exc.response.body, exc.message)
             raise refusal from None
         except ConnectionRefusedError:
             raise ConnectionClosed(
-                f"cannot reach {self.url}: no server is listening there (connection refused); "
+                f"cannot reach {url}: no server is listening there (connection refused); "
                 "start one with `livestream serve`, or check the URL"
             ) from None
         except OSError as exc:
-            raise ConnectionClosed(f"cannot reach {self.url}: {exc}") from None
+            raise ConnectionClosed(f"cannot reach {url}: {exc}") from None
         try:
             first = await asyncio.wait_for(conn.read_message(), self.timeout)
         except BaseException:
             conn.close()
             raise
         if first is None:
-            raise ConnectionClosed(f"{self.url} closed the connection before `welcome`")
+            raise ConnectionClosed(f"{url} closed the connection before `welcome`")
         welcome = P.decode_server(first)
         if not isinstance(welcome, P.Welcome):
-            raise ServerError("bad_message", f"expected `welcome`, got {welcome!r}")
+            conn.close()
+            raise ServerError("bad_message", f"expected `welcome` from {url}, got {welcome!r}")
+        if self._closing:
+            conn.close(1000, "client closing")
+            raise ConnectionClosed("the client was closed while connecting")
         self.roles, self.session = welcome.roles, welcome.session
+        self._index, self.url, self.token = index, url, token
         self._conn = conn
+        self._connected_at = time.monotonic()
 
     async def connect(self) -> AsyncClient:
-        """Open the connection (raises ``ServerError`` for a refused token or origin)."""
-        await self._open()
+        """Open the connection: to the first server of the list that answers.
+
+        With one URL, raises what that server's failure was (``ServerError`` for a refused
+        token or origin, ``ConnectionClosed`` when nothing answers); with several, each is
+        tried once, in order, and :class:`AllServersFailed` lists them all when none works.
+        """
+        failures: dict[str, BaseException] = {}
+        for index, url in enumerate(self.urls):
+            try:
+                await self._open(index)
+            except (LivestreamError, TimeoutError, OSError) as exc:
+                if len(self.urls) == 1:
+                    raise
+                failures[url] = exc
+                self._event("connect_failed", url, _reason(exc))
+                continue
+            break
+        else:
+            self._failures = failures
+            raise AllServersFailed(failures)
+        self._failures = failures
         self._connected.set()
+        self._event("connected", self.url, "first")
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
         return self
 
     async def _read_loop(self) -> None:
-        delay = 0.1
         while True:
             conn = self._conn
             assert conn is not None
@@ -306,38 +515,102 @@ class AsyncClient:
                 except Exception:
                     log.exception("could not handle a frame from %s", self.url)
             code = conn.close_code
+            lost_url = self.url
             self._connected.clear()
             self._conn = None
-            lost = ConnectionClosed(f"connection to {self.url} closed (code {code})", code)
+            lost = ConnectionClosed(f"connection to {lost_url} closed (code {code})", code)
             for fut in self._pending.values():
                 if not fut.done():
                     fut.set_exception(lost)
             self._pending.clear()
-            if self._closing or not self.reconnect or code in (4001, 1008, 1009):
-                self._fatal = lost
-                for sub in self._subs.values():
-                    sub._fail(lost)
+            if self._closing:
+                self._end(lost)
                 return
-            while not self._closing:
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 5.0)
-                try:
-                    await self._open()
-                except ServerError as exc:
-                    self._fatal = exc
-                    for sub in self._subs.values():
-                        sub._fail(exc)
-                    return
-                except (TimeoutError, ConnectionClosed, OSError):
-                    continue
+            self._event("disconnected", lost_url, f"code {code}")
+            if not self.reconnect or code in (4001, 1008, 1009):
+                self._end(lost)
+                self._event("gave_up", lost_url, str(lost))
+                return
+            if time.monotonic() - self._connected_at >= self.backoff.reset_after:
+                self._attempt = 0  # it was a healthy connection: start the backoff again
+            if not await self._reconnect(lost_url):
+                return
+
+    def _end(self, exc: BaseException) -> None:
+        """No more connections: every subscription and unanswered publish gets ``exc``."""
+        self._fatal = exc
+        for sub in self._subs.values():
+            sub._fail(exc)
+        for _, fut in self._unacked.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._unacked.clear()
+
+    async def _reconnect(self, lost_url: str) -> bool:
+        """Reach a server again, starting with the one after ``lost_url``; True once
+        connected (everything resubscribed and resent), False when the client stops."""
+        count = len(self.urls)
+        index = self._index
+        failures: dict[str, BaseException] = {}
+        down_since = time.monotonic()
+        while not self._closing:
+            delay = self.backoff.delay(self._attempt)
+            self._attempt += 1
+            if self.give_up_after is not None:
+                left = self.give_up_after - (time.monotonic() - down_since)
+                delay = max(0.0, min(delay, left))
+            try:
+                await asyncio.wait_for(self._stop.wait(), delay)
+                return False  # closed meanwhile
+            except TimeoutError:
+                pass
+            index = (index + 1) % count
+            url = self.urls[index]
+            try:
+                await self._open(index)
+            except ServerError as exc:
+                if count == 1:
+                    self._end(exc)
+                    self._event("gave_up", url, str(exc))
+                    return False
+                failures[url] = exc
+                self._event("connect_failed", url, _reason(exc))
+                if len(failures) == count and all(
+                    isinstance(e, ServerError) for e in failures.values()
+                ):
+                    # Every server refuses this client (a token, an origin): retrying will
+                    # not change that.
+                    return self._give_up(failures, down_since)
+            except (TimeoutError, ConnectionClosed, OSError) as exc:
+                if self._closing:
+                    return False
+                failures[url] = exc
+                self._failures = failures
+                self._event("connect_failed", url, _reason(exc))
+            else:
+                self._failures = {}
                 self.reconnects += 1
-                delay = 0.1
                 self._connected.set()
+                detail = "reconnected" if url == lost_url else f"failed over from {lost_url}"
+                self._event("connected", url, detail)
+                for frame, _ in list(self._unacked.values()):
+                    self._send_frame(frame)
                 for sub in list(self._subs.values()):
                     self._resubscribe(sub)
-                break
-            if self._closing:
-                return
+                return True
+            if (
+                self.give_up_after is not None
+                and time.monotonic() - down_since >= self.give_up_after
+            ):
+                return self._give_up(failures, down_since)
+        return False
+
+    def _give_up(self, failures: dict[str, BaseException], since: float) -> bool:
+        error = AllServersFailed(failures, time.monotonic() - since)
+        self._failures = failures
+        self._end(error)
+        self._event("gave_up", self.url, str(error))
+        return False
 
     def _dispatch(self, frame: str | bytes) -> None:
         if isinstance(frame, bytes):
@@ -362,6 +635,14 @@ class AsyncClient:
             sub = self._subs.get(msg.stream)
             if sub is not None:
                 sub._on_reset(msg)
+                self._event(
+                    "reset",
+                    self.url,
+                    msg.reason,
+                    stream=msg.stream,
+                    offset=msg.offset,
+                    epoch=msg.epoch,
+                )
         elif isinstance(msg, P.StateChanged):
             sub = self._subs.get(msg.stream)
             if sub is not None:
@@ -370,14 +651,20 @@ class AsyncClient:
             fut = self._pending.pop(msg_id)
             if not fut.done():
                 fut.set_result(msg)
+        elif isinstance(msg_id, int) and msg_id in self._unacked:
+            _, fut = self._unacked.pop(msg_id)
+            if not fut.done():
+                fut.set_result(msg)
         elif isinstance(msg, P.Error):
             log.warning("server error: %s: %s", msg.code, msg.message)
 
     def _send(self, msg: P.ClientMessage) -> None:
+        self._send_frame(P.encode_client(msg))
+
+    def _send_frame(self, frame: str | bytes) -> None:
         conn = self._conn
         if conn is None:
             return
-        frame = P.encode_client(msg)
         try:
             _write(conn, frame)
         except tornado.websocket.WebSocketClosedError:
@@ -407,6 +694,13 @@ class AsyncClient:
         sub._active = True
         request = sub._request()
         self._send(type(request)(**{**request.__dict__, "id": msg_id}))
+        self._event(
+            "resubscribed",
+            self.url,
+            stream=sub.stream,
+            offset=getattr(request, "since", None),
+            epoch=getattr(request, "epoch", None),
+        )
 
         def answered(done: asyncio.Future[P.ServerMessage]) -> None:
             self._pending.pop(msg_id, None)
@@ -443,6 +737,13 @@ class AsyncClient:
                 self._resubscribe(sub)
                 return
 
+    def _not_connected(self, timeout: float) -> ConnectionClosed:
+        if len(self.urls) == 1:
+            return ConnectionClosed(f"not connected to {self.url} after {timeout} s")
+        if self._failures:
+            return AllServersFailed(self._failures, timeout)
+        return ConnectionClosed(f"not connected to any of {', '.join(self.urls)} after {timeout} s")
+
     async def _wait_connected(self, timeout: float) -> None:
         if self._fatal is not None:
             raise self._fatal
@@ -450,7 +751,7 @@ class AsyncClient:
             try:
                 await asyncio.wait_for(self._connected.wait(), timeout)
             except TimeoutError:
-                raise ConnectionClosed(f"not connected to {self.url} after {timeout} s") from None
+                raise self._not_connected(timeout) from None
 
     async def _request(self, msg: Any, timeout: float | None = None) -> P.ServerMessage:
         timeout = self.timeout if timeout is None else timeout
@@ -469,12 +770,34 @@ class AsyncClient:
         return reply
 
     async def publish(self, stream: str, data: Any, *, binary: bool = True) -> int:
-        """Append rows to ``stream`` (created when unknown); returns the first row's offset."""
+        """Append rows to ``stream`` (created when unknown); returns the first row's offset.
+
+        The publish carries this client's ``publisher`` id and the next ``seq`` number. When
+        the connection is lost before the server answered, it is sent again, with the same
+        ``publisher`` and ``seq``, on the next connection (to the same or the next server),
+        so it returns once a server has acknowledged it. Raises ``TimeoutError`` (or
+        ``ConnectionClosed`` when no connection came) when no answer came within
+        ``timeout`` seconds of the call, and :class:`AllServersFailed` when the client gave
+        up.
+        """
         batch = to_batch(data)
-        await self._wait_connected(self.timeout)
+        if self._fatal is not None:
+            raise self._fatal
         msg_id = next(self._ids)
+        head: dict[str, Any] = {
+            "type": "publish",
+            "stream": stream,
+            "id": msg_id,
+            "publisher": self.publisher,
+            "seq": next(self._seqs),
+        }
+        frame: str | bytes
         try:
-            frame = P.encode_client(P.Publish(stream, batch, msg_id), binary=binary)
+            if binary:
+                frame = P.encode_batch_frame(head, batch)
+            else:
+                head["columns"] = batch.to_json_columns()
+                frame = json.dumps(head, separators=(",", ":"), allow_nan=False, default=str)
         except (ValueError, TypeError, RecursionError):
             # A value JSON cannot carry (NaN inside a list, a cycle): say which column and
             # row, as the server would, rather than the encoder's bare complaint.
@@ -482,14 +805,16 @@ class AsyncClient:
             raise
         # Registered only once the frame exists, so a refused batch leaves no future behind.
         fut: asyncio.Future[P.ServerMessage] = asyncio.get_running_loop().create_future()
-        self._pending[msg_id] = fut
-        conn = self._conn
-        assert conn is not None
-        _write(conn, frame)
+        self._unacked[msg_id] = (frame, fut)
+        self._send_frame(frame)  # without a connection, the reconnect sends it
         try:
-            reply = await asyncio.wait_for(fut, self.timeout)
+            reply = await asyncio.wait_for(asyncio.shield(fut), self.timeout)
+        except TimeoutError:
+            if self._conn is None:
+                raise self._not_connected(self.timeout) from None
+            raise
         finally:
-            self._pending.pop(msg_id, None)
+            self._unacked.pop(msg_id, None)
         if isinstance(reply, P.Error):
             raise ServerError(reply.code, reply.message)
         assert isinstance(reply, P.Ack) and reply.offset is not None
@@ -546,6 +871,7 @@ class AsyncClient:
     async def close(self) -> None:
         """Close the connection (normal closure, 1000)."""
         self._closing = True
+        self._stop.set()
         for sub in self._subs.values():
             sub._closed = True
             sub._ready.set()
@@ -560,6 +886,7 @@ class AsyncClient:
             except (TimeoutError, asyncio.CancelledError):
                 self._reader.cancel()
         self._conn = None
+        self._end(ConnectionClosed("the client was closed"))
 
 
 class Subscription:
@@ -636,7 +963,15 @@ class Client:
     """
 
     def __init__(
-        self, url: str, *, token: str | None = None, reconnect: bool = True, timeout: float = 10.0
+        self,
+        url: str | Sequence[str],
+        *,
+        token: str | None = None,
+        reconnect: bool = True,
+        timeout: float = 10.0,
+        backoff: Backoff | None = None,
+        give_up_after: float | None = None,
+        on_event: Callable[[ConnectionEvent], None] | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -644,16 +979,23 @@ class Client:
         )
         self._thread.start()
         self.timeout = timeout
+        options: dict[str, Any] = {
+            "token": token,
+            "reconnect": reconnect,
+            "timeout": timeout,
+            "backoff": backoff,
+            "give_up_after": give_up_after,
+            "on_event": on_event,
+        }
+        connects = 1 if isinstance(url, str) else max(1, len(url))
         try:
-            self._async = self._run(self._make(url, token, reconnect, timeout), timeout + 5)
+            self._async = self._run(self._make(url, options), connects * (timeout + 5))
         except BaseException:
             self._shutdown()
             raise
 
-    async def _make(
-        self, url: str, token: str | None, reconnect: bool, timeout: float
-    ) -> AsyncClient:
-        client = AsyncClient(url, token=token, reconnect=reconnect, timeout=timeout)
+    async def _make(self, url: str | Sequence[str], options: dict[str, Any]) -> AsyncClient:
+        client = AsyncClient(url, **options)
         await client.connect()
         return client
 
@@ -671,7 +1013,33 @@ class Client:
 
     @property
     def reconnects(self) -> int:
+        """How many times a lost connection was opened again (to any server)."""
         return int(self._async.reconnects)
+
+    @property
+    def url(self) -> str:
+        """The server in use, or the one last tried while reconnecting (no token in it)."""
+        return str(self._async.url)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every server this client may use, in order (no token in them)."""
+        return tuple(self._async.urls)
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open now."""
+        return self._async._conn is not None
+
+    @property
+    def events(self) -> builtins.list[ConnectionEvent]:
+        """What happened to the connection, oldest first (the last 1,000 events)."""
+        return builtins.list(self._async.events)
+
+    @property
+    def publisher(self) -> str:
+        """This client's publisher id, sent with each publish with its ``seq`` number."""
+        return str(self._async.publisher)
 
     def publish(self, stream: str, data: Any) -> int:
         """Append rows to ``stream``; returns the offset of the first row."""
@@ -725,8 +1093,29 @@ class Client:
 
 
 def connect(
-    url: str, *, token: str | None = None, reconnect: bool = True, timeout: float = 10.0
+    url: str | Sequence[str],
+    *,
+    token: str | None = None,
+    reconnect: bool = True,
+    timeout: float = 10.0,
+    backoff: Backoff | None = None,
+    give_up_after: float | None = None,
+    on_event: Callable[[ConnectionEvent], None] | None = None,
 ) -> Client:
     """Connect to a livestream server: ``ws://host:port`` (or the ``http://...?token=``
-    URL that ``livestream serve`` prints). Returns a blocking :class:`Client`."""
-    return Client(url, token=token, reconnect=reconnect, timeout=timeout)
+    URL that ``livestream serve`` prints). Returns a blocking :class:`Client`.
+
+    Give a list of URLs to fail over between the nodes of one service
+    (``connect(["ws://a:8765", "ws://b:8765"], token=TOKEN)``); behind a load balancer one
+    URL is enough. ``backoff``, ``give_up_after`` and ``on_event`` are described on
+    :class:`AsyncClient` (``on_event`` is called on the client's background thread).
+    """
+    return Client(
+        url,
+        token=token,
+        reconnect=reconnect,
+        timeout=timeout,
+        backoff=backoff,
+        give_up_after=give_up_after,
+        on_event=on_event,
+    )
