@@ -202,6 +202,13 @@ def _server_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--history", type=_COUNT, default=100_000, help="rows kept per stream")
     p.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="serve one set of streams with every server given this Redis "
+        "(redis://HOST:PORT/DB; default $LIVESTREAM_REDIS; see docs/redis.md)",
+    )
+    p.add_argument(
         "--max-age", type=_SECONDS_FLAG, default=None, help="seconds of rows kept per stream"
     )
     p.add_argument(
@@ -253,11 +260,14 @@ def _make_server(args: argparse.Namespace) -> Any:
         allow_origins=args.allow_origin,
         allow_hosts=args.allow_host,
         limits=_limits(args),
+        redis=args.redis,
     )
 
 
 def _announce(server: Any, what: str) -> None:
     print(f"livestream {what} on {server.base_url}", flush=True)
+    if server.backplane is not None:
+        print(f"  redis: {server.backplane.shown}  (node {server.backplane.node})", flush=True)
     print(f"  dashboard: {server.url}", flush=True)
     print(f"  websocket: {server.ws_url}  (token: {server.token})", flush=True)
     print("  Ctrl-C to stop", flush=True)

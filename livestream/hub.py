@@ -23,12 +23,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from . import protocol as P
+from .columns import Batch
 from .errors import ProtocolError, TooLarge, UnknownStream
 from .limits import Limits
 from .streams import DEFAULT_HISTORY, Stream
 from .version import __version__
 
-__all__ = ["Hub", "Subscription", "Transport", "Viewer"]
+__all__ = ["Backplane", "Hub", "LocalBackplane", "Subscription", "Transport", "Viewer"]
 
 log = logging.getLogger("livestream.hub")
 
@@ -76,6 +77,101 @@ class Viewer(Protocol):
 
     def close(self) -> None:
         """Forget the connection (it is gone or being closed)."""
+
+
+class Backplane(Protocol):
+    """Where a hub's rows are numbered and its controls go (DESIGN.md decision 8).
+
+    :class:`LocalBackplane` (this process only) is the default; the Redis one
+    (livestream.backplanes.redis) lets several servers serve one set of streams. A method
+    answers at once (a value) or later (an awaitable): the session and the HTTP handler
+    await what needs awaiting, so the loop never blocks on a backplane.
+    """
+
+    #: ``local`` or ``redis``: what /healthz and the logs call it.
+    kind: str
+
+    def adopt(self, stream: Stream) -> None:
+        """A stream was created in this process (by name, a publisher or a producer)."""
+
+    def publish(
+        self, stream: Stream, batch: Batch, publisher: str | None, seq: int | None
+    ) -> tuple[int, bool] | Awaitable[tuple[int, bool]]:
+        """Store a publisher's batch; ``(first offset, duplicate)``. A batch whose ``seq``
+        is not above the last one stored for ``publisher`` is not stored again."""
+
+    def control(
+        self, stream: Stream, action: str, params: dict[str, Any], by: str
+    ) -> dict[str, Any] | Awaitable[dict[str, Any]]:
+        """Apply a control where the stream's producer runs; the new state."""
+
+    def lookup(self, name: str) -> Awaitable[Stream | None] | None:
+        """A stream this process does not hold yet but the service has (None: no such)."""
+
+    def state_of(self, stream: Stream) -> dict[str, Any]:
+        """The stream's state as the service knows it."""
+
+    def controls_of(self, stream: Stream) -> dict[str, Any]:
+        """The stream's declared controls as the service knows them."""
+
+    def state_changed(self, stream: Stream) -> None:
+        """The stream's state changed in this process (called on the hub's loop)."""
+
+    def describe(self, info: dict[str, Any]) -> None:
+        """Add the service's figures (nodes, viewers on every node) to a description."""
+
+
+class LocalBackplane:
+    """This process is the whole service: offsets are numbered by each stream's history,
+    controls go to the stream's producer here. Publishers' ``seq`` numbers are kept for
+    the :data:`DEDUP_KEEP` most recent publishers, so a resend is stored once here too."""
+
+    kind = "local"
+    #: Publishers (stream, publisher id) whose last ``seq`` is remembered.
+    DEDUP_KEEP = 100_000
+
+    def __init__(self) -> None:
+        self._last: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
+
+    def adopt(self, stream: Stream) -> None:
+        pass
+
+    def publish(
+        self, stream: Stream, batch: Batch, publisher: str | None, seq: int | None
+    ) -> tuple[int, bool]:
+        if publisher is None or seq is None:
+            return stream.append(batch), False
+        key = (stream.name, publisher)
+        last = self._last.get(key)
+        if last is not None and seq <= last[0]:
+            self._last.move_to_end(key)
+            return (last[1] if seq == last[0] else -1), True
+        offset = stream.append(batch)
+        self._last[key] = (seq, offset)
+        self._last.move_to_end(key)
+        while len(self._last) > self.DEDUP_KEEP:
+            self._last.popitem(last=False)
+        return offset, False
+
+    def control(
+        self, stream: Stream, action: str, params: dict[str, Any], by: str
+    ) -> dict[str, Any]:
+        return stream.control(action, params, by=by)
+
+    def lookup(self, name: str) -> None:
+        return None
+
+    def state_of(self, stream: Stream) -> dict[str, Any]:
+        return stream.state
+
+    def controls_of(self, stream: Stream) -> dict[str, Any]:
+        return stream.controls.describe()
+
+    def state_changed(self, stream: Stream) -> None:
+        pass
+
+    def describe(self, info: dict[str, Any]) -> None:
+        pass
 
 
 class Subscription:
@@ -217,6 +313,7 @@ class Hub:
         limits: Limits | None = None,
         server: Any = None,
         clock: Callable[[], float] = time.monotonic,
+        backplane: Backplane | None = None,
     ) -> None:
         #: The hub's and its sessions' only clock (seconds, monotonic); tests inject one.
         self.clock = clock
@@ -241,6 +338,8 @@ class Hub:
         self._sweeper: asyncio.TimerHandle | None = None
         self._decoder: concurrent.futures.ThreadPoolExecutor | None = None
         self.on_stream_created: list[Callable[[Stream], None]] = []
+        #: Where rows are numbered and controls go: this process, or a shared engine.
+        self.backplane: Backplane = backplane if backplane is not None else LocalBackplane()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -298,6 +397,10 @@ class Hub:
         """One stream's summary (``Stream.describe``) with its number of subscribers."""
         info = stream.describe()
         info["subscribers"] = self.subscriber_count(stream.name)
+        backplane = self.backplane
+        info["state"] = backplane.state_of(stream)
+        info["controls"] = backplane.controls_of(stream)
+        backplane.describe(info)
         return info
 
     # ------------------------------------------------------------------ streams
@@ -321,6 +424,7 @@ class Hub:
                 stream.on_append = self._appended
                 stream.on_state = self._state_changed
                 self.streams[name] = stream
+                self.backplane.adopt(stream)
                 for callback in self.on_stream_created:
                     callback(stream)
         return stream
@@ -396,8 +500,8 @@ class Hub:
                 stream.name,
                 stream.epoch,
                 stream.schema,
-                stream.controls.describe(),
-                stream.state,
+                self.backplane.controls_of(stream),
+                self.backplane.state_of(stream),
                 cursor,
                 msg.id,
             )
@@ -538,7 +642,12 @@ class Hub:
                 pass
 
     def _broadcast_state(self, stream: Stream) -> None:
-        frame = P.encode_server(P.StateChanged(stream.name, stream.state))
+        self.backplane.state_changed(stream)
+        self.broadcast_state(stream)
+
+    def broadcast_state(self, stream: Stream) -> None:
+        """Send the stream's state (as the backplane knows it) to its viewers here."""
+        frame = P.encode_server(P.StateChanged(stream.name, self.backplane.state_of(stream)))
         for sub in list(self.subscribers.get(stream.name, ())):
             sub.session.send_frame(frame)
 

@@ -120,11 +120,17 @@ class Control:
 
 @dataclass(frozen=True)
 class Publish:
-    """Append a batch of rows to a stream (creating it when unknown)."""
+    """Append a batch of rows to a stream (creating it when unknown).
+
+    ``publisher`` and ``seq`` (optional, together) make a resend safe: a server stores a
+    batch whose ``seq`` is not above the last one it stored for that ``publisher`` and
+    stream only once (the ack then says ``duplicate``)."""
 
     stream: str
     batch: Batch
     id: Id = None
+    publisher: str | None = None
+    seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,8 @@ class Ack:
     state: dict[str, Any] | None = None
     offset: int | None = None
     rows: int | None = None
+    #: True when a publish repeated a ``publisher``'s ``seq`` already stored (not stored again).
+    duplicate: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -335,6 +343,36 @@ def _get_id(obj: dict[str, Any]) -> Id:
     if _is_id(value):
         return value
     raise BadMessage(f"`id` must be a string or an integer; got {_show(value)}")
+
+
+#: The longest ``publisher`` id a publish may carry.
+MAX_PUBLISHER = 64
+#: The largest ``seq`` (it must fit a signed 64-bit integer and a Lua number exactly).
+MAX_SEQ = 2**53
+
+
+def _publisher_seq(obj: dict[str, Any], id: Id) -> tuple[str | None, int | None]:
+    """A publish's optional ``publisher`` and ``seq`` (both or neither)."""
+    publisher, seq = obj.get("publisher"), obj.get("seq")
+    if publisher is None and seq is None:
+        return None, None
+    if (
+        not isinstance(publisher, str)
+        or not 1 <= len(publisher) <= MAX_PUBLISHER
+        or not publisher.isprintable()
+    ):
+        raise BadMessage(
+            f"`publisher` must be a printable string of 1 to {MAX_PUBLISHER} characters that "
+            f"names the publisher (sent with `seq`); got {_show(publisher)}",
+            id=id,
+        )
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
+        raise BadMessage(
+            f"`seq` must be an integer from 0 to 2**53 that grows with each publish of "
+            f"`publisher` {publisher!r}; got {_show(seq)}",
+            id=id,
+        )
+    return publisher, seq
 
 
 def _opt_int(obj: dict[str, Any], key: str, id: Id, minimum: int = 0) -> int | None:
@@ -541,6 +579,7 @@ def decode_client(
                 id=id,
             )
         stream = validate_stream_name(header.get("stream"), id=id)
+        publisher, seq = _publisher_seq(header, id)
         try:
             descr, rows = header.get("columns"), header.get("rows")
             if isinstance(descr, list) and _is_count(rows):
@@ -549,7 +588,7 @@ def decode_client(
         except ProtocolError as exc:
             exc.id = id
             raise
-        return Publish(stream, batch, id)
+        return Publish(stream, batch, id, publisher, seq)
     if len(frame) > lim.max_json_size:
         raise TooLarge(
             f"a JSON text frame of {len(frame)} bytes is over the server's max_json_size of "
@@ -626,6 +665,7 @@ def decode_client(
             raise BadMessage(f"`frames` must be an integer >= 1; got {_show(frames)}", id=id)
         return Credit(stream, frames, id)
     # publish
+    publisher, seq = _publisher_seq(obj, id)
     columns = obj.get("columns")
     if not isinstance(columns, dict) or not columns:
         raise BadMessage(
@@ -640,7 +680,7 @@ def decode_client(
     except ProtocolError as exc:
         exc.id = id
         raise
-    return Publish(stream, batch, id)
+    return Publish(stream, batch, id, publisher, seq)
 
 
 def check_publish_size(what: str, columns: int, cells: int, limits: Limits) -> None:
@@ -665,6 +705,9 @@ def encode_client(msg: ClientMessage, *, binary: bool = True) -> str | bytes:
         head: dict[str, Any] = {"type": "publish", "stream": msg.stream}
         if msg.id is not None:
             head["id"] = msg.id
+        if msg.publisher is not None:
+            head["publisher"] = msg.publisher
+            head["seq"] = msg.seq
         if binary:
             return encode_batch_frame(head, msg.batch)
         head["columns"] = msg.batch.to_json_columns()
@@ -729,7 +772,7 @@ def encode_server(msg: ServerMessage, *, binary: bool = True) -> str | bytes:
         obj = {"type": "unsubscribed", "stream": msg.stream}
     elif isinstance(msg, Ack):
         obj = {"type": "ack", "ok": msg.ok}
-        for key in ("state", "offset", "rows"):
+        for key in ("state", "offset", "rows", "duplicate"):
             if getattr(msg, key) is not None:
                 obj[key] = getattr(msg, key)
     elif isinstance(msg, Streams):
@@ -812,7 +855,12 @@ def decode_server(
             return Unsubscribed(obj["stream"], id)
         if kind == "ack":
             return Ack(
-                id, obj.get("ok", True), obj.get("state"), obj.get("offset"), obj.get("rows")
+                id,
+                obj.get("ok", True),
+                obj.get("state"),
+                obj.get("offset"),
+                obj.get("rows"),
+                obj.get("duplicate"),
             )
         if kind == "streams":
             return Streams(obj["streams"], id)

@@ -38,6 +38,7 @@ What one HTTP request may cost (docs/security.md, "Limits"):
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -558,10 +559,13 @@ class StreamHandler(_ApiHandler):
             else:
                 batch = _decode_body(body, limits)
             # Converted before the stream exists: a refused body creates none.
-            stream = self.server.hub.stream_for_publish(name)
-            offset = stream.append(batch)
+            hub = self.server.hub
+            stream = hub.stream_for_publish(name)
+            stored = hub.backplane.publish(stream, batch, None, None)
+            offset, _ = await stored if inspect.isawaitable(stored) else stored
         except ProtocolError as err:
-            self._fail(413 if err.code == "too_large" else 400, err.code, err.message)
+            status = {"too_large": 413, "unavailable": 503}.get(err.code, 400)
+            self._fail(status, err.code, err.message)
             return
         self._json({"stream": name, "offset": offset, "rows": batch.rows})
 
@@ -609,10 +613,19 @@ class PlotHandler(_ApiHandler):
 
 
 class HealthHandler(_JsonHandler):
+    def initialize(self, server: Server) -> None:
+        self.server = server
+
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
         self.set_header("Access-Control-Allow-Origin", "*")  # says nothing secret
-        self.finish('{"ok": true}')
+        backplane = self.server.backplane
+        if backplane is None:
+            self.finish('{"ok": true}')
+            return
+        # The Redis URL without its password, and whether this node reaches Redis now.
+        health = backplane.health()
+        self.finish(json.dumps({"ok": bool(health["connected"]), **health}))
 
 
 class StaticHandler(tornado.web.StaticFileHandler):
@@ -927,8 +940,10 @@ class Server:
         write_timeout: float | None = None,
         ping_interval: float = 20.0,
         max_streams: int | None = None,
+        redis: str | None = None,
     ) -> None:
         token = token if token is not None else os.environ.get("LIVESTREAM_TOKEN") or None
+        redis = redis if redis is not None else os.environ.get("LIVESTREAM_REDIS") or None
         env_origins = [o for o in os.environ.get("LIVESTREAM_ALLOW_ORIGIN", "").split(",") if o]
         self.host = host
         self.requested_port = port
@@ -945,7 +960,20 @@ class Server:
             write_timeout=write_timeout,
             max_streams=max_streams,
         )
-        self.hub = Hub(history=history, max_age=max_age, limits=self.limits, server=self)
+        #: The Redis backplane when ``redis`` (a URL) is given: then this server is one node
+        #: of a service that several servers share (docs/redis.md).
+        self.backplane: Any = None
+        if redis:
+            from .backplanes import from_url
+
+            self.backplane = from_url(redis)
+        self.hub = Hub(
+            history=history,
+            max_age=max_age,
+            limits=self.limits,
+            server=self,
+            backplane=self.backplane,
+        )
         self.max_message_size = self.limits.max_message_size
         _install_redaction()
         self.ping_interval = ping_interval
@@ -981,7 +1009,8 @@ class Server:
         return self.base_url.replace("http://", "ws://", 1) + "/ws"
 
     def __repr__(self) -> str:
-        return f"<livestream.Server {self.base_url} streams={len(self.hub.streams)}>"
+        redis = f" redis={self.backplane.shown}" if self.backplane is not None else ""
+        return f"<livestream.Server {self.base_url} streams={len(self.hub.streams)}{redis}>"
 
     # ------------------------------------------------------------------ streams
 
@@ -1000,7 +1029,7 @@ class Server:
                 (r"/api/streams", StreamsHandler, args),
                 (r"/api/streams/([^/]+)/plot", PlotHandler, args),
                 (r"/api/streams/([^/]+)", StreamHandler, args),
-                (r"/healthz", HealthHandler),
+                (r"/healthz", HealthHandler, args),
                 (r"/static/js/(.*)", StaticHandler, {"path": _bokeh_static()}),
                 (r"/static/(.*)", StaticHandler, {"path": str(STATIC_DIR)}),
                 (r"/", PageHandler, {"server": self, "page": "index.html"}),
@@ -1063,6 +1092,14 @@ class Server:
         sockets = self._bind()  # before anything starts, so a failure leaves nothing behind
         self.loop = asyncio.get_running_loop()
         self.hub.attach(self.loop)
+        if self.backplane is not None:
+            try:
+                await self.backplane.start(self.hub)
+            except BaseException:
+                self.hub.detach()
+                for sock in sockets:
+                    sock.close()
+                raise
         _raise_open_file_limit()
         self.port = sockets[0].getsockname()[1]
         self._http = _HTTPServer(
@@ -1089,6 +1126,8 @@ class Server:
                 session.transport.close(1001, "server going away")
             await asyncio.wait_for(self._http.close_all_connections(), 5)
             self._http = None
+        if self.backplane is not None:
+            await self.backplane.stop()
         self.hub.detach()
 
     def start(self, timeout: float = 10.0) -> Server:

@@ -17,6 +17,7 @@ Imports point down only: this module imports the hub and the protocol; neither i
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import uuid
 from collections import deque
@@ -191,8 +192,10 @@ class Session:
             return
         err_id = err.id if isinstance(err.id, (str, int)) else None
         self.send(P.Error(err.code, err.message, err_id))
-        if err.code == "rate_limited":
-            return  # a well-formed request that came too often: told so, not a bad message
+        if err.code in ("rate_limited", "unavailable"):
+            # A well-formed request that came too often, or while the backplane was away:
+            # told so, not a bad message.
+            return
         now = self.clock()
         self._bad.append(now)
         while self._bad and now - self._bad[0] > BAD_MESSAGE_WINDOW:
@@ -248,6 +251,12 @@ class Session:
                 return asyncio.ensure_future(self._list(msg.id))
         elif isinstance(msg, P.Subscribe):
             self._need("view", "`subscribe`", msg.id)
+            if msg.stream not in hub.streams:
+                found = hub.backplane.lookup(msg.stream)
+                if found is not None:  # another node may have it: ask, then subscribe
+                    return asyncio.ensure_future(
+                        self._later(found, lambda _: hub.subscribe(self, msg), msg.id)
+                    )
             hub.subscribe(self, msg)
         elif isinstance(msg, P.Unsubscribe):
             sub = self.subscriptions.pop(msg.stream, None)
@@ -273,14 +282,50 @@ class Session:
         elif isinstance(msg, P.Control):
             self._need("control", "`control`", msg.id)
             stream = hub.get(msg.stream, id=msg.id)
-            state = stream.control(msg.action, msg.params, by=",".join(self.roles))
+            state = hub.backplane.control(stream, msg.action, msg.params, ",".join(self.roles))
+            if inspect.isawaitable(state):
+                return asyncio.ensure_future(
+                    self._later(state, lambda s: self.send(P.Ack(msg.id, True, state=s)), msg.id)
+                )
             self.send(P.Ack(msg.id, True, state=state))
         elif isinstance(msg, P.Publish):
             self._need("publish", "`publish`", msg.id)
             stream = hub.stream_for_publish(msg.stream, id=msg.id)
-            offset = stream.append(msg.batch)
-            self.send(P.Ack(msg.id, True, offset=offset, rows=msg.batch.rows))
+            stored = hub.backplane.publish(stream, msg.batch, msg.publisher, msg.seq)
+            if inspect.isawaitable(stored):
+                return asyncio.ensure_future(
+                    self._later(stored, lambda r: self._published(msg, *r), msg.id)
+                )
+            self._published(msg, *stored)
         return None
+
+    def _published(self, msg: P.Publish, offset: int, duplicate: bool) -> None:
+        self.send(
+            P.Ack(
+                msg.id,
+                True,
+                offset=offset if offset >= 0 else None,
+                rows=msg.batch.rows,
+                duplicate=True if duplicate else None,
+            )
+        )
+
+    async def _later(self, pending: Awaitable[Any], then: Any, id: P.Id) -> None:
+        """Finish a message whose answer comes from the backplane (Redis): this peer's
+        next message waits for it, so its messages stay in order; the loop goes on."""
+        try:
+            result = await pending
+            if not self.closed:
+                then(result)
+        except ProtocolError as err:
+            if err.id is None:
+                err.id = id
+            self.reject(err)
+        except Exception:
+            log.exception("internal error finishing a request through the backplane")
+            self.send(
+                P.Error("internal", "the server failed to handle this message; see its log", id)
+            )
 
     async def _list(self, id: P.Id) -> None:
         # Described and encoded a slice per loop turn: ten thousand streams take ~100 ms.
