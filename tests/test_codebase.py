@@ -46,6 +46,7 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     "producer": {"columns", "controls", "errors"},
     "streams": {"columns", "controls", "errors", "limits", "producer", "recording"},
     "hub": {"columns", "errors", "limits", "protocol", "streams", "version"},
+    "views": {"columns", "errors"},
     "session": {"errors", "hub", "protocol"},
     "security": {"errors"},
     "plots": {"columns", "errors"},
