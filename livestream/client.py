@@ -123,8 +123,10 @@ class Backoff:
     The n-th attempt in a row waits ``min(cap, first * 2**n)`` seconds times a random factor
     in [0.5, 1.5) (jitter, so that many clients of a failed node do not all come back in
     the same instant), never more than ``cap``. The count starts again once a connection
-    has stayed up ``reset_after`` seconds, so a server that accepts and drops at once is
-    not hammered.
+    has proved healthy: it stayed up ``reset_after`` seconds, or the server answered a
+    request on it (a resubscribe, a publish, a list...). A server that accepts and drops
+    at once is thus not hammered, while a working connection cut often (a flaky proxy)
+    comes back quickly each time.
     """
 
     first: float = 0.1
@@ -412,6 +414,7 @@ class AsyncClient:
         self._failures: dict[str, BaseException] = {}
         self._attempt = 0
         self._connected_at = 0.0
+        self._answered = False  # whether the server answered a request on this connection
         self._waiting: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> AsyncClient:
@@ -474,6 +477,7 @@ class AsyncClient:
         self._index, self.url, self.token = index, url, token
         self._conn = conn
         self._connected_at = time.monotonic()
+        self._answered = False
 
     async def connect(self) -> AsyncClient:
         """Open the connection: to the first server of the list that answers.
@@ -531,7 +535,7 @@ class AsyncClient:
                 self._end(lost)
                 self._event("gave_up", lost_url, str(lost))
                 return
-            if time.monotonic() - self._connected_at >= self.backoff.reset_after:
+            if self._answered or time.monotonic() - self._connected_at >= self.backoff.reset_after:
                 self._attempt = 0  # it was a healthy connection: start the backoff again
             if not await self._reconnect(lost_url):
                 return
@@ -648,10 +652,12 @@ class AsyncClient:
             if sub is not None:
                 sub.state = msg.state
         if isinstance(msg_id, int) and msg_id in self._pending:
+            self._answered = True
             fut = self._pending.pop(msg_id)
             if not fut.done():
                 fut.set_result(msg)
         elif isinstance(msg_id, int) and msg_id in self._unacked:
+            self._answered = True
             _, fut = self._unacked.pop(msg_id)
             if not fut.done():
                 fut.set_result(msg)

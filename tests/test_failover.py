@@ -414,3 +414,20 @@ def test_the_backoff_starts_again_only_after_a_healthy_period(
                 wait_until(lambda n=n: c.reconnects == n + 1, 5, "the reconnect")
                 attempts.append(c._async._attempt)
             assert attempts == expected, f"reset_after={reset_after}"
+    # A connection on which the server answered a request (here the resubscribe) was
+    # healthy too: a connection cut often while it works comes back quickly each time.
+    a.stream("feed").append({"i": [1]})
+    backoff = Backoff(first=0.02, cap=0.2, reset_after=60.0)
+    with livestream.connect(a.ws_url, token=TOKEN, backoff=backoff) as c:
+        c.subscribe("feed")
+        for n in range(3):
+            mark = len(c.events)
+            a.loop.call_soon_threadsafe(drop)
+            wait_until(lambda n=n: c.reconnects == n + 1, 5, "the reconnect")
+            wait_until(lambda: c._async._answered, 5, "the answer to the resubscribe")
+            assert [e.kind for e in c.events[mark:]][:3] == [
+                "disconnected",
+                "connected",
+                "resubscribed",
+            ]
+            assert c._async._attempt == 1
