@@ -370,7 +370,7 @@ class RedisBackplane:
             schema = json.dumps(stream.schema) if stream is not None and stream.schema else ""
             await self._ensure(
                 keys=[self._k("s", name), self._k("streams")],
-                args=[uuid.uuid4().hex[:12], name, schema, self._k("events")],
+                args=[self._candidate(name), name, schema, self._k("events")],
             )
             meta = {_text(k): v for k, v in (await client.hgetall(self._k("s", name))).items()}
         mirror = self._mirrors.setdefault(name, _Mirror())
@@ -386,6 +386,16 @@ class RedisBackplane:
         mirror.ready.set()
         self._wake_reader()
         return stream
+
+    def _candidate(self, name: str) -> str:
+        """The epoch to give stream ``name`` should Redis not have it: the one this
+        process made it with, the first time (its viewers keep their epoch); a fresh one
+        once Redis has known the stream (Redis lost it: everything starts over)."""
+        mirror = self._mirrors.get(name)
+        stream = self.hub.streams.get(name) if self.hub is not None else None
+        if stream is not None and (mirror is None or not mirror.ready.is_set()):
+            return stream.epoch
+        return uuid.uuid4().hex[:12]
 
     def _take_meta(self, name: str, meta: dict[str, Any]) -> None:
         mirror = self._mirrors.get(name)
@@ -562,7 +572,7 @@ class RedisBackplane:
                         self._k("streams"),
                     ],
                     args=[
-                        uuid.uuid4().hex[:12],
+                        self._candidate(name),
                         name,
                         it.schema,
                         it.rows,
@@ -757,26 +767,34 @@ class RedisBackplane:
     def control(
         self, stream: Stream, action: str, params: dict[str, Any], by: str
     ) -> dict[str, Any] | Awaitable[dict[str, Any]]:
-        mirror = self._mirrors.get(stream.name)
-        owner = mirror.producer if mirror is not None else None
-        if (
-            stream.producer_of is not None
-            or owner is None
-            or owner == self.node
-            or owner not in self._nodes_alive
-        ):
+        if stream.producer_of is not None or self._client is None:
             return stream.control(action, params, by=by)
-        return self._remote_control(owner, stream.name, action, params, by)
+        return self._route_control(stream, action, params, by)
 
-    async def _remote_control(
-        self, owner: str, name: str, action: str, params: dict[str, Any], by: str
+    async def _route_control(
+        self, stream: Stream, action: str, params: dict[str, Any], by: str
     ) -> dict[str, Any]:
-        client = self._client
+        """A control for a stream whose producer does not run here: to the producer's
+        node (asked of Redis now, not from what this node heard last), or applied here
+        when no live node runs one."""
+        client, name = self._client, stream.name
         if client is None or not self.connected:
             raise _unavailable(
                 f"Redis at {self.shown} is unreachable: the control did not reach the "
                 f"producer of {name!r}; send it again in a moment"
             )
+        try:
+            raw = await client.hget(self._k("s", name), "producer")
+            owner = _text(raw) if raw else None
+            alive = owner is not None and bool(await client.exists(self._k("node", owner)))
+        except _LOST as exc:
+            self._lost(exc, "routing a control")
+            raise _unavailable(
+                f"Redis at {self.shown} is unreachable: the control was not sent"
+            ) from None
+        if owner is None or owner == self.node or not alive:
+            return stream.control(action, params, by=by)
+        request = uuid.uuid4().hex
         request = uuid.uuid4().hex
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[request] = future
