@@ -431,3 +431,123 @@ def test_the_backoff_starts_again_only_after_a_healthy_period(
                 "resubscribed",
             ]
             assert c._async._attempt == 1
+
+
+# --------------------------------------------------------------------------- the browser
+
+
+PAGE_SETUP = """async ([urls, token]) => {
+  const ls = await import("/static/livestream.js");
+  const conn = ls.connect({url: urls, token, backoff: {first: 50, cap: 300}, giveUpAfter: 1500});
+  const t = {conn, events: [], rows: [], resets: [], errors: [], statuses: []};
+  window.failover = t;
+  conn.onEvent((e) => t.events.push(e));
+  conn.onStatus((status, message) => t.statuses.push([status, message]));
+  conn.subscribe("feed", {
+    onData: (batch) => t.rows.push(...Array.from(batch.columns.i, (v, k) => [batch.offset + k, v])),
+    onReset: (msg) => t.resets.push({epoch: msg.epoch, offset: msg.offset, reason: msg.reason}),
+    onError: (err) => t.errors.push({code: err.code, message: err.message}),
+  });
+}"""
+
+
+@pytest.mark.browser
+def test_the_browser_module_fails_over_resends_and_gives_up_naming_every_server(
+    serve_process: Callable[[], ServeProcess], server_factory: Callable[..., Server]
+) -> None:
+    from playwright.sync_api import sync_playwright
+    from support import CHROMIUM, CHROMIUM_ARGS
+
+    node = serve_process()
+    other = server_factory()
+    other.stream("feed").append({"i": np.arange(1000, 1005)})
+    with livestream.connect(node.ws_url, token=TOKEN) as c:
+        c.publish("feed", {"i": np.arange(10)})
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        # The dashboard pages allow sockets to their own server only (connect-src 'self');
+        # a page of the user's, such as a notebook, has no such policy.
+        context = browser.new_context(bypass_csp=True)
+        errors: list[str] = []
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            page.goto(other.url)
+            page.evaluate(PAGE_SETUP, [[node.ws_url, other.ws_url], TOKEN])
+
+            def state() -> Any:
+                return page.evaluate(
+                    "() => { const t = window.failover; return {url: t.conn.url, "
+                    "status: t.conn.status, message: t.conn.message, events: t.events, "
+                    "rows: t.rows, resets: t.resets, errors: t.errors, publisher: t.conn.publisher}; }"
+                )
+
+            wait_until(lambda: len(state()["rows"]) == 10, 10, "the node's 10 rows")
+            first = state()
+            assert first["url"] == node.ws_url
+            assert first["rows"] == [[k, k] for k in range(10)]
+            assert re.fullmatch(r"[0-9a-f]{32}", first["publisher"])
+            assert [(e["kind"], e["url"], e["detail"]) for e in first["events"]] == [
+                ("connected", node.ws_url, "first")
+            ]
+
+            # Freeze the node, publish from the page (never answered), then kill the node.
+            node.proc.send_signal(signal.SIGSTOP)
+            page.evaluate(
+                "() => { window.failover.ack = window.failover.conn.publish('feed', {i: [777, 778]})"
+                ".then((a) => (window.failover.acked = a), (e) => (window.failover.nack = e.message)); }"
+            )
+            node.kill()
+
+            wait_until(
+                lambda: page.evaluate("() => window.failover.acked || window.failover.nack"),
+                10,
+                "the publish to be answered",
+            )
+            assert page.evaluate("() => window.failover.nack") is None
+            ack = page.evaluate("() => window.failover.acked")
+            assert ack["offset"] == 5  # sent again to the other node, once
+            assert other.hub.get("feed").read(0).columns["i"].tolist() == [
+                1000, 1001, 1002, 1003, 1004, 777, 778,
+            ]  # fmt: skip
+            wait_until(lambda: len(state()["rows"]) == 17, 10, "the other node's window")
+            after = state()
+            assert after["url"] == other.ws_url
+            assert after["status"] == "open"
+            kinds_seen = [(e["kind"], e["url"]) for e in after["events"]]
+            assert kinds_seen[:3] == [
+                ("connected", node.ws_url),
+                ("disconnected", node.ws_url),
+                ("connected", other.ws_url),
+            ], after["events"]
+            assert after["events"][2]["detail"] == f"failed over from {node.ws_url}"
+            resub = next(e for e in after["events"] if e["kind"] == "resubscribed")
+            assert (resub["url"], resub["stream"], resub["offset"]) == (other.ws_url, "feed", 10)
+            epoch = other.hub.get("feed").epoch
+            assert resub["epoch"] != epoch  # the node's epoch, which the other does not know
+            # Without Redis the other node's `feed` is another stream: a reset, then its window.
+            assert after["resets"] == [
+                {"epoch": epoch, "offset": 0, "reason": after["resets"][0]["reason"]}
+            ]
+            assert after["rows"][10:] == [
+                [0, 1000], [1, 1001], [2, 1002], [3, 1003], [4, 1004], [5, 777], [6, 778],
+            ]  # fmt: skip
+            assert after["errors"] == []
+
+            # Now every server is gone: within giveUpAfter (1.5 s) the page says so, naming both.
+            start = time.monotonic()
+            other.stop()
+            wait_until(lambda: state()["errors"], 10, "the subscriber's onError")
+            assert time.monotonic() - start < 6
+            end = state()
+            assert end["status"] == "error"
+            message = end["message"]
+            assert message.startswith("Cannot reach any of the 2 servers (tried for ")
+            assert f"{node.ws_url} (" in message and f"{other.ws_url} (" in message
+            assert TOKEN not in message
+            assert end["errors"][-1] == {"code": "unreachable", "message": message}
+            assert end["events"][-1]["kind"] == "gave_up"
+            assert not errors, errors
+        finally:
+            context.close()
+            browser.close()

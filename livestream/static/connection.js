@@ -1,7 +1,7 @@
 // @ts-check
-// connection.js — connect(): the page's one shared Connection per server and token (route
-// discovery, reconnect with backoff, resume by since/epoch, credit), its Channels and the
-// Subscriptions handed to renderers.
+// connection.js — connect(): the page's one shared Connection per server (or list of servers
+// to fail over between) and token (route discovery, reconnect with backoff, failover, resume
+// by since/epoch, credit), its Channels and the Subscriptions handed to renderers.
 import { loadScript, scriptLoads } from "./bokeh.js";
 import { PROTOCOL_VERSION, TIME_COLUMNS, decodeMessage, encodeMessage, isObject, mergeBatches, sliceBatch, utf8Decoder } from "./codec.js";
 import { LivestreamError } from "./errors.js";
@@ -24,6 +24,32 @@ import { requestFrame } from "./schedule.js";
 
 /** @typedef {"connecting"|"open"|"reconnecting"|"closed"|"error"} ConnectionStatus */
 /** @typedef {(status: ConnectionStatus, message: string) => void} StatusCallback */
+
+/**
+ * How long to wait before each attempt to reach a server again: the n-th attempt in a row
+ * waits `min(cap, first * 2**n)` ms times a random factor in [0.5, 1.5), never more than
+ * `cap`; the count starts again once a connection proved healthy: it stayed open
+ * `resetAfter` ms, or the server answered a request on it (a resubscribe, a publish...).
+ * @typedef {object} Backoff
+ * @property {number} [first]  ms before the first attempt (default 250)
+ * @property {number} [cap]  the longest wait in ms (default 5000)
+ * @property {number} [resetAfter]  ms a connection must stay open to count as healthy (default 10000)
+ */
+
+/**
+ * Something that happened to the connection (`conn.events`, `conn.onEvent`); the same kinds
+ * as the Python client's `ConnectionEvent`. URLs never carry a token.
+ * @typedef {object} ConnectionEvent
+ * @property {"connected"|"disconnected"|"connect_failed"|"resubscribed"|"reset"|"gave_up"} kind
+ * @property {string} url  the server's ws URL (the one given, whatever the route)
+ * @property {string} detail  `connected`: "first", "reconnected" or "failed over from URL";
+ *   `disconnected`, `connect_failed`, `gave_up`: why; `reset`: the reason
+ * @property {string} [stream]  `resubscribed`, `reset`: the stream
+ * @property {number | null} [offset]  `resubscribed`: the `since` asked for; `reset`: the new offset
+ * @property {string | null} [epoch]
+ * @property {number} at  `Date.now()`
+ */
+/** @typedef {(event: ConnectionEvent) => void} EventCallback */
 
 /**
  * @typedef {object} SubscribeOptions
@@ -59,6 +85,8 @@ const registry = /** @type {any} */ (globalThis)[REGISTRY_KEY] ??= new Map();
 const RATE_WINDOW_MS = 5000;
 const BACKOFF_START_MS = 250;
 const BACKOFF_MAX_MS = 5000;
+const BACKOFF_RESET_MS = 10000;
+const MAX_EVENTS = 1000;
 const REQUEST_TIMEOUT_MS = 10000;
 const HEARTBEAT_MS = 20000;
 const INITIAL_CREDIT = 2;
@@ -72,23 +100,37 @@ const INITIAL_CREDIT = 2;
  * "proxy", the same server through jupyter-server-proxy under the Jupyter base URL of the page
  * (JupyterHub, remote or https Jupyter); "relay", frames carried by a widget's comm through
  * the kernel (VS Code, Colab), which needs a `carrier`.
- * @param {{url?: string, token?: string, route?: RouteChoice, carrier?: Carrier | null}} [options]
- *   `url`: http(s) base or ws(s) URL of the server (default: the server this module came
- *   from); `token`: the server's token (default: a `token=` in `url`); `carrier`: the widget
- *   model whose comm may carry the relay and ask the kernel to admit the page's origin (give
- *   it back with `conn.removeCarrier(model)`)
+ *
+ * Several servers (nodes of one service, docs/failover.md): `url: [urlA, urlB]`. The page
+ * connects to the first; when the connection is lost or an attempt fails it tries the next,
+ * with a jittered, bounded backoff, resubscribes every stream from its offset and resends
+ * publishes not yet acknowledged. `conn.url` is the server in use; `conn.onEvent` and
+ * `conn.events` tell what happened.
+ * @param {{url?: string | string[], token?: string, route?: RouteChoice, carrier?: Carrier | null, backoff?: Backoff, giveUpAfter?: number | null}} [options]
+ *   `url`: http(s) base or ws(s) URL of the server, or a list of them (default: the server
+ *   this module came from); `token`: the servers' token (default: a `token=` in each `url`);
+ *   `carrier`: the widget model whose comm may carry the relay and ask the kernel to admit
+ *   the page's origin (give it back with `conn.removeCarrier(model)`); `backoff`: see
+ *   {@link Backoff}; `giveUpAfter`: ms without any server after which the connection stops
+ *   trying (status "error", every subscriber's `onError`; default: never)
  * @returns {Connection}
  */
 export function connect(options = {}) {
-  const endpoints = resolveEndpoints(options);
+  const given = Array.isArray(options.url) ? options.url : [options.url];
+  if (given.length === 0) throw new LivestreamError("connect() needs at least one server URL in `url`", "bad_url");
+  const servers = given.map((url) => resolveEndpoints({ url, token: options.token }));
+  const keys = servers.map((e) => e.key);
+  const dup = keys.find((k, i) => keys.indexOf(k) !== i);
+  if (dup !== undefined) throw new LivestreamError(`the server ${dup.split("#")[0]} is given twice in \`url\`; give each server once`, "bad_url");
   const route = options.route || "auto";
   if (route !== "auto" && !ROUTES.includes(route)) {
     throw new LivestreamError(`route must be one of auto, ${ROUTES.join(", ")}; got ${JSON.stringify(route)}`, "bad_route");
   }
-  const key = route === "auto" ? endpoints.key : `${endpoints.key}#${route}`;
+  const joined = keys.join("|");
+  const key = route === "auto" ? joined : `${joined}#${route}`;
   let conn = registry.get(key);
   if (!conn || conn.status === "closed") {
-    conn = new Connection({ ...endpoints, key }, { route, carrier: options.carrier });
+    conn = new Connection({ ...servers[0], key }, { route, carrier: options.carrier, servers, backoff: options.backoff, giveUpAfter: options.giveUpAfter });
     registry.set(key, conn);
   } else if (options.carrier) {
     conn.addCarrier(options.carrier);
@@ -100,13 +142,47 @@ export function connect(options = {}) {
 /** A shared WebSocket connection to one server. Create it with {@link connect}. */
 export class Connection {
   /**
-   * @param {Endpoints} endpoints
-   * @param {{route?: RouteChoice, carrier?: Carrier | null}} [options]  as for {@link connect}
+   * @param {Endpoints} endpoints  the first server (its `key` names the connection)
+   * @param {{route?: RouteChoice, carrier?: Carrier | null, servers?: Endpoints[], backoff?: Backoff, giveUpAfter?: number | null}} [options]
+   *   as for {@link connect}; `servers`: every server, in order (default: `endpoints` alone)
    */
-  constructor(endpoints, { route = "auto", carrier = null } = {}) {
-    /** @readonly the server as given (the direct route) */ this.endpoints = endpoints;
-    /** @readonly */ this.token = endpoints.token;
+  constructor(endpoints, { route = "auto", carrier = null, servers, backoff = {}, giveUpAfter = null } = {}) {
+    /** @type {Endpoints} the server in use or being tried, as given (the direct route) */
+    this.endpoints = endpoints;
+    /** @readonly @type {Endpoints[]} every server this connection may use, in order */
+    this.servers = servers && servers.length ? servers : [endpoints];
+    /** index in `servers` of the server in use */
+    this.serverIndex = 0;
+    /** the token of the server in use */
+    this.token = this.servers[0].token;
     /** @readonly */ this.key = endpoints.key;
+    /** @readonly @type {Required<Backoff>} */
+    this.backoff = { first: backoff.first ?? BACKOFF_START_MS, cap: backoff.cap ?? BACKOFF_MAX_MS, resetAfter: backoff.resetAfter ?? BACKOFF_RESET_MS };
+    if (!(this.backoff.first > 0 && this.backoff.first <= this.backoff.cap) || !(this.backoff.resetAfter >= 0)) {
+      throw new LivestreamError(`backoff needs 0 < first <= cap and resetAfter >= 0 (ms); got ${JSON.stringify(backoff)}`, "bad_argument");
+    }
+    /** @readonly ms without a server after which the connection gives up (null: never) */
+    this.giveUpAfter = giveUpAfter ?? null;
+    /** @readonly this connection's publisher id, sent with each publish with a `seq` */
+    this.publisher = randomId();
+    this._seq = 0;
+    /** @type {ConnectionEvent[]} what happened, oldest first (the last 1,000) */
+    this.events = [];
+    /** @type {Set<EventCallback>} */
+    this._eventListeners = new Set();
+    /** @type {Map<string, string>} why each server failed since the last open socket */
+    this._serverFailures = new Map();
+    this._attempt = 0;
+    this._openedAt = 0;
+    /** @type {number | null} Date.now() when the last socket closed (null: one is open or none was) */
+    this._downSince = null;
+    /** @type {string | null} the server whose connection was lost, until another opens */
+    this._lostUrl = null;
+    /** @type {Set<string>} servers that refused this page or token since the last open socket */
+    this._refusals = new Set();
+    this._gaveUp = false;
+    /** whether the server answered a request on the open socket (it is healthy then) */
+    this._answered = false;
     /** @readonly the route asked for */ this.requestedRoute = route;
     /** @type {Route | null} the route in use, once found */
     this.route = null;
@@ -138,7 +214,7 @@ export class Connection {
     this._statusListeners = new Set();
     /** @type {Map<string, Channel>} */
     this._channels = new Map();
-    /** @type {Map<number, {resolve: (v: any) => void, reject: (e: LivestreamError) => void, timer: any, expect: string}>} */
+    /** @type {Map<number, {resolve: (v: any) => void, reject: (e: LivestreamError) => void, timer: any, expect: string, resend: ({type: string} & Record<string, unknown>) | null}>} */
     this._requests = new Map();
     /** @type {Array<{type: string} & Record<string, unknown>>} messages waiting for the socket */
     this._outbox = [];
@@ -151,6 +227,11 @@ export class Connection {
     // route is probed, so that the proxy route is ready as soon as possible.
     if (!pageOriginIsDefault() && route !== "relay" && this._carrier()) void this._admit();
     void this._open();
+  }
+
+  /** The server in use (or being tried): its ws URL as given, without the token. */
+  get url() {
+    return this.endpoints.wsUrl;
   }
 
   /** HTTP base of the server on the route in use (before one is found: the given one). */
@@ -321,6 +402,33 @@ export class Connection {
   }
 
   /**
+   * Be told about each {@link ConnectionEvent} from now on (`conn.events` holds the past ones).
+   * @param {EventCallback} callback @returns {() => void} a function that stops the calls
+   */
+  onEvent(callback) {
+    this._eventListeners.add(callback);
+    return () => this._eventListeners.delete(callback);
+  }
+
+  /**
+   * @param {ConnectionEvent["kind"]} kind @param {string} url @param {string} [detail]
+   * @param {{stream?: string, offset?: number | null, epoch?: string | null}} [fields]
+   */
+  _event(kind, url, detail = "", fields = {}) {
+    /** @type {ConnectionEvent} */
+    const event = { kind, url, detail, ...fields, at: Date.now() };
+    this.events.push(event);
+    if (this.events.length > MAX_EVENTS) this.events.splice(0, this.events.length - MAX_EVENTS);
+    for (const cb of [...this._eventListeners]) {
+      try {
+        cb(event);
+      } catch (err) {
+        console.error("livestream: event callback failed", err);
+      }
+    }
+  }
+
+  /**
    * Subscribe to a stream. Any number of subscribers on a page share one server subscription
    * per stream; each gets its own `last` rows, columns and callbacks.
    * @param {string} stream @param {SubscribeOptions} [options]
@@ -360,25 +468,30 @@ export class Connection {
   }
 
   /**
-   * Append rows to a stream (needs the `publish` role). Columns travel as JSON.
+   * Append rows to a stream (needs the `publish` role). Columns travel as JSON, with this
+   * connection's `publisher` id and the next `seq`: a publish not yet acknowledged when the
+   * connection is lost is sent again (same `publisher` and `seq`) on the next connection, to
+   * the same or the next server, so a server that deduplicates stores it once.
    * @param {string} stream @param {Record<string, ArrayLike<unknown>>} columns
+   * @param {{timeout?: number}} [options]
    * @returns {Promise<{offset?: number} & Record<string, unknown>>}
    */
-  publish(stream, columns) {
+  publish(stream, columns, { timeout = REQUEST_TIMEOUT_MS } = {}) {
     /** @type {Record<string, unknown[]>} */
     const json = {};
     for (const [k, v] of Object.entries(columns)) json[k] = Array.from(v, (x) => (typeof x === "number" && Number.isNaN(x) ? null : x));
-    return this.request({ type: "publish", stream, columns: json }, { expect: "ack" });
+    return this.request({ type: "publish", stream, columns: json, publisher: this.publisher, seq: ++this._seq }, { expect: "ack", timeout, resend: true });
   }
 
   /**
    * Send a request and wait for the reply carrying the same `id`. Sent when the socket is
    * open (queued until then); times out after `timeout` ms.
    * @param {{type: string} & Record<string, unknown>} msg
-   * @param {{timeout?: number, expect?: string}} [options]
+   * @param {{timeout?: number, expect?: string, resend?: boolean}} [options]  `resend`: send
+   *   it again on the next socket when the one it went out on is lost before the answer
    * @returns {Promise<Record<string, any>>}
    */
-  request(msg, { timeout = REQUEST_TIMEOUT_MS, expect = "" } = {}) {
+  request(msg, { timeout = REQUEST_TIMEOUT_MS, expect = "", resend = false } = {}) {
     if (this._closing) return Promise.reject(new LivestreamError("this connection is closed; call connect() again", "closed"));
     const id = this._nextId++;
     return new Promise((resolve, reject) => {
@@ -387,8 +500,9 @@ export class Connection {
         const pending = this.status === "open" ? "the server did not answer" : `not connected (${this.message || this.status})`;
         reject(new LivestreamError(`${msg.type} timed out after ${timeout / 1000} s: ${pending}`, "timeout"));
       }, timeout);
-      this._requests.set(id, { resolve, reject, timer, expect });
-      this._send({ ...msg, id }, true);
+      const sent = { ...msg, id };
+      this._requests.set(id, { resolve, reject, timer, expect, resend: resend ? sent : null });
+      this._send(sent, true);
     });
   }
 
@@ -436,7 +550,7 @@ export class Connection {
   async _open() {
     if (this._closing) return;
     const first = !this._everOpened && this._failures === 0;
-    if (first || (this._failures > 0 && this._failures % 3 === 0)) {
+    if (first || this.route === null || (this._failures > 0 && this._failures % 3 === 0)) {
       // Before the first socket and after repeated failures: find a route that answers, and
       // ask plain HTTP what is wrong when none does.
       this._setStatus(first ? "connecting" : "reconnecting", first ? `Connecting to ${this.endpoints.httpBase}…` : this.message);
@@ -445,12 +559,52 @@ export class Connection {
       this.route = route;
       for (const resolve of this._routeWaiters.splice(0)) resolve(route);
       if (diagnosis.kind === "rejected") {
-        this._giveUp(diagnosis.message);
+        if (this.servers.length === 1) {
+          this._giveUp(diagnosis.message);
+          return;
+        }
+        // Another server of the list may take this token (or this page): try it.
+        this._failures++;
+        this._diagnosis = diagnosis;
+        this._serverFailed(diagnosis.message, true);
+        if (this._closing || this._gaveUp) return;
+        this._nextServer();
+        this._scheduleRetry({ code: 1008, reason: diagnosis.message }, false);
         return;
       }
       this._diagnosis = diagnosis;
     }
     this._connectSocket();
+  }
+
+  /**
+   * Note why the server in use failed; once every server of a list has failed since the
+   * last open socket, and each refused this page or token, stop trying.
+   * @param {string} why @param {boolean} [refused]
+   */
+  _serverFailed(why, refused = false) {
+    this._serverFailures.set(this.url, why);
+    if (refused) this._refusals.add(this.url);
+    this._event("connect_failed", this.url, why);
+    if (this.servers.length > 1 && this._refusals.size === this.servers.length) {
+      this._giveUp(`Every server refused this page or token: ${this._failureList()}`);
+    }
+  }
+
+  /** Each server's URL (no token) and why it failed, for a message. */
+  _failureList() {
+    return this.servers.map((e) => `${e.wsUrl} (${(this._serverFailures.get(e.wsUrl) ?? "not tried yet").replace(/\.$/, "")})`).join("; ");
+  }
+
+  /** Move on to the next server of the list (its route is found again). */
+  _nextServer() {
+    // The relay reaches the kernel's own server, whatever the list says.
+    if (this.servers.length < 2 || this.route?.name === "relay") return;
+    this.serverIndex = (this.serverIndex + 1) % this.servers.length;
+    this.endpoints = this.servers[this.serverIndex];
+    this.token = this.endpoints.token;
+    this.route = null;
+    this._diagnosis = null;
   }
 
   /**
@@ -565,13 +719,15 @@ export class Connection {
     return this._admission;
   }
 
-  /** @param {string} message */
-  _giveUp(message) {
+  /** @param {string} message @param {string} [code] */
+  _giveUp(message, code = "token_rejected") {
     // A rejected token will not start working by itself: stop retrying, say why.
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
-    this._failRequests(new LivestreamError(message, "token_rejected"));
-    for (const ch of this._channels.values()) ch.fail(new LivestreamError(message, "token_rejected"));
+    this._gaveUp = true;
+    this._failRequests(new LivestreamError(message, code));
+    for (const ch of this._channels.values()) ch.fail(new LivestreamError(message, code));
+    this._event("gave_up", this.url, message);
     this._setStatus("error", message);
   }
 
@@ -602,13 +758,22 @@ export class Connection {
     let opened = false;
     ws.onopen = () => {
       opened = true;
+      const kind = !this._everOpened ? "first" : this._lostUrl !== null && this._lostUrl !== this.url ? `failed over from ${this._lostUrl}` : "reconnected";
       this._everOpened = true;
       this._failures = 0;
-      this._lastMessageAt = Date.now();
+      this._lastMessageAt = this._openedAt = Date.now();
+      this._answered = false;
+      this._downSince = null;
+      this._lostUrl = null;
+      this._serverFailures.clear();
+      this._refusals.clear();
       const how = this.route?.name === "relay" ? " through the kernel (relay)" : this.route?.name === "proxy" ? " through Jupyter's proxy" : "";
       this._setStatus("open", `Connected to ${this.route?.name === "relay" ? this.endpoints.httpBase : this.httpBase}${how}`);
+      this._event("connected", this.url, kind);
       const outbox = this._outbox;
       this._outbox = [];
+      // Publishes sent on a lost socket and not answered go again first, in their order.
+      for (const [id, req] of this._requests) if (req.resend && !outbox.some((m) => m.id === id)) this._send(req.resend, true);
       for (const msg of outbox) this._send(msg, true);
       for (const ch of this._channels.values()) ch.onSocketOpen();
       clearInterval(this._heartbeat);
@@ -626,8 +791,8 @@ export class Connection {
       this._ws = null;
       for (const ch of this._channels.values()) ch.onSocketClosed();
       for (const [id, req] of this._requests) {
-        // Sent on the lost socket: their answers will never come.
-        if (!this._outbox.some((m) => m.id === id)) {
+        // Sent on the lost socket: their answers will never come (a publish goes again).
+        if (!req.resend && !this._outbox.some((m) => m.id === id)) {
           clearTimeout(req.timer);
           req.reject(new LivestreamError(`the connection was lost before the server answered (close code ${event.code})`, "closed"));
           this._requests.delete(id);
@@ -635,26 +800,47 @@ export class Connection {
       }
       if (opened) {
         this._failures = 0;
+        // A connection that stayed up a while, or on which the server answered a request, was
+        // healthy: the backoff starts again.
+        if (this._answered || Date.now() - this._openedAt >= this.backoff.resetAfter) this._attempt = 0;
+        this._lostUrl = this.url;
+        this._downSince = Date.now();
+        this._event("disconnected", this.url, closeReason(event));
       } else {
         this._failures++;
+        this._downSince ??= Date.now();
+        this._serverFailed(this._diagnosis?.kind === "unreachable" ? this._diagnosis.message : closeReason(event));
+        if (this._gaveUp) return;
       }
       if (event.code === 1008) {
         // Policy violation after the upgrade, e.g. the token was revoked: check before retrying.
         this._failures = Math.max(this._failures, 3);
       }
+      this._nextServer();
       this._scheduleRetry(event, opened);
     };
   }
 
   /** @param {{code: number, reason: string}} event @param {boolean} wasOpen */
   _scheduleRetry(event, wasOpen) {
-    const attempt = Math.max(1, this._failures);
-    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** (attempt - 1));
-    const delay = Math.round(base * (0.75 + Math.random() * 0.5));
+    if (this.giveUpAfter !== null && this._downSince !== null && Date.now() - this._downSince >= this.giveUpAfter) {
+      const waited = ((Date.now() - this._downSince) / 1000).toFixed(1);
+      const what = this.servers.length === 1 ? `Cannot reach ${this.url}` : `Cannot reach any of the ${this.servers.length} servers`;
+      this._giveUp(`${what} (tried for ${waited} s): ${this.servers.length === 1 ? this._serverFailures.get(this.url) ?? closeReason(event) : this._failureList()}`, "unreachable");
+      return;
+    }
+    const { first: start, cap } = this.backoff;
+    let delay = Math.min(cap, Math.min(cap, start * 2 ** Math.min(this._attempt, 32)) * (0.5 + Math.random()));
+    this._attempt++;
+    if (this.giveUpAfter !== null && this._downSince !== null) delay = Math.max(0, Math.min(delay, this._downSince + this.giveUpAfter - Date.now()));
+    delay = Math.round(delay);
     const seconds = (delay / 1000).toFixed(1);
     let message;
     let status = /** @type {ConnectionStatus} */ ("reconnecting");
-    if (wasOpen) {
+    if (this.servers.length > 1 && this._serverFailures.size === this.servers.length) {
+      status = "error";
+      message = `Cannot reach any of the ${this.servers.length} servers: ${this._failureList()}. Retrying in ${seconds} s…`;
+    } else if (wasOpen) {
       message = `Connection lost (${closeReason(event)}); reconnecting in ${seconds} s…`;
     } else if (this._diagnosis?.kind === "unreachable") {
       message = `${this._diagnosis.message} Retrying in ${seconds} s…`;
@@ -711,6 +897,7 @@ export class Connection {
         channel?.onData(/** @type {Batch} */ (/** @type {unknown} */ (msg)), this._socketGeneration);
         return;
       case "subscribed":
+        this._answered = true;
         channel?.onSubscribed(/** @type {SubscribedInfo & {id?: number}} */ (/** @type {unknown} */ (msg)));
         return;
       case "reset":
@@ -728,6 +915,7 @@ export class Connection {
       default: {
         const req = msg.id !== undefined ? this._requests.get(msg.id) : undefined;
         if (req) {
+          this._answered = true;
           this._requests.delete(msg.id);
           clearTimeout(req.timer);
           req.resolve(msg);
@@ -761,6 +949,13 @@ export class Connection {
       console.warn(`livestream: server error ${err.code}: ${err.message}`);
     }
   }
+}
+
+/** A random publisher id: 32 hex digits. */
+function randomId() {
+  const bytes = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** @param {{code: number, reason: string}} event  a WebSocket close event, or the relay's */
@@ -840,13 +1035,16 @@ class Channel {
     });
   }
 
-  /** Bring the server subscription in line with the local subscribers. */
+  /**
+   * Bring the server subscription in line with the local subscribers.
+   * @returns {({type: string} & Record<string, unknown>) | null} the subscribe sent, if any
+   */
   sync() {
-    if (this.subs.size === 0 || this.conn.status !== "open" || this.wire === "pending") return;
+    if (this.subs.size === 0 || this.conn.status !== "open" || this.wire === "pending") return null;
     const unjoined = [...this.subs].filter((s) => s._request === null);
     const columns = this._wantedColumns();
     const covered = this.wireColumns === null || (columns !== null && columns.every((c) => this.wireColumns?.includes(c)));
-    if (this.wire === "active" && unjoined.length === 0 && covered) return;
+    if (this.wire === "active" && unjoined.length === 0 && covered) return null;
 
     /** @type {{type: string} & Record<string, unknown>} */
     const msg = { type: "subscribe", stream: this.stream, credit: INITIAL_CREDIT, format: this._format() };
@@ -870,7 +1068,7 @@ class Channel {
     if (this.wire === "active") this.conn._send({ type: "unsubscribe", stream: this.stream });
     const id = this.conn._nextId++;
     msg.id = id;
-    if (!this.conn._send(msg)) return;
+    if (!this.conn._send(msg)) return null;
     this.requestId = id;
     this.wire = "pending";
     this.ready = false;
@@ -881,6 +1079,7 @@ class Channel {
       // it to the `last` rows it asked for.
       s._trim = s.options.last !== undefined && (back === undefined || s.options.last < back) ? s.options.last : null;
     }
+    return msg;
   }
 
   /** @returns {string[] | null} the union of the subscribers' columns, or null for all */
@@ -903,7 +1102,10 @@ class Channel {
     this.wire = "idle";
     this.ready = false;
     for (const s of this.subs) if (s._request !== null && s.nextOffset === null) s._request = null; // never activated: join again
-    this.sync();
+    const msg = this.sync();
+    if (msg && msg.since !== undefined) {
+      this.conn._event("resubscribed", this.conn.url, "", { stream: this.stream, offset: /** @type {number} */ (msg.since), epoch: /** @type {string} */ (msg.epoch) });
+    }
   }
 
   onSocketClosed() {
@@ -940,6 +1142,7 @@ class Channel {
 
   /** @param {ResetMessage} msg */
   onReset(msg) {
+    this.conn._event("reset", this.conn.url, msg.reason, { stream: this.stream, offset: msg.offset, epoch: msg.epoch });
     if (this.epoch !== msg.epoch) this.wireNext = null;
     this.epoch = msg.epoch;
     if (this.wire === "pending") {

@@ -622,7 +622,7 @@ function loadScript(src) {
   }
   return p;
 }
-async function ensureBokeh(httpBase, { version, gl = false, widgets = false, tables = false, load } = {}) {
+async function ensureBokeh(httpBase, { version, gl = false, api = false, widgets = false, tables = false, load } = {}) {
   const loadPath = load ?? ((path) => loadScript(`${httpBase}${path}`));
   const w = (
     /** @type {any} */
@@ -641,6 +641,7 @@ async function ensureBokeh(httpBase, { version, gl = false, widgets = false, tab
   }
   const extras = [];
   if (gl) extras.push("bokeh-gl");
+  if (api) extras.push("bokeh-api");
   if (widgets) extras.push("bokeh-widgets");
   if (tables) extras.push("bokeh-tables");
   for (const name of extras) await loadPath(`/static/js/${name}.min.js`);
@@ -721,7 +722,7 @@ function pageTheme(el) {
 }
 async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: load, theme = "auto", autoHide = false, htmlLegend = true } = {}) {
   const gl = usesWebgl(spec);
-  const bokeh = await ensureBokeh(httpBase, { version: spec.item.version, gl, load });
+  const bokeh = await ensureBokeh(httpBase, { version: spec.item.version, gl, api: true, load });
   const custom = spec.kind === "custom";
   const ohlc = spec.kind === "ohlc";
   const interval = Number(spec.interval ?? 1e3);
@@ -730,21 +731,45 @@ async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: l
   el.dataset.kind = spec.kind ?? "";
   el.classList.add("ls-plot-target");
   const legendEl = h("div", { class: "ls-legend", role: "group", "aria-label": "Series", hidden: true });
-  const target = h("div", { class: "ls-plot-root" });
+  const waiting = h("div", { class: "ls-plot-placeholder ls-plot-waiting" }, "Waiting for the first rows…");
+  const target = h("div", { class: "ls-plot-root" }, waiting);
   el.replaceChildren(legendEl, target);
-  const views = await bokeh.embed.embed_item(spec.item, target);
-  const document_ = views.roots[0]?.model.document;
+  if (typeof bokeh.Document?.from_json !== "function") {
+    throw new LivestreamError(`BokehJS ${bokeh.version} has no Document.from_json after loading bokeh-api.min.js`, "bokeh_missing");
+  }
+  const document_ = bokeh.Document.from_json(spec.item.doc);
   const source = document_?.get_model_by_id(spec.source_id);
   if (!source) {
-    views.clear();
     forgetDocument(bokeh, document_);
     throw new LivestreamError(`the plot has no ColumnDataSource with id ${spec.source_id}`, "bad_plot");
   }
+  const root = document_.get_model_by_id(spec.item.root_id) ?? document_.roots()[0];
+  let views = null;
+  let attaching = null;
+  const attach = () => {
+    attaching ??= (async () => {
+      target.replaceChildren();
+      const built = await bokeh.embed.add_document_standalone(document_, target);
+      if (disposed) {
+        built.clear();
+        return built;
+      }
+      views = built;
+      quietInitialRanges(views);
+      for (const legendView of visibleLegends(views)) paintSwatchesOnRebuild(legendView);
+      el.dataset.attached = "true";
+      return views;
+    })();
+    attaching.catch((err) => {
+      if (!disposed) target.replaceChildren(h("div", { class: "ls-plot-placeholder ls-error-text" }, `Cannot draw the plot: ${err?.message ?? err}`));
+    });
+    return attaching;
+  };
   const colorScheme = typeof matchMedia === "function" && !(custom && theme === "auto") ? matchMedia("(prefers-color-scheme: dark)") : null;
   const restyle = () => applyPlotTheme(document_, theme === "auto" ? pageTheme(el) : theme);
   if (!custom || theme !== "auto") restyle();
   colorScheme?.addEventListener?.("change", restyle);
-  const figure = custom ? null : views.roots[0]?.model;
+  const figure = custom ? null : root;
   const fitTicks = () => {
     const n = Math.max(3, Math.min(8, Math.floor(el.clientWidth / 110)));
     for (const axis of figure?.below ?? []) {
@@ -759,15 +784,14 @@ async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: l
   const several = !custom && !ohlc && (spec.y?.length ?? 0) > 1;
   let hidePending = autoHide && several;
   const legend = htmlLegend && several ? buildLegend(legendEl, document_, source, spec) : null;
-  for (const legendView of visibleLegends(views)) paintSwatchesOnRebuild(legendView);
   const mapping = Object.entries(spec.columns);
   const colors = spec.colors ?? { up: "#16a34a", down: "#dc2626" };
   const xColumn = spec.x ?? OFFSET_COLUMN;
   const priceColumn = spec.y?.[0] ?? "price";
   let bars = [];
   let queued = [];
-  let disposed = false;
   let held = 0;
+  let disposed = false;
   let lastFlush = -Infinity;
   let paceTimer = null;
   const numbers = (batch, name) => {
@@ -846,6 +870,7 @@ async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: l
   const flushNow = () => {
     lastFlush = performance.now();
     flush();
+    if (!attaching && !disposed && (source.get_length() ?? 0) > 0) void attach();
   };
   const schedule = () => {
     if (paceTimer !== null) return;
@@ -863,11 +888,14 @@ async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: l
     if (paceTimer !== null) clearTimeout(paceTimer);
     paceTimer = null;
   };
+  if ((source.get_length() ?? 0) > 0) void attach();
   return {
     spec,
     source,
     document: document_,
-    views,
+    get views() {
+      return views;
+    },
     append(batch) {
       if (disposed || batch.rows === 0) return;
       const last = queued[queued.length - 1];
@@ -893,7 +921,7 @@ async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: l
       colorScheme?.removeEventListener?.("change", restyle);
       resizes?.disconnect();
       try {
-        views.clear();
+        views?.clear();
       } catch (err) {
         console.warn("livestream: closing plot views failed", err);
       }
@@ -901,6 +929,7 @@ async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: l
       el.replaceChildren();
       delete el.dataset.sourceId;
       delete el.dataset.kind;
+      delete el.dataset.attached;
     }
   };
 }
@@ -1015,6 +1044,18 @@ function forgetDocument(bokeh, doc) {
   const i = Array.isArray(docs) && doc ? docs.indexOf(doc) : -1;
   if (i >= 0) docs.splice(i, 1);
 }
+function quietInitialRanges(views) {
+  const seen = /* @__PURE__ */ new Set();
+  const queue = [...views?.roots ?? []];
+  while (queue.length) {
+    const view = queue.shift();
+    if (!view || seen.has(view)) continue;
+    seen.add(view);
+    const manager = view._range_manager;
+    if (manager && typeof manager.warn_initial_ranges === "boolean") manager.warn_initial_ranges = false;
+    if (typeof view.children === "function") queue.push(...view.children());
+  }
+}
 
 // livestream/static/relay.js
 function randomId() {
@@ -1118,19 +1159,27 @@ var registry = (
 var RATE_WINDOW_MS = 5e3;
 var BACKOFF_START_MS = 250;
 var BACKOFF_MAX_MS = 5e3;
+var BACKOFF_RESET_MS = 1e4;
+var MAX_EVENTS = 1e3;
 var REQUEST_TIMEOUT_MS = 1e4;
 var HEARTBEAT_MS = 2e4;
 var INITIAL_CREDIT = 2;
 function connect(options = {}) {
-  const endpoints = resolveEndpoints(options);
+  const given = Array.isArray(options.url) ? options.url : [options.url];
+  if (given.length === 0) throw new LivestreamError("connect() needs at least one server URL in `url`", "bad_url");
+  const servers = given.map((url) => resolveEndpoints({ url, token: options.token }));
+  const keys = servers.map((e) => e.key);
+  const dup = keys.find((k, i) => keys.indexOf(k) !== i);
+  if (dup !== void 0) throw new LivestreamError(`the server ${dup.split("#")[0]} is given twice in \`url\`; give each server once`, "bad_url");
   const route = options.route || "auto";
   if (route !== "auto" && !ROUTES.includes(route)) {
     throw new LivestreamError(`route must be one of auto, ${ROUTES.join(", ")}; got ${JSON.stringify(route)}`, "bad_route");
   }
-  const key = route === "auto" ? endpoints.key : `${endpoints.key}#${route}`;
+  const joined = keys.join("|");
+  const key = route === "auto" ? joined : `${joined}#${route}`;
   let conn = registry.get(key);
   if (!conn || conn.status === "closed") {
-    conn = new Connection({ ...endpoints, key }, { route, carrier: options.carrier });
+    conn = new Connection({ ...servers[0], key }, { route, carrier: options.carrier, servers, backoff: options.backoff, giveUpAfter: options.giveUpAfter });
     registry.set(key, conn);
   } else if (options.carrier) {
     conn.addCarrier(options.carrier);
@@ -1140,13 +1189,33 @@ function connect(options = {}) {
 }
 var Connection = class {
   /**
-   * @param {Endpoints} endpoints
-   * @param {{route?: RouteChoice, carrier?: Carrier | null}} [options]  as for {@link connect}
+   * @param {Endpoints} endpoints  the first server (its `key` names the connection)
+   * @param {{route?: RouteChoice, carrier?: Carrier | null, servers?: Endpoints[], backoff?: Backoff, giveUpAfter?: number | null}} [options]
+   *   as for {@link connect}; `servers`: every server, in order (default: `endpoints` alone)
    */
-  constructor(endpoints, { route = "auto", carrier = null } = {}) {
+  constructor(endpoints, { route = "auto", carrier = null, servers, backoff = {}, giveUpAfter = null } = {}) {
     this.endpoints = endpoints;
-    this.token = endpoints.token;
+    this.servers = servers && servers.length ? servers : [endpoints];
+    this.serverIndex = 0;
+    this.token = this.servers[0].token;
     this.key = endpoints.key;
+    this.backoff = { first: backoff.first ?? BACKOFF_START_MS, cap: backoff.cap ?? BACKOFF_MAX_MS, resetAfter: backoff.resetAfter ?? BACKOFF_RESET_MS };
+    if (!(this.backoff.first > 0 && this.backoff.first <= this.backoff.cap) || !(this.backoff.resetAfter >= 0)) {
+      throw new LivestreamError(`backoff needs 0 < first <= cap and resetAfter >= 0 (ms); got ${JSON.stringify(backoff)}`, "bad_argument");
+    }
+    this.giveUpAfter = giveUpAfter ?? null;
+    this.publisher = randomId2();
+    this._seq = 0;
+    this.events = [];
+    this._eventListeners = /* @__PURE__ */ new Set();
+    this._serverFailures = /* @__PURE__ */ new Map();
+    this._attempt = 0;
+    this._openedAt = 0;
+    this._downSince = null;
+    this._lostUrl = null;
+    this._refusals = /* @__PURE__ */ new Set();
+    this._gaveUp = false;
+    this._answered = false;
     this.requestedRoute = route;
     this.route = null;
     this._carriers = [];
@@ -1177,6 +1246,10 @@ var Connection = class {
     if (carrier) this.addCarrier(carrier);
     if (!pageOriginIsDefault() && route !== "relay" && this._carrier()) void this._admit();
     void this._open();
+  }
+  /** The server in use (or being tried): its ws URL as given, without the token. */
+  get url() {
+    return this.endpoints.wsUrl;
   }
   /** HTTP base of the server on the route in use (before one is found: the given one). */
   get httpBase() {
@@ -1337,6 +1410,30 @@ var Connection = class {
     return () => this._statusListeners.delete(callback);
   }
   /**
+   * Be told about each {@link ConnectionEvent} from now on (`conn.events` holds the past ones).
+   * @param {EventCallback} callback @returns {() => void} a function that stops the calls
+   */
+  onEvent(callback) {
+    this._eventListeners.add(callback);
+    return () => this._eventListeners.delete(callback);
+  }
+  /**
+   * @param {ConnectionEvent["kind"]} kind @param {string} url @param {string} [detail]
+   * @param {{stream?: string, offset?: number | null, epoch?: string | null}} [fields]
+   */
+  _event(kind, url, detail = "", fields = {}) {
+    const event = { kind, url, detail, ...fields, at: Date.now() };
+    this.events.push(event);
+    if (this.events.length > MAX_EVENTS) this.events.splice(0, this.events.length - MAX_EVENTS);
+    for (const cb of [...this._eventListeners]) {
+      try {
+        cb(event);
+      } catch (err) {
+        console.error("livestream: event callback failed", err);
+      }
+    }
+  }
+  /**
    * Subscribe to a stream. Any number of subscribers on a page share one server subscription
    * per stream; each gets its own `last` rows, columns and callbacks.
    * @param {string} stream @param {SubscribeOptions} [options]
@@ -1373,23 +1470,28 @@ var Connection = class {
     return Array.isArray(reply.streams) ? reply.streams : [];
   }
   /**
-   * Append rows to a stream (needs the `publish` role). Columns travel as JSON.
+   * Append rows to a stream (needs the `publish` role). Columns travel as JSON, with this
+   * connection's `publisher` id and the next `seq`: a publish not yet acknowledged when the
+   * connection is lost is sent again (same `publisher` and `seq`) on the next connection, to
+   * the same or the next server, so a server that deduplicates stores it once.
    * @param {string} stream @param {Record<string, ArrayLike<unknown>>} columns
+   * @param {{timeout?: number}} [options]
    * @returns {Promise<{offset?: number} & Record<string, unknown>>}
    */
-  publish(stream, columns) {
+  publish(stream, columns, { timeout = REQUEST_TIMEOUT_MS } = {}) {
     const json = {};
     for (const [k, v] of Object.entries(columns)) json[k] = Array.from(v, (x) => typeof x === "number" && Number.isNaN(x) ? null : x);
-    return this.request({ type: "publish", stream, columns: json }, { expect: "ack" });
+    return this.request({ type: "publish", stream, columns: json, publisher: this.publisher, seq: ++this._seq }, { expect: "ack", timeout, resend: true });
   }
   /**
    * Send a request and wait for the reply carrying the same `id`. Sent when the socket is
    * open (queued until then); times out after `timeout` ms.
    * @param {{type: string} & Record<string, unknown>} msg
-   * @param {{timeout?: number, expect?: string}} [options]
+   * @param {{timeout?: number, expect?: string, resend?: boolean}} [options]  `resend`: send
+   *   it again on the next socket when the one it went out on is lost before the answer
    * @returns {Promise<Record<string, any>>}
    */
-  request(msg, { timeout = REQUEST_TIMEOUT_MS, expect = "" } = {}) {
+  request(msg, { timeout = REQUEST_TIMEOUT_MS, expect = "", resend = false } = {}) {
     if (this._closing) return Promise.reject(new LivestreamError("this connection is closed; call connect() again", "closed"));
     const id = this._nextId++;
     return new Promise((resolve, reject) => {
@@ -1398,8 +1500,9 @@ var Connection = class {
         const pending = this.status === "open" ? "the server did not answer" : `not connected (${this.message || this.status})`;
         reject(new LivestreamError(`${msg.type} timed out after ${timeout / 1e3} s: ${pending}`, "timeout"));
       }, timeout);
-      this._requests.set(id, { resolve, reject, timer, expect });
-      this._send({ ...msg, id }, true);
+      const sent = { ...msg, id };
+      this._requests.set(id, { resolve, reject, timer, expect, resend: resend ? sent : null });
+      this._send(sent, true);
     });
   }
   // -- internals ------------------------------------------------------------------------------
@@ -1442,19 +1545,54 @@ var Connection = class {
   async _open() {
     if (this._closing) return;
     const first = !this._everOpened && this._failures === 0;
-    if (first || this._failures > 0 && this._failures % 3 === 0) {
+    if (first || this.route === null || this._failures > 0 && this._failures % 3 === 0) {
       this._setStatus(first ? "connecting" : "reconnecting", first ? `Connecting to ${this.endpoints.httpBase}…` : this.message);
       const { route, diagnosis } = await this._findRoute();
       if (this._closing) return;
       this.route = route;
       for (const resolve of this._routeWaiters.splice(0)) resolve(route);
       if (diagnosis.kind === "rejected") {
-        this._giveUp(diagnosis.message);
+        if (this.servers.length === 1) {
+          this._giveUp(diagnosis.message);
+          return;
+        }
+        this._failures++;
+        this._diagnosis = diagnosis;
+        this._serverFailed(diagnosis.message, true);
+        if (this._closing || this._gaveUp) return;
+        this._nextServer();
+        this._scheduleRetry({ code: 1008, reason: diagnosis.message }, false);
         return;
       }
       this._diagnosis = diagnosis;
     }
     this._connectSocket();
+  }
+  /**
+   * Note why the server in use failed; once every server of a list has failed since the
+   * last open socket, and each refused this page or token, stop trying.
+   * @param {string} why @param {boolean} [refused]
+   */
+  _serverFailed(why, refused = false) {
+    this._serverFailures.set(this.url, why);
+    if (refused) this._refusals.add(this.url);
+    this._event("connect_failed", this.url, why);
+    if (this.servers.length > 1 && this._refusals.size === this.servers.length) {
+      this._giveUp(`Every server refused this page or token: ${this._failureList()}`);
+    }
+  }
+  /** Each server's URL (no token) and why it failed, for a message. */
+  _failureList() {
+    return this.servers.map((e) => `${e.wsUrl} (${(this._serverFailures.get(e.wsUrl) ?? "not tried yet").replace(/\.$/, "")})`).join("; ");
+  }
+  /** Move on to the next server of the list (its route is found again). */
+  _nextServer() {
+    if (this.servers.length < 2 || this.route?.name === "relay") return;
+    this.serverIndex = (this.serverIndex + 1) % this.servers.length;
+    this.endpoints = this.servers[this.serverIndex];
+    this.token = this.endpoints.token;
+    this.route = null;
+    this._diagnosis = null;
   }
   /**
    * The routes to try, in order: the one asked for, or for "auto" every one this page can use.
@@ -1563,12 +1701,14 @@ var Connection = class {
     });
     return this._admission;
   }
-  /** @param {string} message */
-  _giveUp(message) {
+  /** @param {string} message @param {string} [code] */
+  _giveUp(message, code = "token_rejected") {
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
-    this._failRequests(new LivestreamError(message, "token_rejected"));
-    for (const ch of this._channels.values()) ch.fail(new LivestreamError(message, "token_rejected"));
+    this._gaveUp = true;
+    this._failRequests(new LivestreamError(message, code));
+    for (const ch of this._channels.values()) ch.fail(new LivestreamError(message, code));
+    this._event("gave_up", this.url, message);
     this._setStatus("error", message);
   }
   _connectSocket() {
@@ -1598,13 +1738,21 @@ var Connection = class {
     let opened = false;
     ws.onopen = () => {
       opened = true;
+      const kind = !this._everOpened ? "first" : this._lostUrl !== null && this._lostUrl !== this.url ? `failed over from ${this._lostUrl}` : "reconnected";
       this._everOpened = true;
       this._failures = 0;
-      this._lastMessageAt = Date.now();
+      this._lastMessageAt = this._openedAt = Date.now();
+      this._answered = false;
+      this._downSince = null;
+      this._lostUrl = null;
+      this._serverFailures.clear();
+      this._refusals.clear();
       const how = this.route?.name === "relay" ? " through the kernel (relay)" : this.route?.name === "proxy" ? " through Jupyter's proxy" : "";
       this._setStatus("open", `Connected to ${this.route?.name === "relay" ? this.endpoints.httpBase : this.httpBase}${how}`);
+      this._event("connected", this.url, kind);
       const outbox = this._outbox;
       this._outbox = [];
+      for (const [id, req] of this._requests) if (req.resend && !outbox.some((m) => m.id === id)) this._send(req.resend, true);
       for (const msg of outbox) this._send(msg, true);
       for (const ch of this._channels.values()) ch.onSocketOpen();
       clearInterval(this._heartbeat);
@@ -1626,7 +1774,7 @@ var Connection = class {
       this._ws = null;
       for (const ch of this._channels.values()) ch.onSocketClosed();
       for (const [id, req] of this._requests) {
-        if (!this._outbox.some((m) => m.id === id)) {
+        if (!req.resend && !this._outbox.some((m) => m.id === id)) {
           clearTimeout(req.timer);
           req.reject(new LivestreamError(`the connection was lost before the server answered (close code ${event.code})`, "closed"));
           this._requests.delete(id);
@@ -1634,27 +1782,46 @@ var Connection = class {
       }
       if (opened) {
         this._failures = 0;
+        if (this._answered || Date.now() - this._openedAt >= this.backoff.resetAfter) this._attempt = 0;
+        this._lostUrl = this.url;
+        this._downSince = Date.now();
+        this._event("disconnected", this.url, closeReason(event));
       } else {
         this._failures++;
+        this._downSince ??= Date.now();
+        this._serverFailed(this._diagnosis?.kind === "unreachable" ? this._diagnosis.message : closeReason(event));
+        if (this._gaveUp) return;
       }
       if (event.code === 1008) {
         this._failures = Math.max(this._failures, 3);
       }
+      this._nextServer();
       this._scheduleRetry(event, opened);
     };
   }
   /** @param {{code: number, reason: string}} event @param {boolean} wasOpen */
   _scheduleRetry(event, wasOpen) {
-    const attempt = Math.max(1, this._failures);
-    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** (attempt - 1));
-    const delay = Math.round(base * (0.75 + Math.random() * 0.5));
+    if (this.giveUpAfter !== null && this._downSince !== null && Date.now() - this._downSince >= this.giveUpAfter) {
+      const waited = ((Date.now() - this._downSince) / 1e3).toFixed(1);
+      const what = this.servers.length === 1 ? `Cannot reach ${this.url}` : `Cannot reach any of the ${this.servers.length} servers`;
+      this._giveUp(`${what} (tried for ${waited} s): ${this.servers.length === 1 ? this._serverFailures.get(this.url) ?? closeReason(event) : this._failureList()}`, "unreachable");
+      return;
+    }
+    const { first: start, cap } = this.backoff;
+    let delay = Math.min(cap, Math.min(cap, start * 2 ** Math.min(this._attempt, 32)) * (0.5 + Math.random()));
+    this._attempt++;
+    if (this.giveUpAfter !== null && this._downSince !== null) delay = Math.max(0, Math.min(delay, this._downSince + this.giveUpAfter - Date.now()));
+    delay = Math.round(delay);
     const seconds = (delay / 1e3).toFixed(1);
     let message;
     let status = (
       /** @type {ConnectionStatus} */
       "reconnecting"
     );
-    if (wasOpen) {
+    if (this.servers.length > 1 && this._serverFailures.size === this.servers.length) {
+      status = "error";
+      message = `Cannot reach any of the ${this.servers.length} servers: ${this._failureList()}. Retrying in ${seconds} s…`;
+    } else if (wasOpen) {
       message = `Connection lost (${closeReason(event)}); reconnecting in ${seconds} s…`;
     } else if (this._diagnosis?.kind === "unreachable") {
       message = `${this._diagnosis.message} Retrying in ${seconds} s…`;
@@ -1712,6 +1879,7 @@ var Connection = class {
         );
         return;
       case "subscribed":
+        this._answered = true;
         channel?.onSubscribed(
           /** @type {SubscribedInfo & {id?: number}} */
           /** @type {unknown} */
@@ -1737,6 +1905,7 @@ var Connection = class {
       default: {
         const req = msg.id !== void 0 ? this._requests.get(msg.id) : void 0;
         if (req) {
+          this._answered = true;
           this._requests.delete(msg.id);
           clearTimeout(req.timer);
           req.resolve(msg);
@@ -1770,6 +1939,11 @@ var Connection = class {
     }
   }
 };
+function randomId2() {
+  const bytes = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
 function closeReason(event) {
   const known = {
     1e3: "closed normally",
@@ -1834,13 +2008,16 @@ var Channel = class {
       this.sync();
     });
   }
-  /** Bring the server subscription in line with the local subscribers. */
+  /**
+   * Bring the server subscription in line with the local subscribers.
+   * @returns {({type: string} & Record<string, unknown>) | null} the subscribe sent, if any
+   */
   sync() {
-    if (this.subs.size === 0 || this.conn.status !== "open" || this.wire === "pending") return;
+    if (this.subs.size === 0 || this.conn.status !== "open" || this.wire === "pending") return null;
     const unjoined = [...this.subs].filter((s) => s._request === null);
     const columns = this._wantedColumns();
     const covered = this.wireColumns === null || columns !== null && columns.every((c) => this.wireColumns?.includes(c));
-    if (this.wire === "active" && unjoined.length === 0 && covered) return;
+    if (this.wire === "active" && unjoined.length === 0 && covered) return null;
     const msg = { type: "subscribe", stream: this.stream, credit: INITIAL_CREDIT, format: this._format() };
     if (columns !== null) msg.columns = columns;
     let back;
@@ -1863,7 +2040,7 @@ var Channel = class {
     if (this.wire === "active") this.conn._send({ type: "unsubscribe", stream: this.stream });
     const id = this.conn._nextId++;
     msg.id = id;
-    if (!this.conn._send(msg)) return;
+    if (!this.conn._send(msg)) return null;
     this.requestId = id;
     this.wire = "pending";
     this.ready = false;
@@ -1872,6 +2049,7 @@ var Channel = class {
       s._request = id;
       s._trim = s.options.last !== void 0 && (back === void 0 || s.options.last < back) ? s.options.last : null;
     }
+    return msg;
   }
   /** @returns {string[] | null} the union of the subscribers' columns, or null for all */
   _wantedColumns() {
@@ -1890,7 +2068,16 @@ var Channel = class {
     this.wire = "idle";
     this.ready = false;
     for (const s of this.subs) if (s._request !== null && s.nextOffset === null) s._request = null;
-    this.sync();
+    const msg = this.sync();
+    if (msg && msg.since !== void 0) {
+      this.conn._event("resubscribed", this.conn.url, "", { stream: this.stream, offset: (
+        /** @type {number} */
+        msg.since
+      ), epoch: (
+        /** @type {string} */
+        msg.epoch
+      ) });
+    }
   }
   onSocketClosed() {
     this.wire = "idle";
@@ -1922,6 +2109,7 @@ var Channel = class {
   }
   /** @param {ResetMessage} msg */
   onReset(msg) {
+    this.conn._event("reset", this.conn.url, msg.reason, { stream: this.stream, offset: msg.offset, epoch: msg.epoch });
     if (this.epoch !== msg.epoch) this.wireNext = null;
     this.epoch = msg.epoch;
     if (this.wire === "pending") {
@@ -2497,9 +2685,10 @@ function niceStep(span) {
 }
 function renderControls(el, conn, stream, { quietErrors = false } = {}) {
   el.classList.add("ls-controls");
-  const pauseBtn = h("button", { type: "button", class: "ls-btn", dataset: { action: "pause" } }, icon("pause"), "Pause");
-  const resumeBtn = h("button", { type: "button", class: "ls-btn", dataset: { action: "resume" } }, icon("play"), "Resume");
-  const runRow = h("div", { class: "ls-segmented", role: "group", "aria-label": "Producer" }, pauseBtn, resumeBtn);
+  const runLabel = h("span", { class: "ls-run-label", text: "Pause" });
+  const runIcon = h("span", { class: "ls-run-icon" }, icon("pause"));
+  const runBtn = h("button", { type: "button", class: "ls-btn ls-run-toggle", "aria-pressed": "false", dataset: { action: "pause" } }, runIcon, runLabel);
+  const runRow = h("div", { class: "ls-run-row" }, runBtn);
   const paramsEl = h("div", { class: "ls-params" });
   const actionsEl = h("div", { class: "ls-actions" });
   const alert = h("div", { class: "ls-alert", role: "alert", hidden: true, dataset: { level: "error" } });
@@ -2517,10 +2706,13 @@ function renderControls(el, conn, stream, { quietErrors = false } = {}) {
   };
   const reflect = () => {
     const paused = !!state?.paused || state?.status === "paused";
-    pauseBtn.setAttribute("aria-pressed", String(!paused));
-    resumeBtn.setAttribute("aria-pressed", String(paused));
-    pauseBtn.classList.toggle("ls-active", !paused);
-    resumeBtn.classList.toggle("ls-active", paused);
+    if (runBtn.getAttribute("aria-pressed") !== String(paused)) {
+      runBtn.setAttribute("aria-pressed", String(paused));
+      runBtn.dataset.action = paused ? "resume" : "pause";
+      runLabel.textContent = paused ? "Paused" : "Pause";
+      runIcon.replaceChildren(icon(paused ? "play" : "pause"));
+    }
+    runBtn.title = paused ? "Paused: press to resume the producer" : "Running: press to pause the producer";
     for (const [name, input] of inputs) {
       if (state?.params && name in state.params && !input.busy()) input.set(state.params[name]);
     }
@@ -2550,8 +2742,10 @@ function renderControls(el, conn, stream, { quietErrors = false } = {}) {
       button?.removeAttribute("aria-busy");
     }
   };
-  pauseBtn.addEventListener("click", () => void send("pause", {}, pauseBtn));
-  resumeBtn.addEventListener("click", () => void send("resume", {}, resumeBtn));
+  runBtn.addEventListener("click", () => {
+    if (runBtn.getAttribute("aria-busy") === "true") return;
+    void send(runBtn.dataset.action === "resume" ? "resume" : "pause", {}, runBtn);
+  });
   const buildParam = (name, spec) => {
     const id = `ls-${stream}-${name}-${Math.random().toString(36).slice(2, 8)}`;
     const labelText = spec.label ?? prettify(name);
@@ -2776,11 +2970,16 @@ function renderPlot(el, conn, stream, options = {}) {
       },
       onData: (batch) => {
         if (batch.rows) done();
+      },
+      onError: (err) => {
+        if (err.code === "unknown_stream" || isConnectionError(err)) showError(err);
       }
     });
   });
   const ready = (async () => {
     let spec = options.spec;
+    if (!spec) await waitFor("rows");
+    if (disposed) throw new LivestreamError("the plot was disposed", "disposed");
     let badRequests = 0;
     while (!spec) {
       try {
@@ -2947,7 +3146,122 @@ function renderDashboard(el, conn, stream, options = {}) {
 }
 
 // livestream/static/renderers/streamlist.js
-function renderStreamList(el, { httpBase = defaultHttpBase(), token = "", interval = 2e3, href, onStatus } = {}) {
+var SPARK_POINTS = 120;
+var SPARK_INTERVAL_MS = 250;
+var VIEW_MARGIN = "200px 0px";
+function countNodes(body, streams) {
+  const size = (v) => Array.isArray(v) ? v.length : typeof v === "number" && Number.isFinite(v) && v >= 0 ? Math.floor(v) : null;
+  if (body.nodes !== void 0) return size(body.nodes);
+  const named = /* @__PURE__ */ new Set();
+  let counted = null;
+  for (const s of streams) {
+    if (Array.isArray(s.nodes)) for (const n of s.nodes) named.add(String(n));
+    else if (size(s.nodes) !== null) counted = Math.max(
+      counted ?? 0,
+      /** @type {number} */
+      size(s.nodes)
+    );
+  }
+  if (named.size) return Math.max(named.size, counted ?? 0);
+  return counted;
+}
+var Sparkline = class {
+  /** @param {HTMLElement} el  the card's spark area */
+  constructor(el) {
+    this.el = el;
+    this.values = new Float64Array(SPARK_POINTS);
+    this.count = 0;
+    this.start = 0;
+    this.latest = void 0;
+    this.dirty = false;
+    this.canvas = null;
+  }
+  clear() {
+    this.count = 0;
+    this.start = 0;
+    this.latest = void 0;
+    this.dirty = true;
+  }
+  /** @param {ArrayLike<unknown>} column */
+  push(column) {
+    const n = column.length;
+    if (!n) return;
+    this.latest = column[n - 1];
+    for (let i = Math.max(0, n - SPARK_POINTS); i < n; i++) {
+      const v = Number(column[i]);
+      const at = (this.start + this.count) % SPARK_POINTS;
+      this.values[at] = v;
+      if (this.count < SPARK_POINTS) this.count++;
+      else this.start = (this.start + 1) % SPARK_POINTS;
+    }
+    this.dirty = true;
+  }
+  /** Draw the line (and a faint area under it) in the canvas's CSS colour. */
+  draw() {
+    this.dirty = false;
+    const canvas = this.canvas ??= /** @type {HTMLCanvasElement} */
+    this.el.querySelector("canvas");
+    if (!canvas) return;
+    const ratio = globalThis.devicePixelRatio || 1;
+    const width = Math.max(1, Math.round(canvas.clientWidth * ratio));
+    const height = Math.max(1, Math.round(canvas.clientHeight * ratio));
+    if (canvas.width !== width || canvas.height !== height) {
+      canvas.width = width;
+      canvas.height = height;
+    }
+    const ctx = canvas.getContext("2d");
+    if (!ctx) return;
+    ctx.clearRect(0, 0, width, height);
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (let i = 0; i < this.count; i++) {
+      const v = this.values[(this.start + i) % SPARK_POINTS];
+      if (Number.isFinite(v)) {
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      }
+    }
+    this.el.dataset.points = String(this.count);
+    if (!(hi >= lo)) return;
+    const pad = 3 * ratio;
+    const span = hi - lo || 1;
+    const slots = Math.max(this.count, SPARK_POINTS / 4);
+    const step = (width - 2 * pad) / (slots - 1);
+    const x = (i) => pad + (slots - this.count + i) * step;
+    const y = (v) => hi === lo ? height / 2 : height - pad - (v - lo) / span * (height - 2 * pad);
+    const color = getComputedStyle(canvas).color;
+    ctx.lineWidth = 1.5 * ratio;
+    ctx.lineJoin = "round";
+    ctx.strokeStyle = color;
+    ctx.beginPath();
+    let first = -1;
+    let last = -1;
+    let pen = false;
+    for (let i = 0; i < this.count; i++) {
+      const v = this.values[(this.start + i) % SPARK_POINTS];
+      if (!Number.isFinite(v)) {
+        pen = false;
+        continue;
+      }
+      if (first < 0) first = i;
+      last = i;
+      if (pen) ctx.lineTo(x(i), y(v));
+      else ctx.moveTo(x(i), y(v));
+      pen = true;
+    }
+    ctx.stroke();
+    if (first >= 0 && last > first) {
+      ctx.lineTo(x(last), height);
+      ctx.lineTo(x(first), height);
+      ctx.closePath();
+      ctx.globalAlpha = 0.12;
+      ctx.fillStyle = color;
+      ctx.fill();
+      ctx.globalAlpha = 1;
+    }
+  }
+};
+function renderStreamList(el, { httpBase = defaultHttpBase(), token = "", interval = 2e3, href, onStatus, conn = null, totals: totalsEl = null } = {}) {
   el.classList.add("ls-stream-list");
   const link = href ?? ((name) => `${httpBase}/streams/${encodeURIComponent(name)}`);
   const alert = h("div", { class: "ls-alert", role: "alert", hidden: true, dataset: { level: "error" } });
@@ -2959,48 +3273,253 @@ function renderStreamList(el, { httpBase = defaultHttpBase(), token = "", interv
     h("p", {}, "Streams appear here as soon as a producer creates one, for example ", h("code", { text: 'ls.stream("prices")' }), " in Python or ", h("code", { text: "livestream publish sensors readings.jsonl" }), ".")
   );
   el.replaceChildren(alert, grid, empty);
+  const totalFields = /* @__PURE__ */ new Map();
+  if (totalsEl) {
+    totalsEl.classList.add("ls-totals");
+    totalsEl.replaceChildren(...[["streams", "Streams"], ["viewers", "Viewers"], ["rate", "Rows/s"], ["nodes", "Nodes"]].map(([key, label]) => {
+      const value = h("dd", { text: "—" });
+      totalFields.set(key, value);
+      return h("div", { class: "ls-total", dataset: { total: key }, hidden: key === "nodes" }, h("dt", { text: label }), value);
+    }));
+  }
   let timer = null;
   let stopped = false;
   let loaded = false;
-  const renderCard = (s) => {
+  let lastTotals = null;
+  const cards = /* @__PURE__ */ new Map();
+  const byElement = /* @__PURE__ */ new WeakMap();
+  const dirty = /* @__PURE__ */ new Set();
+  let drawTimer = (
+    /** @type {any} */
+    null
+  );
+  let lastDraw = -Infinity;
+  const drawDirty = () => {
+    drawTimer = null;
+    lastDraw = performance.now();
+    for (const card2 of dirty) {
+      card2.spark.draw();
+      const v = card2.spark.latest;
+      const out = (
+        /** @type {HTMLElement} */
+        card2.el.querySelector(".ls-trend-value")
+      );
+      out.textContent = v === void 0 ? "—" : formatCell(v, card2.column ?? "", card2.dtype);
+      if (typeof v === "number") out.dataset.value = String(v);
+    }
+    dirty.clear();
+  };
+  const scheduleDraw = (card2) => {
+    dirty.add(card2);
+    if (drawTimer !== null || stopped) return;
+    const wait = Math.max(0, lastDraw + SPARK_INTERVAL_MS - performance.now());
+    drawTimer = setTimeout(() => requestAnimationFrame(drawDirty), wait);
+  };
+  const watch = (card2) => {
+    if (!conn || card2.sub || !card2.column) return;
+    card2.spark.clear();
+    card2.counted = false;
+    const column = card2.column;
+    card2.sub = conn.subscribe(card2.name, {
+      last: SPARK_POINTS,
+      columns: [column],
+      onSubscribed: () => {
+        card2.counted = true;
+        card2.confirmedAt = performance.now();
+      },
+      onData: (batch) => {
+        const values = batch.columns[column];
+        if (values === void 0) return;
+        card2.spark.push(
+          /** @type {ArrayLike<unknown>} */
+          values
+        );
+        scheduleDraw(card2);
+      },
+      onReset: () => {
+        card2.spark.clear();
+        scheduleDraw(card2);
+      },
+      onError: () => {
+        card2.counted = false;
+      }
+    });
+    card2.el.dataset.watching = "true";
+  };
+  const unwatch = (card2) => {
+    card2.sub?.unsubscribe();
+    card2.sub = null;
+    card2.counted = false;
+    delete card2.el.dataset.watching;
+  };
+  const inView = typeof IntersectionObserver === "function" ? new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      const card2 = byElement.get(e.target);
+      if (!card2) continue;
+      if (e.isIntersecting) watch(card2);
+      else unwatch(card2);
+    }
+  }, { rootMargin: VIEW_MARGIN }) : null;
+  const stat = (label, key) => h("div", { class: "ls-stat", dataset: { stat: key } }, h("dt", { text: label }), h("dd", { text: "—" }));
+  const buildCard = (s) => {
+    const name = String(s.name);
+    const el2 = (
+      /** @type {HTMLAnchorElement} */
+      h(
+        "a",
+        { class: "ls-card ls-stream-card", href: link(name), dataset: { stream: name } },
+        h("div", { class: "ls-stream-card-head" }, h("span", { class: "ls-stream-name", text: name, title: name }), pill("idle")),
+        h(
+          "div",
+          { class: "ls-trend", hidden: true },
+          h("div", { class: "ls-trend-head" }, h("span", { class: "ls-trend-column" }), h("span", { class: "ls-trend-value", text: "—" })),
+          h("canvas", { class: "ls-trend-canvas", "aria-hidden": "true" })
+        ),
+        h("dl", { class: "ls-stats" }, stat("Rows", "rows"), stat("Rate", "rate"), stat("Viewers", "viewers"), stat("Nodes", "nodes")),
+        h("div", { class: "ls-alert", hidden: true, dataset: { level: "error" } }),
+        h("div", { class: "ls-chips" })
+      )
+    );
+    const spark = new Sparkline(
+      /** @type {HTMLElement} */
+      el2.querySelector(".ls-trend")
+    );
+    const card2 = { el: el2, name, schemaKey: "", column: void 0, dtype: void 0, spark, sub: null, counted: false, confirmedAt: 0, entry: s };
+    byElement.set(el2, card2);
+    return card2;
+  };
+  const setStat = (root, key, value) => {
+    const dd = root.querySelector(`[data-stat="${key}"] dd`);
+    if (dd && dd.textContent !== value) dd.textContent = value;
+  };
+  const updateCard = (card2, s, own) => {
+    card2.entry = s;
+    const el2 = card2.el;
     const state = isObject(s.state) ? s.state : {};
     const status = String(state.status ?? (state.paused ? "paused" : "idle"));
-    const schema = isObject(s.schema) ? s.schema : {};
+    if (el2.dataset.status !== status) {
+      el2.dataset.status = status;
+      setPill(
+        /** @type {HTMLElement} */
+        el2.querySelector(".ls-pill"),
+        status
+      );
+    }
+    setStat(el2, "rows", formatNumber(typeof s.offset === "number" ? s.offset : s.rows));
+    setStat(el2, "rate", typeof s.rate === "number" ? formatRate(s.rate) : "—");
+    setStat(el2, "viewers", typeof s.subscribers === "number" ? formatNumber(Math.max(0, s.subscribers - own(card2))) : "—");
+    const nodes = countNodes(s, []);
+    const nodesStat = (
+      /** @type {HTMLElement} */
+      el2.querySelector('[data-stat="nodes"]')
+    );
+    nodesStat.hidden = nodes === null;
+    el2.querySelector(".ls-stats")?.classList.toggle("ls-stats-4", nodes !== null);
+    if (nodes !== null) setStat(el2, "nodes", formatNumber(nodes));
+    const alertEl = (
+      /** @type {HTMLElement} */
+      el2.querySelector(".ls-alert")
+    );
+    const error = state.status === "error" && state.error ? `Stream error: ${state.error}` : "";
+    alertEl.hidden = !error;
+    if (alertEl.textContent !== error) alertEl.textContent = error;
+    const schema = isObject(s.schema) ? (
+      /** @type {Record<string, string>} */
+      s.schema
+    ) : {};
+    const schemaKey = JSON.stringify(schema);
+    if (schemaKey === card2.schemaKey) return;
+    card2.schemaKey = schemaKey;
     const cols = Object.entries(schema);
-    const chips = h(
-      "div",
-      { class: "ls-chips" },
-      ...cols.slice(0, 8).map(([n, d]) => h("span", { class: "ls-chip", title: String(d) }, n, h("span", { class: "ls-chip-type", text: String(d) }))),
-      cols.length > 8 ? h("span", { class: "ls-chip", text: `+${cols.length - 8}` }) : null
+    el2.querySelector(".ls-chips").replaceChildren(
+      ...cols.slice(0, 8).map(([n, d]) => h("span", { class: "ls-chip", title: String(d) }, String(n), h("span", { class: "ls-chip-type", text: String(d) }))),
+      ...cols.length > 8 ? [h("span", { class: "ls-chip", text: `+${cols.length - 8}` })] : []
     );
-    const stat = (label, value) => h("div", { class: "ls-stat" }, h("dt", { text: label }), h("dd", { text: value }));
-    return h(
-      "a",
-      { class: "ls-card ls-stream-card", href: link(String(s.name)), dataset: { stream: String(s.name), status } },
-      h("div", { class: "ls-stream-card-head" }, h("span", { class: "ls-stream-name", text: String(s.name) }), pill(status)),
-      h(
-        "dl",
-        { class: "ls-stats" },
-        stat("Rows", formatNumber(typeof s.offset === "number" ? s.offset : s.rows)),
-        stat("Rate", typeof s.rate === "number" ? formatRate(s.rate) : "—"),
-        stat("Viewers", typeof s.subscribers === "number" ? formatNumber(s.subscribers) : "—")
-      ),
-      state.status === "error" && state.error ? h("div", { class: "ls-alert", dataset: { level: "error" }, text: `Stream error: ${state.error}` }) : null,
-      chips
-    );
+    const column = firstValueColumn(schema);
+    if (column !== card2.column) {
+      const watching = card2.sub !== null;
+      unwatch(card2);
+      card2.column = column;
+      card2.dtype = column === void 0 ? void 0 : schema[column];
+      card2.spark.clear();
+      const sparkEl = card2.spark.el;
+      sparkEl.hidden = column === void 0;
+      sparkEl.querySelector(".ls-trend-column").textContent = column ?? "";
+      sparkEl.querySelector(".ls-trend-value").textContent = "—";
+      sparkEl.dataset.column = column ?? "";
+      if (watching || !inView) watch(card2);
+    }
   };
-  const refresh = async () => {
+  const showTotals = (t) => {
+    lastTotals = t;
+    if (!totalsEl) return;
+    const set = (key, text) => {
+      const dd = totalFields.get(key);
+      if (dd && dd.textContent !== text) dd.textContent = text;
+    };
+    set("streams", formatNumber(t.streams));
+    set("viewers", formatNumber(t.viewers));
+    set("rate", formatNumber(t.rate, { digits: t.rate < 10 ? 1 : 0 }));
+    const nodesEl = (
+      /** @type {HTMLElement} */
+      totalsEl.querySelector('[data-total="nodes"]')
+    );
+    nodesEl.hidden = t.nodes === null;
+    if (t.nodes !== null) set("nodes", formatNumber(t.nodes));
+  };
+  let inFlight = null;
+  const refresh = () => {
+    clearTimeout(timer);
+    inFlight ??= poll().finally(() => {
+      inFlight = null;
+    });
+    return inFlight;
+  };
+  const poll = async () => {
+    const asked = performance.now();
+    let wait = interval;
     try {
       const body = await fetchJSON(apiUrl(httpBase, "/api/streams", token));
       if (stopped) return;
-      const streams = Array.isArray(body.streams) ? body.streams : [];
+      const streams = (Array.isArray(body.streams) ? body.streams : []).filter(isObject);
       streams.sort((a, b) => String(a.name).localeCompare(String(b.name)));
-      grid.replaceChildren(...streams.map(renderCard));
-      empty.hidden = streams.length > 0;
+      const own = (card2) => card2.sub && card2.counted && card2.confirmedAt < asked ? 1 : 0;
+      const seen = /* @__PURE__ */ new Set();
+      const order = [];
+      let viewers = 0;
+      let rate = 0;
+      for (const s of streams) {
+        const name = String(s.name);
+        if (seen.has(name)) continue;
+        seen.add(name);
+        let card2 = cards.get(name);
+        const fresh = !card2;
+        if (!card2) {
+          card2 = buildCard(s);
+          cards.set(name, card2);
+        }
+        updateCard(card2, s, own);
+        if (fresh) inView?.observe(card2.el);
+        order.push(card2.el);
+        if (typeof s.subscribers === "number" && Number.isFinite(s.subscribers)) viewers += Math.max(0, s.subscribers - own(card2));
+        if (typeof s.rate === "number" && Number.isFinite(s.rate)) rate += s.rate;
+      }
+      for (const [name, card2] of cards) {
+        if (seen.has(name)) continue;
+        unwatch(card2);
+        inView?.unobserve(card2.el);
+        dirty.delete(card2);
+        cards.delete(name);
+      }
+      const now = grid.children;
+      if (now.length !== order.length || order.some((c, i) => now[i] !== c)) grid.replaceChildren(...order);
+      empty.hidden = order.length > 0;
       alert.hidden = true;
       loaded = true;
-      el.dataset.count = String(streams.length);
-      onStatus?.("open", `${streams.length} stream${streams.length === 1 ? "" : "s"}`);
+      el.dataset.count = String(order.length);
+      showTotals({ streams: order.length, viewers, rate, nodes: countNodes(body, streams) });
+      onStatus?.("open", `${order.length} stream${order.length === 1 ? "" : "s"}`);
+      wait = Math.min(3e4, Math.max(interval, order.length * 2));
     } catch (err) {
       if (stopped) return;
       const e = (
@@ -3016,19 +3535,27 @@ function renderStreamList(el, { httpBase = defaultHttpBase(), token = "", interv
       onStatus?.(rejected ? "error" : "reconnecting", message);
       if (rejected) {
         stopped = true;
+        for (const card2 of cards.values()) unwatch(card2);
         return;
       }
     }
-    if (!stopped) timer = setTimeout(refresh, interval);
+    if (!stopped) timer = setTimeout(refresh, wait);
   };
   void refresh();
   return {
     refresh,
+    totals: () => lastTotals,
     dispose() {
       stopped = true;
       clearTimeout(timer);
+      clearTimeout(drawTimer);
+      inView?.disconnect();
+      for (const card2 of cards.values()) unwatch(card2);
+      cards.clear();
+      dirty.clear();
       el.replaceChildren();
       el.classList.remove("ls-stream-list");
+      totalsEl?.replaceChildren();
     }
   };
 }
