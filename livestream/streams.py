@@ -56,6 +56,28 @@ DEFAULT_HISTORY = 100_000
 _ROW_BYTES = {"float64": 8, "int64": 8, "float32": 4, "int32": 4, "uint8": 1, "bool": 1}
 
 
+#: Copies up to this many bytes into the ring hold the GIL (see :func:`_copy`).
+_HOLD_GIL_BYTES = 4 << 20
+
+
+def _copy(dst: np.ndarray, src: np.ndarray) -> None:
+    """``dst[:] = src``. numpy lets go of the GIL for a copy of more than 500 items, and a
+    producer thread then has to take it back from the server's loop, which holds it for
+    up to a switch interval (5 ms) when busy: a copy of microseconds costing milliseconds.
+    A plain memory copy through ``memoryview`` keeps the GIL; above a few MiB numpy's
+    release pays, and is kept."""
+    if (
+        src.dtype == dst.dtype
+        and dst.dtype.kind != "O"
+        and src.nbytes <= _HOLD_GIL_BYTES
+        and src.flags.c_contiguous
+        and dst.flags.c_contiguous
+    ):
+        memoryview(dst).cast("B")[:] = memoryview(src).cast("B")
+    else:
+        dst[...] = src
+
+
 class History:
     """A ring of column arrays holding the newest ``capacity`` rows, addressed by offset.
 
@@ -105,9 +127,9 @@ class History:
         """Write ``count`` values at ring position ``pos``, wrapping at the end."""
         head = min(count, len(ring) - pos)
         if isinstance(src, np.ndarray):
-            ring[pos : pos + head] = src[:head]
+            _copy(ring[pos : pos + head], src[:head])
             if count > head:
-                ring[: count - head] = src[head:count]
+                _copy(ring[: count - head], src[head:count])
         else:
             ring[pos : pos + head] = src
             if count > head:
