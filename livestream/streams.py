@@ -73,7 +73,7 @@ def _copy(dst: np.ndarray, src: np.ndarray) -> None:
         and src.flags.c_contiguous
         and dst.flags.c_contiguous
     ):
-        memoryview(dst).cast("B")[:] = memoryview(src).cast("B")
+        memoryview(dst).cast("B")[:] = memoryview(src).cast("B")  # type: ignore[arg-type]
     else:
         dst[...] = src
 
