@@ -187,6 +187,17 @@ def test_reconnect_resumes_every_subscription_without_loss_or_duplicate(
     assert seen == list(range(len(seen))), "a row was lost, repeated or reordered"
     assert client.reconnects >= 1
     assert sub.resets == []
+    # With one URL the client comes back to it, and its events say so.
+    assert client.urls == (live_server.ws_url,) and client.url == live_server.ws_url
+    events = [(e.kind, e.url, e.detail) for e in client.events if e.kind != "resubscribed"]
+    assert events[0] == ("connected", live_server.ws_url, "first")
+    assert events[1:3] == [
+        ("disconnected", live_server.ws_url, "code 1001"),
+        ("connected", live_server.ws_url, "reconnected"),
+    ]
+    resumed = [e for e in client.events if e.kind == "resubscribed"]
+    assert len(resumed) == client.reconnects
+    assert all(e.stream == "feed" and e.offset is not None and e.offset > 0 for e in resumed)
     # The connection is usable again after the drops.
     assert client.publish("after", {"x": [1]}) == 0
 
