@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -145,22 +146,33 @@ def test_pause_stops_growth_and_a_second_page_agrees_then_resume(
     b = open_page(dashboard(server, "wave"))
     wait_plot_rows(a, 5)
     wait_plot_rows(b, 5)
+    # One toggle whose state is the stream's: "Pause", not pressed, while it runs.
+    for page in (a, b):
+        expect(page.locator(".ls-controls button")).to_have_count(1, timeout=WAIT_MS)
+        toggle = page.get_by_role("button", name="Pause", exact=True)
+        expect(toggle).to_have_attribute("aria-pressed", "false", timeout=WAIT_MS)
 
-    a.get_by_role("button", name="Pause").click()
+    a.get_by_role("button", name="Pause", exact=True).click()
     for page in (a, b):
         expect(page.locator("#header-status .ls-stream-pill")).to_have_attribute(
             "data-status", "paused", timeout=WAIT_MS
         )
-    expect(b.get_by_role("button", name="Resume")).to_have_attribute("aria-pressed", "true")
+        paused = page.get_by_role("button", name="Paused", exact=True)
+        expect(paused).to_have_attribute("aria-pressed", "true", timeout=WAIT_MS)
+        expect(paused).to_have_attribute("title", re.compile("press to resume"))
+    assert wave.paused
     a.bring_to_front()
     paused_at = settled_length(a)
     a.wait_for_timeout(1500)
     assert source_length(a) == paused_at, "the plot kept growing while the stream was paused"
 
-    b.get_by_role("button", name="Resume").click()
-    expect(a.locator("#header-status .ls-stream-pill")).to_have_attribute(
-        "data-status", "running", timeout=WAIT_MS
-    )
+    b.get_by_role("button", name="Paused", exact=True).click()
+    for page in (a, b):
+        expect(page.locator("#header-status .ls-stream-pill")).to_have_attribute(
+            "data-status", "running", timeout=WAIT_MS
+        )
+        toggle = page.get_by_role("button", name="Pause", exact=True)
+        expect(toggle).to_have_attribute("aria-pressed", "false", timeout=WAIT_MS)
     wait_plot_rows(a, paused_at + 10)
 
 

@@ -554,6 +554,7 @@ def test_a_large_window_draws_with_webgl_and_loads_bokeh_gl(
     assert scripts == [
         f"{server.base_url}/static/js/bokeh.min.js",
         f"{server.base_url}/static/js/bokeh-gl.min.js",
+        f"{server.base_url}/static/js/bokeh-api.min.js",  # Document.from_json (embedPlot)
     ]
 
 
@@ -642,12 +643,12 @@ def test_controls_show_a_refused_value_and_follow_the_broadcast_state(
     assert wave.params["amp"] == 1.0
 
     wave.pause()  # from Python: every viewer's controls follow
-    for id in ("a", "b"):
-        resume = notebook.locator(f"#{id}").get_by_role("button", name="Resume")
-        expect(resume).to_have_attribute("aria-pressed", "true", timeout=WAIT_MS)
-    notebook.locator("#b").get_by_role("button", name="Resume").click()
-    expect(notebook.locator("#a").get_by_role("button", name="Pause")).to_have_attribute(
-        "aria-pressed", "true", timeout=WAIT_MS
+    for id in ("a", "b"):  # one Pause toggle, pressed while the stream is paused
+        toggle = notebook.locator(f"#{id} .ls-run-toggle")
+        expect(toggle).to_have_attribute("aria-pressed", "true", timeout=WAIT_MS)
+    notebook.locator("#b .ls-run-toggle").click()
+    expect(notebook.locator("#a .ls-run-toggle")).to_have_attribute(
+        "aria-pressed", "false", timeout=WAIT_MS
     )
     wait_until(lambda: not wave.paused, "the resume to reach the stream")
 

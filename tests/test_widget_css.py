@@ -231,7 +231,7 @@ HOST_COLOURS = """([elements, properties]) => {
 #: The widget's scheme and colours: its root's text, and its card's surface.
 WIDGET_COLOURS = """() => {
   const root = document.querySelector(".ls-widget-controls");
-  const button = root.querySelector(".ls-segmented .ls-btn.ls-active");
+  const button = root.querySelector(".ls-run-toggle[aria-pressed=false]");
   return {
     scheme: getComputedStyle(root).colorScheme,
     text: getComputedStyle(root).color,

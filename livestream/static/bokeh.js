@@ -44,14 +44,15 @@ export function loadScript(src) {
  * Load BokehJS from the livestream server once per page (a shared promise), unless the page
  * already has the wanted version, and return that version's `Bokeh` object.
  * @param {string} httpBase  the server's HTTP base, e.g. "http://127.0.0.1:8765"
- * @param {{version?: string, gl?: boolean, widgets?: boolean, tables?: boolean, load?: (path: string) => Promise<void>}} [options]
+ * @param {{version?: string, gl?: boolean, api?: boolean, widgets?: boolean, tables?: boolean, load?: (path: string) => Promise<void>}} [options]
  *   `version`: the version the plot was built with (json_item's `version`); `gl`: also load
- *   bokeh-gl for WebGL output; `widgets`, `tables`: the matching bundles; `load`: how to load
+ *   bokeh-gl for WebGL output; `api`: also load bokeh-api (`Bokeh.Document` and the
+ *   plotting API); `widgets`, `tables`: the matching bundles; `load`: how to load
  *   a script of the server by its path (default: a script tag at `httpBase` + path; a
  *   connection's `loadScript` follows its route)
  * @returns {Promise<BokehObject>}
  */
-export async function ensureBokeh(httpBase, { version, gl = false, widgets = false, tables = false, load } = {}) {
+export async function ensureBokeh(httpBase, { version, gl = false, api = false, widgets = false, tables = false, load } = {}) {
   const loadPath = load ?? ((/** @type {string} */ path) => loadScript(`${httpBase}${path}`));
   const w = /** @type {any} */ (globalThis);
   const pick = () => {
@@ -67,6 +68,7 @@ export async function ensureBokeh(httpBase, { version, gl = false, widgets = fal
   }
   const extras = [];
   if (gl) extras.push("bokeh-gl");
+  if (api) extras.push("bokeh-api");
   if (widgets) extras.push("bokeh-widgets");
   if (tables) extras.push("bokeh-tables");
   for (const name of extras) await loadPath(`/static/js/${name}.min.js`);
@@ -154,7 +156,8 @@ export function foldTicks(bars, times, prices, interval) {
  * @property {() => void} dispose  close the views and drop the document
  * @property {BokehObject} source  the BokehJS ColumnDataSource
  * @property {BokehObject} document  the BokehJS Document
- * @property {BokehObject} views  the ViewManager
+ * @property {BokehObject} views  the ViewManager: null until the source first holds rows
+ *   (the figure is drawn from then on; `el.dataset.attached` is then "true")
  * @property {PlotSpec} spec
  */
 
@@ -229,7 +232,7 @@ function pageTheme(el) {
  */
 export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: load, theme = "auto", autoHide = false, htmlLegend = true } = {}) {
   const gl = usesWebgl(spec);
-  const bokeh = await ensureBokeh(httpBase, { version: spec.item.version, gl, load });
+  const bokeh = await ensureBokeh(httpBase, { version: spec.item.version, gl, api: true, load });
   const custom = spec.kind === "custom";
   const ohlc = spec.kind === "ohlc";
   const interval = Number(spec.interval ?? 1000);
@@ -238,16 +241,49 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
   el.dataset.kind = spec.kind ?? "";
   el.classList.add("ls-plot-target");
   const legendEl = h("div", { class: "ls-legend", role: "group", "aria-label": "Series", hidden: true });
-  const target = h("div", { class: "ls-plot-root" });
+  const waiting = h("div", { class: "ls-plot-placeholder ls-plot-waiting" }, "Waiting for the first rows…");
+  const target = h("div", { class: "ls-plot-root" }, waiting);
   el.replaceChildren(legendEl, target);
-  const views = await bokeh.embed.embed_item(spec.item, target);
-  const document_ = views.roots[0]?.model.document;
+  // The document first, its views later: BokehJS paints a figure as soon as its views are
+  // built, and a DataRange1d over an empty source has no start or end, so every paint of
+  // an empty figure logs "could not set initial ranges" (BokehJS's RangeManager). So the
+  // views are built once the source holds rows (at once when it already does, as a custom
+  // figure's may), and until then the plot shows a placeholder. `Document.from_json` (from
+  // bokeh-api) and `embed.add_document_standalone` are the two halves of `embed_item`.
+  if (typeof bokeh.Document?.from_json !== "function") {
+    throw new LivestreamError(`BokehJS ${bokeh.version} has no Document.from_json after loading bokeh-api.min.js`, "bokeh_missing");
+  }
+  const document_ = bokeh.Document.from_json(spec.item.doc);
   const source = document_?.get_model_by_id(spec.source_id);
   if (!source) {
-    views.clear();
     forgetDocument(bokeh, document_);
     throw new LivestreamError(`the plot has no ColumnDataSource with id ${spec.source_id}`, "bad_plot");
   }
+  const root = document_.get_model_by_id(spec.item.root_id) ?? document_.roots()[0];
+  /** @type {BokehObject} the ViewManager, once the views are built */
+  let views = null;
+  /** @type {Promise<BokehObject> | null} */
+  let attaching = null;
+  const attach = () => {
+    attaching ??= (async () => {
+      target.replaceChildren();
+      const built = await bokeh.embed.add_document_standalone(document_, target);
+      if (disposed) {
+        built.clear();
+        return built;
+      }
+      views = built;
+      // After a reset empties the source, a paint would log the warning again.
+      quietInitialRanges(views);
+      for (const legendView of visibleLegends(views)) paintSwatchesOnRebuild(legendView);
+      el.dataset.attached = "true";
+      return views;
+    })();
+    attaching.catch((err) => {
+      if (!disposed) target.replaceChildren(h("div", { class: "ls-plot-placeholder ls-error-text" }, `Cannot draw the plot: ${err?.message ?? err}`));
+    });
+    return attaching;
+  };
   const colorScheme = typeof matchMedia === "function" && !(custom && theme === "auto") ? matchMedia("(prefers-color-scheme: dark)") : null;
   const restyle = () => applyPlotTheme(document_, theme === "auto" ? pageTheme(el) : theme);
   if (!custom || theme !== "auto") restyle();
@@ -255,7 +291,7 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
   // Fewer x ticks on narrow screens, so time labels never overlap (our own figures only).
   // At least 3: with the tickers of plots.py (steps at most 2x apart) a window then always
   // holds two ticks or more; a lone tick would get a year-only label from Bokeh.
-  const figure = custom ? null : views.roots[0]?.model;
+  const figure = custom ? null : root;
   const fitTicks = () => {
     const n = Math.max(3, Math.min(8, Math.floor(el.clientWidth / 110)));
     for (const axis of figure?.below ?? []) {
@@ -270,7 +306,6 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
   const several = !custom && !ohlc && (spec.y?.length ?? 0) > 1;
   let hidePending = autoHide && several;
   const legend = htmlLegend && several ? buildLegend(legendEl, document_, source, spec) : null;
-  for (const legendView of visibleLegends(views)) paintSwatchesOnRebuild(legendView);
 
   const mapping = Object.entries(spec.columns);
   const colors = spec.colors ?? { up: "#16a34a", down: "#dc2626" };
@@ -280,9 +315,9 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
   let bars = [];
   /** @type {Batch[]} */
   let queued = [];
-  let disposed = false;
   /** rows the source holds (at most `spec.rollover`), which set how often it is redrawn */
   let held = 0;
+  let disposed = false;
   let lastFlush = -Infinity;
   /** @type {ReturnType<typeof setTimeout> | null} */
   let paceTimer = null;
@@ -363,6 +398,7 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
   const flushNow = () => {
     lastFlush = performance.now();
     flush();
+    if (!attaching && !disposed && (source.get_length() ?? 0) > 0) void attach();
   };
   /**
    * Stream into the source in the next animation frame, but not more often than every
@@ -388,11 +424,14 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
     if (paceTimer !== null) clearTimeout(paceTimer);
     paceTimer = null;
   };
+  if ((source.get_length() ?? 0) > 0) void attach();
   return {
     spec,
     source,
     document: document_,
-    views,
+    get views() {
+      return views;
+    },
     append(batch) {
       if (disposed || batch.rows === 0) return;
       const last = queued[queued.length - 1];
@@ -419,7 +458,7 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
       colorScheme?.removeEventListener?.("change", restyle);
       resizes?.disconnect();
       try {
-        views.clear();
+        views?.clear();
       } catch (err) {
         console.warn("livestream: closing plot views failed", err);
       }
@@ -427,6 +466,7 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
       el.replaceChildren();
       delete el.dataset.sourceId;
       delete el.dataset.kind;
+      delete el.dataset.attached;
     },
   };
 }
@@ -610,4 +650,26 @@ function forgetDocument(bokeh, doc) {
   const docs = bokeh?.documents;
   const i = Array.isArray(docs) && doc ? docs.indexOf(doc) : -1;
   if (i >= 0) docs.splice(i, 1);
+}
+
+/**
+ * `PlotView._range_manager.warn_initial_ranges` (private): BokehJS's RangeManager logs
+ * "could not set initial ranges" at every paint while a DataRange1d has no start or end,
+ * that is while its source is empty. A plot's views are built only once its source holds
+ * rows (see embedPlot); this switches the warning off for the plot views of `views`, for
+ * when a reset empties the source again. BokehJS does the same for its own internal plots.
+ * Does nothing when the field is missing.
+ * @param {BokehObject} views  a ViewManager
+ */
+function quietInitialRanges(views) {
+  const seen = new Set();
+  const queue = [...(views?.roots ?? [])];
+  while (queue.length) {
+    const view = queue.shift();
+    if (!view || seen.has(view)) continue;
+    seen.add(view);
+    const manager = view._range_manager;
+    if (manager && typeof manager.warn_initial_ranges === "boolean") manager.warn_initial_ranges = false;
+    if (typeof view.children === "function") queue.push(...view.children());
+  }
 }

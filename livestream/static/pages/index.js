@@ -1,8 +1,9 @@
-// pages/index.js — the standalone home page (`/`, index.html): the list of the server's
-// streams. A file of its own, not an inline script: the page's Content-Security-Policy
-// allows scripts from the server alone (`script-src 'self'`), never inline ones.
+// pages/index.js — the standalone home page (`/`, index.html): the server's streams, each
+// card with a sparkline while in view, and the server's totals. A file of its own, not an
+// inline script: the page's Content-Security-Policy allows scripts from the server alone
+// (`script-src 'self'`), never inline ones.
 
-import { defaultHttpBase, pageToken, renderStreamList } from "../livestream.js";
+import { connect, defaultHttpBase, pageToken, renderStreamList } from "../livestream.js";
 
 // First: take a `?token=` out of the address bar (into this tab's sessionStorage).
 const token = pageToken();
@@ -12,10 +13,14 @@ const summary = /** @type {HTMLElement} */ (document.getElementById("summary"));
 /** @type {Record<string, string>} */
 const labels = { open: "Live", error: "Error", reconnecting: "Unreachable" };
 
+// The sparklines' subscriptions share one WebSocket; the list itself is polled over HTTP.
+const conn = connect({ token });
 const list = renderStreamList(/** @type {HTMLElement} */ (document.getElementById("streams")), {
   httpBase,
   token,
   interval: 2000,
+  conn,
+  totals: document.getElementById("totals"),
   // No token in links: the stream page reads it from this tab's sessionStorage.
   href: (name) => `streams/${encodeURIComponent(name)}`,
   onStatus(status, message) {
@@ -23,8 +28,8 @@ const list = renderStreamList(/** @type {HTMLElement} */ (document.getElementByI
     if (pill.lastChild) pill.lastChild.textContent = labels[status] ?? status;
     pill.title = message;
     summary.textContent = status === "open"
-      ? `${message} · updated ${new Date().toLocaleTimeString([], { hour12: false })}`
+      ? `Updated ${new Date().toLocaleTimeString([], { hour12: false })}`
       : "";
   },
 });
-/** @type {any} */ (window).livestreamPage = { list };
+/** @type {any} */ (window).livestreamPage = { list, conn };

@@ -17,8 +17,8 @@ function niceStep(span) {
 }
 
 /**
- * Controls for a stream, generated from the `controls` its producer declared: Pause/Resume,
- * one input per parameter, one button per action. They follow the broadcast state (another
+ * Controls for a stream, generated from the `controls` its producer declared: a Pause
+ * toggle, one input per parameter, one button per action. They follow the broadcast state (another
  * viewer's pause shows here), and show the server's message when a control is refused.
  * @param {HTMLElement} el @param {Connection} conn @param {string} stream
  * @param {{quietErrors?: boolean}} [options]  `quietErrors`: leave connection and
@@ -27,9 +27,12 @@ function niceStep(span) {
  */
 export function renderControls(el, conn, stream, { quietErrors = false } = {}) {
   el.classList.add("ls-controls");
-  const pauseBtn = h("button", { type: "button", class: "ls-btn", dataset: { action: "pause" } }, icon("pause"), "Pause");
-  const resumeBtn = h("button", { type: "button", class: "ls-btn", dataset: { action: "resume" } }, icon("play"), "Resume");
-  const runRow = h("div", { class: "ls-segmented", role: "group", "aria-label": "Producer" }, pauseBtn, resumeBtn);
+  // One toggle whose state is the stream's: "Pause" (not pressed) while it runs, "Paused"
+  // (pressed) while it is paused. `data-action` is what a press sends.
+  const runLabel = h("span", { class: "ls-run-label", text: "Pause" });
+  const runIcon = h("span", { class: "ls-run-icon" }, icon("pause"));
+  const runBtn = h("button", { type: "button", class: "ls-btn ls-run-toggle", "aria-pressed": "false", dataset: { action: "pause" } }, runIcon, runLabel);
+  const runRow = h("div", { class: "ls-run-row" }, runBtn);
   const paramsEl = h("div", { class: "ls-params" });
   const actionsEl = h("div", { class: "ls-actions" });
   const alert = h("div", { class: "ls-alert", role: "alert", hidden: true, dataset: { level: "error" } });
@@ -54,10 +57,13 @@ export function renderControls(el, conn, stream, { quietErrors = false } = {}) {
   };
   const reflect = () => {
     const paused = !!state?.paused || state?.status === "paused";
-    pauseBtn.setAttribute("aria-pressed", String(!paused));
-    resumeBtn.setAttribute("aria-pressed", String(paused));
-    pauseBtn.classList.toggle("ls-active", !paused);
-    resumeBtn.classList.toggle("ls-active", paused);
+    if (runBtn.getAttribute("aria-pressed") !== String(paused)) {
+      runBtn.setAttribute("aria-pressed", String(paused));
+      runBtn.dataset.action = paused ? "resume" : "pause";
+      runLabel.textContent = paused ? "Paused" : "Pause";
+      runIcon.replaceChildren(icon(paused ? "play" : "pause"));
+    }
+    runBtn.title = paused ? "Paused: press to resume the producer" : "Running: press to pause the producer";
     for (const [name, input] of inputs) {
       if (state?.params && name in state.params && !input.busy()) input.set(state.params[name]);
     }
@@ -86,8 +92,10 @@ export function renderControls(el, conn, stream, { quietErrors = false } = {}) {
       button?.removeAttribute("aria-busy");
     }
   };
-  pauseBtn.addEventListener("click", () => void send("pause", {}, pauseBtn));
-  resumeBtn.addEventListener("click", () => void send("resume", {}, resumeBtn));
+  runBtn.addEventListener("click", () => {
+    if (runBtn.getAttribute("aria-busy") === "true") return; // one press, one control
+    void send(runBtn.dataset.action === "resume" ? "resume" : "pause", {}, runBtn);
+  });
 
   /** @param {string} name @param {ParamSpec} spec */
   const buildParam = (name, spec) => {

@@ -54,7 +54,10 @@ export function renderPlot(el, conn, stream, options = {}) {
       x: options.x, y, kind: options.kind, window: options.window, interval: options.interval, height: options.height,
     }));
   };
-  /** @param {"exists" | "rows"} what @returns {Promise<void>} */
+  /**
+   * Wait until the stream exists (`exists`), or until it has a schema or rows (`rows`).
+   * @param {"exists" | "rows"} what @returns {Promise<void>}
+   */
   const waitFor = (what) => new Promise((resolve) => {
     const done = () => {
       waiter?.unsubscribe();
@@ -69,10 +72,17 @@ export function renderPlot(el, conn, stream, options = {}) {
       onData: (batch) => {
         if (batch.rows) done();
       },
+      onError: (err) => {
+        if (err.code === "unknown_stream" || isConnectionError(err)) showError(err);
+      },
     });
   });
   const ready = (async () => {
     let spec = options.spec;
+    // Ask for the spec once the stream has a schema: asked before, the endpoint answers 404
+    // or 400, and the browser logs each as a failed resource in the console.
+    if (!spec) await waitFor("rows");
+    if (disposed) throw new LivestreamError("the plot was disposed", "disposed");
     let badRequests = 0;
     while (!spec) {
       try {
