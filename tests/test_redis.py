@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -606,3 +607,110 @@ def test_without_redis_the_redis_module_is_not_imported() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
+
+
+async def test_while_redis_is_away_nodes_serve_what_they_hold_and_publishes_fail_clearly(
+    redis_factory: Any, nodes: Any
+) -> None:
+    redis = redis_factory()
+    a, b = nodes(redis.url, 2)
+    async with connect(a) as pub:
+        await publish(pub, "held", np.arange(0, 200))
+        await asyncio.to_thread(
+            wait_until, lambda: b.get("/api/streams/held")["offset"] == 200, 10, "B holds 200"
+        )
+        redis.kill()
+        # B keeps serving the rows it holds.
+        async with connect(b) as viewer:
+            await viewer.subscribe("held", since=0)
+            offsets, values = await read_until(viewer, "held", 200)
+            assert values == list(range(200)) and offsets == list(range(200))
+        # A publish is refused, saying why and that nothing was stored.
+        for _ in range(200):
+            id = f"q{time.monotonic_ns()}"
+            await pub.send(publish_frame("held", np.arange(200, 210), id))
+            reply = await pub.expect(lambda m, id=id: m.get("id") == id, 30)
+            if reply["type"] == "error":
+                break
+            await asyncio.sleep(0.05)  # stored before A saw Redis go: fine, try again
+        assert reply["code"] == "unavailable", reply
+        assert f"Redis at redis://127.0.0.1:{redis.port}/0" in reply["message"]
+        assert "not stored" in reply["message"] or "stored (once)" in reply["message"]
+        # Over HTTP: 503 with the same code.
+        status, body = await asyncio.to_thread(_post, a, "held", [{"v": 1, "x": 0.5}])
+        assert status == 503 and body["error"]["code"] == "unavailable", body
+        health = await asyncio.to_thread(a.get, "/healthz")
+        assert health["connected"] is False
+        # Redis is back (empty): publishes work again, under a new epoch.
+        redis.start()
+        ack = await publish(pub, "held", np.arange(1000, 1010))
+        assert ack["offset"] == 0
+
+
+def _post(node: Node, stream: str, rows: Any) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        f"{node.base}/api/streams/{stream}?token={TOKEN}",
+        data=json.dumps(rows).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+async def test_http_publishes_and_producers_in_a_node_go_through_redis(
+    redis_factory: Any, nodes: Any
+) -> None:
+    """Rows from an HTTP POST and from producers running in a node's process (a thread
+    producer and an async one) reach a viewer on another node, each once, in order."""
+    from livestream.server import Server
+
+    redis = redis_factory()
+    (b,) = nodes(redis.url, 1)
+    server = Server(port=0, token=TOKEN, redis=redis.url).start()
+    try:
+        status, body = await asyncio.to_thread(
+            _post,
+            _node_of(server),
+            "posted",
+            [{"v": i, "x": i * 0.5} for i in range(50)],
+        )
+        assert status == 200 and body["offset"] == 0 and body["rows"] == 50, body
+
+        def counting() -> Iterator[dict[str, Any]]:
+            i = 0
+            while True:
+                yield {"v": np.arange(i, i + 10), "x": np.arange(i, i + 10) * 0.5}
+                i += 10
+
+        async def counting_async() -> Any:
+            i = 0
+            while True:
+                yield {"v": np.arange(i, i + 10), "x": np.arange(i, i + 10) * 0.5}
+                i += 10
+
+        server.stream("threaded").producer(counting, every=0.002)
+        server.stream("looped").producer(counting_async, every=0.002)
+        async with connect(b) as viewer:
+            for name, count in (("posted", 50), ("threaded", 1000), ("looped", 1000)):
+                for _ in range(100):
+                    reply = await viewer.request({"type": "subscribe", "stream": name, "since": 0})
+                    if reply["type"] == "subscribed":
+                        break
+                    await asyncio.sleep(0.05)
+                assert reply["type"] == "subscribed", reply
+                offsets, values = await read_until(viewer, name, count)
+                assert offsets[:count] == list(range(count))
+                assert values[:count] == list(range(count)), name
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+def _node_of(server: Any) -> Node:
+    node = Node.__new__(Node)
+    node.ws_url = server.ws_url
+    node.base = server.base_url
+    return node
