@@ -775,7 +775,7 @@ class AsyncClient:
             raise ServerError(reply.code, reply.message)
         return reply
 
-    async def publish(self, stream: str, data: Any, *, binary: bool = True) -> int:
+    async def publish(self, stream: str, data: Any, *, binary: bool = True) -> int | None:
         """Append rows to ``stream`` (created when unknown); returns the first row's offset.
 
         The publish carries this client's ``publisher`` id and the next ``seq`` number. When
@@ -784,7 +784,8 @@ class AsyncClient:
         so it returns once a server has acknowledged it. Raises ``TimeoutError`` (or
         ``ConnectionClosed`` when no connection came) when no answer came within
         ``timeout`` seconds of the call, and :class:`AllServersFailed` when the client gave
-        up.
+        up. Returns None only when a server that deduplicates acknowledged a resent publish
+        as stored already without saying at which offset (the ack's ``duplicate``).
         """
         batch = to_batch(data)
         if self._fatal is not None:
@@ -823,7 +824,7 @@ class AsyncClient:
             self._unacked.pop(msg_id, None)
         if isinstance(reply, P.Error):
             raise ServerError(reply.code, reply.message)
-        assert isinstance(reply, P.Ack) and reply.offset is not None
+        assert isinstance(reply, P.Ack)
         return reply.offset
 
     async def control(self, stream: str, action: str, **params: Any) -> dict[str, Any]:
@@ -1040,16 +1041,18 @@ class Client:
     @property
     def events(self) -> builtins.list[ConnectionEvent]:
         """What happened to the connection, oldest first (the last 1,000 events)."""
-        return builtins.list(self._async.events)
+        return builtins.list(self._async.events.copy())  # copy(): one step, safe across threads
 
     @property
     def publisher(self) -> str:
         """This client's publisher id, sent with each publish with its ``seq`` number."""
         return str(self._async.publisher)
 
-    def publish(self, stream: str, data: Any) -> int:
-        """Append rows to ``stream``; returns the offset of the first row."""
-        return int(self._run(self._async.publish(stream, data), self.timeout + 5))
+    def publish(self, stream: str, data: Any) -> int | None:
+        """Append rows to ``stream``; returns the offset of the first row (None: see
+        :meth:`AsyncClient.publish`)."""
+        offset = self._run(self._async.publish(stream, data), self.timeout + 5)
+        return None if offset is None else int(offset)
 
     def control(self, stream: str, action: str, **params: Any) -> dict[str, Any]:
         """Pause, resume, set parameters (``control("prices", "set", volatility=0.1)``) or
