@@ -2,9 +2,12 @@
 server serves, in Chromium.
 
 None of them is public API (bokeh.js isolates each in one function): ``Bokeh.documents``
-(forgetDocument), ``LegendView._render_items`` (afterLegendRebuild) and
-``LegendView._paint_glyphs`` (paintLegendSwatches), plus ``View.children()`` to find the
-legends. A BokehJS release that renames or reshapes one fails here, not silently in a
+(forgetDocument), ``LegendView._render_items`` (afterLegendRebuild),
+``LegendView._paint_glyphs`` (paintLegendSwatches) and
+``PlotView._range_manager.warn_initial_ranges`` (quietInitialRanges), plus
+``View.children()`` to find the legends and plots. Also the two public halves of
+``embed_item`` that embedPlot calls apart: ``Document.from_json`` (bokeh-api) and
+``embed.add_document_standalone``. A BokehJS release that renames or reshapes one fails here, not silently in a
 notebook; pyproject.toml bounds bokeh to the versions this passed with.
 
 Chromium must be installed at /usr/bin/chromium; this test fails, never skips, without it.
@@ -72,6 +75,23 @@ CHECK = """async (item) => {
   ]);
   legend._paint_glyphs();  // throws if its shape changed
   found.painted = true;
+  // quietInitialRanges: the plot view's RangeManager has the switch, on by default; an
+  // emptied source logs "could not set initial ranges" at its next paint only while it is on.
+  const manager = views.roots[0]._range_manager;
+  found.warn_initial_ranges = manager?.warn_initial_ranges;
+  const paint = () => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const empty = async (marker) => {
+    console.info(marker);
+    source.data = {x: [], y: []};
+    await paint();
+    source.data = {x: [1, 2], y: [10, 20]};
+    await paint();
+  };
+  if (typeof found.warn_initial_ranges === "boolean") {
+    await empty("livestream-check: switch on");
+    manager.warn_initial_ranges = false;
+    await empty("livestream-check: switch off");
+  }
   return found;
 }"""
 
@@ -87,10 +107,17 @@ def test_the_bokehjs_internals_we_rely_on_exist(server: Server) -> None:
             page = browser.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            console: list[str] = []
+            page.on("console", lambda msg: console.append(msg.text))
             # A same-origin document with no script of its own, then the served BokehJS.
             page.goto(f"{server.base_url}/static/livestream.css")
             page.add_script_tag(url=f"{server.base_url}/static/js/bokeh.min.js")
+            page.add_script_tag(url=f"{server.base_url}/static/js/bokeh-api.min.js")
             found = page.evaluate(CHECK, item)
+            public = page.evaluate(
+                """() => [typeof Bokeh.Document?.from_json,
+                          typeof Bokeh.embed.add_document_standalone]"""
+            )
         finally:
             browser.close()
     assert not errors, errors
@@ -103,7 +130,16 @@ def test_the_bokehjs_internals_we_rely_on_exist(server: Server) -> None:
         "paint_glyphs": True,
         "rebuilt_on_stream": True,
         "painted": True,
+        "warn_initial_ranges": True,
     }, f"a BokehJS internal that livestream/static/bokeh.js relies on changed: {found}"
+    assert public == ["function", "function"], f"embedPlot's BokehJS API changed: {public}"
+    on = console.index("livestream-check: switch on")
+    off = console.index("livestream-check: switch off")
+    warned = [i for i, text in enumerate(console) if "could not set initial ranges" in text]
+    assert any(on < i < off for i in warned), f"an empty source did not warn: {console}"
+    assert not any(i > off for i in warned), (
+        f"warn_initial_ranges = false did not quiet it: {console}"
+    )
     # The BokehJS tested is within the bound pyproject.toml declares.
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     bokeh = next(d for d in deps if re.match(r"bokeh\b", d))

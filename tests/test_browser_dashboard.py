@@ -1,13 +1,13 @@
 """The standalone dashboard in Debian's Chromium, driven by Playwright, against a real server.
 
 What a person does on ``/streams/<name>``: watch the plot grow, pause the producer from one
-tab and see another tab agree, resume it, get told when a control is refused or the token
+tab (one toggle, pressed while paused) and see another tab agree, resume it, get told when a control is refused or the token
 is wrong, and keep a gapless plot across a dropped connection. The plot's data is read from
 BokehJS itself (``Bokeh.documents`` and the source id the page puts in ``data-source-id``).
 
-The documentation's screenshots (docs/images/dashboard.png and dashboard-phone.png) come
-from ``test_dashboard_screenshots_for_the_docs``: run it with LIVESTREAM_SCREENSHOTS=1 to
-write them there (otherwise it writes to a temporary directory, since they change every run).
+Pages open without a console warning or error. The documentation's screenshots of the
+pages (docs/images/) come from ``python scripts/screenshots.py``; a test here runs it into a
+temporary directory.
 
 Chromium must be installed at /usr/bin/chromium (scripts/test.sh installs it); these tests
 fail, never skip, without it.
@@ -15,9 +15,9 @@ fail, never skip, without it.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
-import os
 import re
 import struct
 import time
@@ -139,6 +139,52 @@ def test_plot_source_grows_with_typed_columns(
     expect(page.locator(".ls-table tbody tr")).to_have_count(15, timeout=WAIT_MS)
 
 
+def test_pages_open_without_console_warnings(server: Server, wave: Any, browser: Browser) -> None:
+    """A stream page, one opened before its stream has rows, one opened before its stream
+    exists, and the home page: no console message of warning or error level (BokehJS warned
+    "could not set initial ranges" at each paint of an empty plot, and a plot spec asked for
+    too early was a failed resource)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+
+    def watch(page: Page) -> Page:
+        page.on(
+            "console",
+            lambda m: (
+                problems.append(f"{m.type}: {m.text}") if m.type in ("warning", "error") else None
+            ),
+        )
+        page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
+        return page
+
+    try:
+        empty = server.stream("empty", history=1000)
+        pages = {name: watch(context.new_page()) for name in ("wave", "empty", "later")}
+        for name, page in pages.items():
+            page.goto(dashboard(server, name))
+        wait_plot_rows(pages["wave"], 5)
+        for name in ("empty", "later"):  # open, connected, and waiting for rows
+            expect(pages[name].locator("#header-status .ls-conn-pill")).to_have_attribute(
+                "data-status", "open", timeout=WAIT_MS
+            )
+            expect(pages[name].locator(".ls-plot-target")).to_have_count(0)
+        later = server.stream("later", history=1000)
+        for stream in (empty, later):
+            stream.append({"x": [1.0, 2.0, 3.0], "y": [0.5, 1.5, 1.0]})
+        for page in pages.values():
+            expect(page.locator(".ls-plot-target")).to_have_attribute(
+                "data-attached", "true", timeout=WAIT_MS
+            )
+        home = watch(context.new_page())
+        home.goto(f"{server.base_url}/?token={server.token}")
+        expect(home.locator('.ls-stream-card[data-stream="wave"] .ls-trend')).not_to_have_attribute(
+            "data-points", "0", timeout=WAIT_MS
+        )
+    finally:
+        context.close()
+    assert not problems, f"console warnings or errors: {problems}"
+
+
 def test_pause_stops_growth_and_a_second_page_agrees_then_resume(
     server: Server, wave: Any, open_page: Callable[[str], Page]
 ) -> None:
@@ -236,44 +282,27 @@ def test_a_stream_created_after_the_page_opened_appears(
 
 # ------------------------------------------------------------------------------ screenshots
 
-#: Where the documentation's screenshots live; the test writes them there when the
-#: environment variable LIVESTREAM_SCREENSHOTS is set to 1 (they change on every run, so a
-#: plain test run writes them to a temporary directory instead).
-DOCS_IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
-SCREENS = {"dashboard.png": (1280, 800), "dashboard-phone.png": (390, 844)}
+
+def _screenshots_script() -> Any:
+    """scripts/screenshots.py, which retakes the documentation's screenshots."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / "screenshots.py"
+    spec = importlib.util.spec_from_file_location("screenshots", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def capture_dashboard(browser: Browser, server: Server, out_dir: Path) -> list[Path]:
-    """Screenshots of ``/streams/prices`` with the demo market feed, once a few seconds of
-    ticks are on the plot: one per viewport in :data:`SCREENS`. Returns the files."""
-    written = []
-    for name, (width, height) in SCREENS.items():
-        context = browser.new_context(viewport={"width": width, "height": height})
-        try:
-            page = context.new_page()
-            page.goto(dashboard(server, "prices"))
-            wait_plot_rows(page, 160)  # 8 s of ticks at 20/s
-            expect(page.locator(".ls-table tbody tr")).to_have_count(15, timeout=WAIT_MS)
-            expect(page.locator(".ls-value-number")).not_to_have_text("—", timeout=WAIT_MS)
-            page.mouse.move(0, 0)
-            page.wait_for_timeout(300)  # let the last frame paint
-            path = out_dir / name
-            page.screenshot(path=str(path))
-            written.append(path)
-        finally:
-            context.close()
-    return written
-
-
-def test_dashboard_screenshots_for_the_docs(
+def test_the_screenshot_script_shoots_every_page(
     server: Server, browser: Browser, tmp_path: Path
 ) -> None:
+    """``python scripts/screenshots.py`` retakes docs/images/; here it writes to a temporary
+    directory, so that it stays working: each picture at its size, and not blank."""
+    script = _screenshots_script()
     demo.install(server)
-    out_dir = DOCS_IMAGES if os.environ.get("LIVESTREAM_SCREENSHOTS") == "1" else tmp_path
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for path, (width, height) in zip(
-        capture_dashboard(browser, server, out_dir), SCREENS.values(), strict=True
-    ):
+    written = script.capture(browser, server.base_url, server.token, tmp_path)
+    assert [p.name for p in written] == list(script.SHOTS)
+    for path, (_, width, height) in zip(written, script.SHOTS.values(), strict=True):
         with path.open("rb") as f:
             header = f.read(24)
         assert header[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,6 +7,7 @@ from the widgets' roots (the anywidget views' elements) and from what they draw:
 Bokeh canvas of the plot, the controls' card and the table. Each container gets its
 screenshot (``layout-<container>.png`` in the test's temporary directory, or in
 ``$LIVESTREAM_TEST_ARTIFACTS`` when set), and its measured widths are printed (``-s``).
+The notebook page logs no warning or error to the console while the widgets render.
 """
 
 from __future__ import annotations
@@ -179,6 +180,11 @@ def test_widgets_size_themselves_in_containers(
         f"{code}\nbox.add_class('t-{name}')\nbox" for name, code in CONTAINERS.items()
     ]
     page = open_notebook(lab, open_page, write_notebook(lab, "layout.ipynb", cells))
+    console: list[str] = []
+    page.on(
+        "console",
+        lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("warning", "error") else None,
+    )
     run_all(page)
     out = artifacts(lab)
     failures: list[str] = []
@@ -238,3 +244,6 @@ def test_widgets_size_themselves_in_containers(
             for part, r in parts.items():
                 check(r["width"] >= 0.95 * box_rect["width"] - 8, f"the {part} is not full width")
     assert not failures, "\n".join(failures)
+    # A plot in each container, and not one console warning or error (BokehJS
+    # warned "could not set initial ranges" at each paint of a plot without rows).
+    assert not console, f"console warnings or errors in the notebook: {console}"
