@@ -78,6 +78,37 @@ def _copy(dst: np.ndarray, src: np.ndarray) -> None:
         dst[...] = src
 
 
+_INT64_MIN, _INT64_END = -(2**63), 2**63
+_EXACT_FLOAT = 2**53
+_MISSING = object()
+
+
+def _scalar_row(data: dict[str, Any], schema: dict[str, str]) -> list[Any] | None:
+    """The values of a one-row dict in schema order when each is a plain Python value of
+    its column's type (a float or a small int for float64, an int for int64, text for str,
+    a bool for bool), else None: then the general path checks, converts and says what is
+    wrong. Saves a single-row append from building a batch of one-element arrays."""
+    if len(data) != len(schema):
+        return None
+    row = []
+    for name, want in schema.items():
+        value = data.get(name, _MISSING)
+        kind = type(value)
+        if (
+            (
+                want == "float64"
+                and (kind is float or (kind is int and -_EXACT_FLOAT <= value <= _EXACT_FLOAT))
+            )
+            or (want == "int64" and kind is int and _INT64_MIN <= value < _INT64_END)
+            or (want == "str" and kind is str)
+            or (want == "bool" and kind is bool)
+        ):
+            row.append(value)
+        else:
+            return None
+    return row
+
+
 class History:
     """A ring of column arrays holding the newest ``capacity`` rows, addressed by offset.
 
@@ -178,6 +209,22 @@ class History:
         if self._stamps is not None:
             self._put(self._stamps, pos, now, count)
         self.end = first + n
+        return first
+
+    def append_row(self, row: list[Any], now: float) -> int:
+        """Store one row (values in schema order, each already of its column's type);
+        the offset it gets. The same order of writes as :meth:`append`."""
+        first = self.end
+        if first - self.start + 1 > self._ring[0]:
+            self._grow(first - self.start + 1)
+        size, cols = self._ring
+        pos = first % size
+        self.start = max(self.start, first + 1 - size)
+        for ring, value in zip(cols.values(), row, strict=True):
+            ring[pos] = value
+        if self._stamps is not None:
+            self._stamps[pos] = now
+        self.end = first + 1
         return first
 
     def trim(self, now: float) -> None:
@@ -341,6 +388,24 @@ class Stream:
         :class:`~livestream.errors.SchemaMismatch` naming the column when the batch does
         not match the stream's schema.
         """
+        h = self._history
+        if type(data) is dict and h is not None and self.sink is None and self.overflow != "wait":
+            row = _scalar_row(data, h.schema)
+            if row is not None:  # one row of plain Python values, each of its column's type
+                now = time.monotonic()
+                with self._lock:
+                    if self._history is h:  # not restarted meanwhile
+                        first = h.append_row(row, now)
+                        h.trim(now)
+                        if not self._rate or now - self._rate[-1][0] >= 0.25:
+                            self._rate.append((now, h.end))
+                    else:
+                        first = -1
+                if first >= 0:
+                    callback = self.on_append
+                    if callback is not None:
+                        callback(self)
+                    return first
         batch = check_cells(to_batch(data), max_depth=self.max_depth, stream=self.name)
         if batch.rows == 0:
             return self.end

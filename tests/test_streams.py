@@ -366,3 +366,42 @@ def test_lock_free_reads_never_see_torn_or_overwritten_rows() -> None:
         sys.setswitchinterval(interval)
     assert done.is_set() and not writer.is_alive()
     assert not problems, problems[:3]
+
+
+def test_single_row_appends_store_what_the_general_path_stores() -> None:
+    """A dict of plain values skips building a batch (issue 14); a stream fed those rows
+    must hold exactly what one fed the same rows as one-row lists holds, through ring
+    growth and wrap, and whatever does not fit the fast path still gets the general
+    path's conversions and errors."""
+    import random
+
+    rng = random.Random(5)
+    fast, slow = Stream("fast", history=3_000), Stream("slow", history=3_000)
+    schema_row = {"t": 0.5, "n": 1, "s": "a", "b": True}
+    for stream in (fast, slow):
+        stream.append([schema_row])
+    for i in range(7_000):
+        row = {
+            "t": rng.choice([rng.random(), float("nan"), float("inf"), rng.randint(-9, 9), 2**60]),
+            "n": rng.choice([rng.randint(-(2**63), 2**63 - 1), 3.0, -1]),
+            "s": rng.choice(["x", "", "<b>é</b>", None]),
+            "b": rng.choice([True, False, None]) if i % 50 == 0 else bool(i % 2),
+        }
+        if i % 3 == 0:
+            row = dict(reversed(list(row.items())))  # key order does not matter
+        outcomes = []
+        for stream, data in ((fast, row), (slow, [row])):
+            try:
+                outcomes.append(("ok", stream.append(data)))
+            except Exception as exc:  # both paths must fail alike
+                outcomes.append((type(exc).__name__, str(exc).replace("'slow'", "'fast'")))
+        assert outcomes[0] == outcomes[1], (row, outcomes)
+    assert (fast.start, fast.end) == (slow.start, slow.end)
+    a, b = fast.read(fast.start), slow.read(slow.start)
+    assert a.schema == b.schema == {"t": "float64", "n": "int64", "s": "str", "b": "bool"}
+    for name in a.schema:
+        assert np.array_equal(a.columns[name], b.columns[name], equal_nan=name == "t"), name
+    with pytest.raises(SchemaMismatch, match="lacks column 'b'"):
+        fast.append({"t": 1.0, "n": 1, "s": "x"})
+    with pytest.raises(SchemaMismatch, match="column 'n'"):
+        fast.append({"t": 1.0, "n": 1.5, "s": "x", "b": True})
