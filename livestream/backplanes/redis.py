@@ -158,6 +158,15 @@ def _why(exc: BaseException) -> str:
     return text.rstrip(".")
 
 
+def _stop_if_cancelled(stopping: bool) -> None:
+    """Raise CancelledError when the running task is being cancelled (or the backplane
+    stops): a cancel that lands inside redis-py's own timeout comes out as TimeoutError,
+    which a retry loop would otherwise take for a lost connection and retry for ever."""
+    task = asyncio.current_task()
+    if stopping or (task is not None and task.cancelling()):
+        raise asyncio.CancelledError
+
+
 def _unavailable(message: str) -> ProtocolError:
     return ProtocolError(message, code="unavailable")
 
@@ -547,6 +556,7 @@ class RedisBackplane:
                 try:
                     results = await self._write(items)
                 except _LOST as exc:
+                    _stop_if_cancelled(self._stopping)
                     self._lost(exc, "storing batches")
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, BACKOFF[1])
@@ -660,6 +670,7 @@ class RedisBackplane:
                 await self._read_once()
                 delay = BACKOFF[0]
             except _LOST as exc:
+                _stop_if_cancelled(self._stopping)
                 self._lost(exc, "reading streams")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF[1])
@@ -667,6 +678,7 @@ class RedisBackplane:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                _stop_if_cancelled(self._stopping)
                 log.exception("the Redis reader failed; it starts again")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF[1])
@@ -905,6 +917,7 @@ class RedisBackplane:
                     except Exception:
                         log.exception("handling a Redis event failed")
             except _LOST as exc:
+                _stop_if_cancelled(self._stopping)
                 self._lost(exc, "listening for events")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF[1])
@@ -921,6 +934,7 @@ class RedisBackplane:
             try:
                 await self._heartbeat()
             except _LOST as exc:
+                _stop_if_cancelled(self._stopping)
                 self._lost(exc, "sending the heartbeat")
             await asyncio.sleep(HEARTBEAT)
 
