@@ -45,7 +45,7 @@ WAIT_MS = 20_000
 SHOTS: dict[str, tuple[str, int, int]] = {
     "dashboard.png": ("/streams/prices", 1280, 800),
     "dashboard-phone.png": ("/streams/prices", 390, 844),
-    "index.png": ("/", 1280, 560),
+    "index.png": ("/", 900, 470),
 }
 
 #: Rows in the plot of the page (from BokehJS: the source its `data-source-id` names).
@@ -92,23 +92,26 @@ def capture(browser: Any, base_url: str, token: str, out_dir: Path) -> list[Path
 
 
 def shoot_pages(out_dir: Path) -> list[Path]:
-    """A server with the demo's feeds, Chromium, :func:`capture`."""
+    """Chromium, then a server with the demo's feeds, then :func:`capture`. (Chromium starts
+    first: started beside the feeds, it can hold them up for a second on a small machine,
+    and the picture shows the gap.)"""
     from playwright.sync_api import sync_playwright
 
     from livestream import demo
     from livestream.server import Server
 
-    server = Server("127.0.0.1", 0).start()
-    try:
-        demo.install(server)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            browser.new_context().close()
+            server = Server("127.0.0.1", 0).start()
             try:
+                demo.install(server)
                 return capture(browser, server.base_url, server.token, out_dir)
             finally:
-                browser.close()
-    finally:
-        server.stop()
+                server.stop()
+        finally:
+            browser.close()
 
 
 def shoot_notebook() -> int:
