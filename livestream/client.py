@@ -844,6 +844,38 @@ class AsyncClient:
         """Round-trip a ``ping`` (raises when the server does not answer in ``timeout``)."""
         await self._request(P.Ping())
 
+    async def view(
+        self,
+        stream: str,
+        *,
+        width: int,
+        columns: Sequence[str],
+        x: str | None = None,
+        range: tuple[float, float] | None = None,
+        read: Sequence[str] | None = None,
+        key: str | None = None,
+    ) -> P.ViewReply:
+        """The rows to draw of ``stream`` at ``width`` pixels: per pixel column, the first,
+        last, lowest and highest row of each of ``columns`` (every row when the range holds
+        few enough), over ``range`` of ``x`` (a column that never decreases, or None for the
+        row offset; ``range=None``: the whole history). The reply's ``batch`` holds the rows
+        (``read`` columns, default all) and ``offsets`` their offsets; ``exact`` says every
+        row of the range is there. A newer view with the same ``key`` (default: the stream)
+        cancels this one: its reply then has ``cancelled`` set. See docs/protocol.md."""
+        msg = P.ViewRequest(
+            stream,
+            None,
+            width,
+            tuple(columns),
+            x,
+            None if range is None else (float(range[0]), float(range[1])),
+            None if read is None else tuple(read),
+            key,
+        )
+        reply = await self._request(msg)
+        assert isinstance(reply, P.ViewReply)
+        return reply
+
     async def subscribe(
         self,
         stream: str,
@@ -1062,6 +1094,11 @@ class Client:
     def list(self) -> builtins.list[dict[str, Any]]:
         """The server's streams with schema, rows, offset and state."""
         return list(self._run(self._async.list(), self.timeout + 5))
+
+    def view(self, stream: str, **options: Any) -> P.ViewReply:
+        """See :meth:`AsyncClient.view`."""
+        reply: P.ViewReply = self._run(self._async.view(stream, **options), self.timeout + 5)
+        return reply
 
     def subscribe(
         self,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import reprlib
 import struct
@@ -156,7 +157,25 @@ class Ping:
     id: Id = None
 
 
-ClientMessage = Subscribe | Unsubscribe | Control | Publish | ListStreams | Credit | Ping
+@dataclass
+class ViewRequest:
+    """``view``: the rows to draw of an x-range of a stream's history at a plot's width
+    (docs/protocol.md, "Views of long histories")."""
+
+    stream: str
+    id: Id = None
+    width: int = 1000
+    columns: tuple[str, ...] = ()
+    x: str | None = None
+    range: tuple[float, float] | None = None
+    read: tuple[str, ...] | None = None
+    key: str | None = None
+    format: str = "binary"
+
+
+ClientMessage = (
+    Subscribe | Unsubscribe | Control | Publish | ListStreams | Credit | Ping | ViewRequest
+)
 
 
 # Server to client.
@@ -261,11 +280,56 @@ class Pong:
     id: Id = None
 
 
+@dataclass
+class ViewReply:
+    """The answer to a ``view``: the chosen rows (``batch``) and their offsets, or
+    ``cancelled`` when a newer ``view`` with the same key replaced the request."""
+
+    stream: str
+    id: Id = None
+    key: str | None = None
+    epoch: str = ""
+    first: int = 0
+    stop: int = 0
+    end: int = 0
+    exact: bool = True
+    buckets: int = 0
+    offsets: Any = None
+    batch: Batch | None = None
+    cancelled: bool = False
+
+
 ServerMessage = (
-    Welcome | Subscribed | Unsubscribed | Ack | Streams | Data | Reset | StateChanged | Error | Pong
+    Welcome
+    | Subscribed
+    | Unsubscribed
+    | Ack
+    | Streams
+    | Data
+    | Reset
+    | StateChanged
+    | Error
+    | Pong
+    | ViewReply
 )
 
-CLIENT_TYPES = ("subscribe", "unsubscribe", "control", "publish", "list", "credit", "ping")
+CLIENT_TYPES = (
+    "subscribe",
+    "unsubscribe",
+    "control",
+    "publish",
+    "list",
+    "credit",
+    "ping",
+    "view",
+)
+#: The widest view a client may ask for (pixels: an 8K screen is 7,680 wide).
+MAX_VIEW_WIDTH = 20_000
+#: The most columns a view may keep the extremes of.
+MAX_VIEW_COLUMNS = 32
+#: The column of a binary ``view`` reply that holds the rows' offsets (more ``@`` in front
+#: when the stream has a column of that name: the header's ``offsets_column`` says which).
+VIEW_OFFSETS = "@offset"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -659,6 +723,8 @@ def decode_client(
         if not isinstance(params, dict):
             raise BadMessage(f"`params` must be an object; got {_show(params)}", id=id)
         return Control(stream, action, params, id)
+    if kind == "view":
+        return _decode_view(obj, stream, id)
     if kind == "credit":
         frames = obj.get("frames")
         if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
@@ -681,6 +747,120 @@ def decode_client(
         exc.id = id
         raise
     return Publish(stream, batch, id, publisher, seq)
+
+
+def _names(
+    obj: dict[str, Any], key: str, id: Id, most: int, needed: bool
+) -> tuple[str, ...] | None:
+    value = obj.get(key)
+    if value is None and not needed:
+        return None
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(value) > most
+        or not all(isinstance(c, str) for c in value)
+    ):
+        raise BadMessage(
+            f"`{key}` must be a list of 1 to {most} column names; got {_show(value)}", id=id
+        )
+    return tuple(value)
+
+
+def _decode_view(obj: dict[str, Any], stream: str, id: Id) -> ViewRequest:
+    width = obj.get("width")
+    if not isinstance(width, int) or isinstance(width, bool) or not 1 <= width <= MAX_VIEW_WIDTH:
+        raise BadMessage(
+            f"`view` needs `width`, the plot's width in pixels, a whole number from 1 to "
+            f"{MAX_VIEW_WIDTH}; got {_show(width)}",
+            id=id,
+        )
+    columns = _names(obj, "columns", id, MAX_VIEW_COLUMNS, True)
+    assert columns is not None
+    read = _names(obj, "read", id, 1000, False)
+    x = obj.get("x")
+    if x is not None and not isinstance(x, str):
+        raise BadMessage(
+            f"`x` must be the name of the x column, or null for the row offset; got {_show(x)}",
+            id=id,
+        )
+    span = obj.get("range")
+    x_range: tuple[float, float] | None = None
+    if span is not None:
+        if (
+            not isinstance(span, list)
+            or len(span) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in span)
+            or not all(math.isfinite(v) for v in span)
+            or span[1] < span[0]
+        ):
+            raise BadMessage(
+                "`range` must be [low, high], two finite numbers with low <= high (x values, "
+                f"or offsets when `x` is null), or null for the whole history; got {_show(span)}",
+                id=id,
+            )
+        x_range = (float(span[0]), float(span[1]))
+    key = obj.get("key")
+    if key is not None and (not isinstance(key, str) or len(key) > 256):
+        raise BadMessage(f"`key` must be text of at most 256 characters; got {_show(key)}", id=id)
+    fmt = obj.get("format", "binary")
+    if fmt not in ("binary", "json"):
+        raise BadMessage(f'`format` must be "binary" or "json"; got {_show(fmt)}', id=id)
+    return ViewRequest(stream, id, width, columns, x, x_range, read, key, fmt)
+
+
+def encode_view_reply(reply: ViewReply, binary: bool = True) -> str | bytes:
+    """A ``view`` answer: a binary frame (or JSON text) whose columns are the rows'
+    columns plus their offsets, in the column the header's ``offsets_column`` names."""
+    head: dict[str, Any] = {"type": "view", "stream": reply.stream}
+    if reply.id is not None:
+        head["id"] = reply.id
+    if reply.key is not None:
+        head["key"] = reply.key
+    if reply.cancelled or reply.batch is None:
+        head["cancelled"] = True
+        return _dumps(head)
+    batch = reply.batch
+    name = VIEW_OFFSETS
+    while name in batch.columns:
+        name = "@" + name
+    head.update(
+        epoch=reply.epoch,
+        first=reply.first,
+        stop=reply.stop,
+        end=reply.end,
+        exact=reply.exact,
+        buckets=reply.buckets,
+        offsets_column=name,
+    )
+    cols = {**batch.columns, name: np.asarray(reply.offsets, dtype="<i8")}
+    out = Batch(cols, {**batch.dtypes, name: "int64"})
+    if binary:
+        return encode_batch_frame(head, out)
+    return _dumps({**head, "rows": out.rows, "columns": out.to_json_columns()})
+
+
+def _view_reply(header: dict[str, Any], batch: Batch) -> ViewReply:
+    name = header["offsets_column"]
+    if name not in batch.columns:
+        raise BadMessage(f"view reply without its offsets column {_show(name)}")
+    offsets = np.asarray(batch.columns[name], dtype=np.int64)
+    rest = {k: v for k, v in batch.columns.items() if k != name}
+    rows = Batch(rest, {k: batch.dtypes[k] for k in rest})
+    rows.offset = int(offsets[0]) if len(offsets) else header["first"]
+    return ViewReply(
+        header["stream"],
+        header.get("id"),
+        header.get("key"),
+        header["epoch"],
+        header["first"],
+        header["stop"],
+        header["end"],
+        bool(header["exact"]),
+        header["buckets"],
+        offsets,
+        rows,
+    )
 
 
 def check_publish_size(what: str, columns: int, cells: int, limits: Limits) -> None:
@@ -732,6 +912,17 @@ def encode_client(msg: ClientMessage, *, binary: bool = True) -> str | bytes:
         obj = {"type": "credit", "stream": msg.stream, "frames": msg.frames}
     elif isinstance(msg, Ping):
         obj = {"type": "ping"}
+    elif isinstance(msg, ViewRequest):
+        obj = {"type": "view", "stream": msg.stream, "width": msg.width}
+        obj["columns"] = list(msg.columns)
+        obj["x"] = msg.x
+        obj["range"] = None if msg.range is None else list(msg.range)
+        if msg.read is not None:
+            obj["read"] = list(msg.read)
+        if msg.key is not None:
+            obj["key"] = msg.key
+        if msg.format != "binary":
+            obj["format"] = msg.format
     else:  # pragma: no cover - exhaustive
         raise TypeError(f"not a client message: {msg!r}")
     if msg.id is not None:
@@ -791,6 +982,8 @@ def encode_server(msg: ServerMessage, *, binary: bool = True) -> str | bytes:
         obj = {"type": "error", "code": msg.code, "message": msg.message}
     elif isinstance(msg, Pong):
         obj = {"type": "pong"}
+    elif isinstance(msg, ViewReply):
+        return encode_view_reply(msg, binary)
     else:  # pragma: no cover - exhaustive
         raise TypeError(f"not a server message: {msg!r}")
     msg_id = getattr(msg, "id", None)
@@ -822,6 +1015,11 @@ def decode_server(
     """
     if isinstance(frame, (bytes, bytearray, memoryview)):
         header, batch = decode_batch_frame(frame, schema)
+        if header.get("type") == "view":
+            try:
+                return _view_reply(header, batch)
+            except KeyError as exc:
+                raise BadMessage(f"view reply lacks field {exc.args[0]!r}") from None
         if header.get("type") != "data":
             raise BadMessage(f"binary frame of type {_show(header.get('type'))}; expected data")
         offset = header.get("offset")
@@ -872,6 +1070,10 @@ def decode_server(
             return Error(obj["code"], obj["message"], id)
         if kind == "pong":
             return Pong(id)
+        if kind == "view":
+            if obj.get("cancelled"):
+                return ViewReply(obj["stream"], id, obj.get("key"), cancelled=True)
+            return _view_reply(obj, from_json_columns(obj["columns"], schema))
     except KeyError as exc:
         raise BadMessage(f"server message {kind!r} lacks field {exc.args[0]!r}") from None
     raise BadMessage(f"unknown server message type {_show(kind)}")

@@ -25,7 +25,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from . import protocol as P
-from .errors import Forbidden, ProtocolError, UnknownStream
+from .errors import Forbidden, ProtocolError, RateLimited, UnknownStream
 from .hub import LIST_SLICE, Hub, Subscription, Transport
 
 __all__ = ["Session"]
@@ -42,6 +42,10 @@ BURST = 16
 #: Of a connection's outbound budget, what only replies and notices may use: data waits
 #: before it would fill this, so a slow viewer is not closed for a ``state`` notice.
 RESERVE_BYTES = 1024 * 1024
+#: ``view`` requests one connection may have being computed at once (beyond: rate_limited).
+VIEWS_IN_FLIGHT = 4
+#: View keys a connection keeps track of (the oldest is forgotten, its view cancelled).
+VIEW_KEYS = 64
 
 
 def _retrieve(fut: Any) -> None:
@@ -77,6 +81,10 @@ class Session:
         self.outbound = 0
         #: Subscriptions whose next frame waits for the outbound budget to drain.
         self.waiting: set[Subscription] = set()
+        #: The newest ``view`` request per key (a number): an older one is cancelled.
+        self._view_gens: dict[str, int] = {}
+        self._views_in_flight = 0
+        self._view_tasks: set[Any] = set()
 
     # ------------------------------------------------------------------ frames in
 
@@ -297,7 +305,118 @@ class Session:
                     self._later(stored, lambda r: self._published(msg, *r), msg.id)
                 )
             self._published(msg, *stored)
+        elif isinstance(msg, P.ViewRequest):
+            self._need("view", "`view`", msg.id)
+            self._view(hub.get(msg.stream, id=msg.id), msg)
         return None
+
+    # ------------------------------------------------------------------ views
+
+    def _view(self, stream: Any, msg: P.ViewRequest) -> None:
+        """Answer a ``view`` off the loop (the first view of ten million rows summarises
+        them: a quarter of a second). The peer's next messages are read meanwhile, so a
+        newer view with the same key (a zoom, a pan) cancels this one: it is answered
+        ``cancelled``, and not computed at all if it had not started."""
+        if self._views_in_flight >= VIEWS_IN_FLIGHT:
+            raise RateLimited(
+                f"{VIEWS_IN_FLIGHT} views are being computed for this connection already; "
+                "wait for an answer (a newer view with the same `key` cancels an older one)",
+                id=msg.id,
+            )
+        key = msg.key if msg.key is not None else msg.stream
+        gen = self._view_gens.pop(key, 0) + 1
+        self._view_gens[key] = gen
+        while len(self._view_gens) > VIEW_KEYS:
+            del self._view_gens[next(iter(self._view_gens))]
+        loop = self.hub.loop
+        if loop is None:  # a session driven without a loop (tests): at once
+            self._send_view(msg, key, gen, self._compute_view(stream, msg, key, gen))
+            return
+        self._views_in_flight += 1
+        fut = loop.run_in_executor(self.hub.decoder(), self._compute_view, stream, msg, key, gen)
+        task = asyncio.ensure_future(self._finish_view(fut, msg, key, gen))
+        self._view_tasks.add(task)
+        task.add_done_callback(self._view_tasks.discard)
+
+    def _compute_view(
+        self, stream: Any, msg: P.ViewRequest, key: str, gen: int
+    ) -> str | bytes | ProtocolError | None:
+        """On a worker thread: the encoded answer, the error to send, or None when a
+        newer request replaced this one before it started."""
+        if self.closed or self._view_gens.get(key) != gen:
+            return None
+        try:
+            for _ in range(3):
+                epoch = stream.epoch
+                view = stream.overview().view(
+                    x=msg.x,
+                    x_range=msg.range,
+                    width=msg.width,
+                    columns=list(msg.columns),
+                    read=None if msg.read is None else list(msg.read),
+                )
+                if stream.epoch == epoch:
+                    break
+            reply = P.ViewReply(
+                msg.stream,
+                msg.id,
+                msg.key,
+                epoch,
+                view.first,
+                view.stop,
+                view.end,
+                view.exact,
+                view.buckets,
+                view.offsets,
+                view.batch,
+            )
+            return P.encode_view_reply(reply, msg.format == "binary")
+        except ProtocolError as err:
+            return err
+
+    async def _finish_view(self, fut: Any, msg: P.ViewRequest, key: str, gen: int) -> None:
+        try:
+            result = await fut
+        except Exception:
+            log.exception("internal error computing a view of %r", msg.stream)
+            result = ProtocolError(
+                "the server failed to compute this view; see its log", code="internal"
+            )
+        finally:
+            self._views_in_flight -= 1
+        self._send_view(msg, key, gen, result)
+
+    def _send_view(
+        self, msg: P.ViewRequest, key: str, gen: int, result: str | bytes | ProtocolError | None
+    ) -> None:
+        if self.closed:
+            return
+        if result is None or self._view_gens.get(key) != gen:
+            self.send_frame(
+                P.encode_view_reply(P.ViewReply(msg.stream, msg.id, msg.key, cancelled=True))
+            )
+            return
+        if isinstance(result, ProtocolError):
+            if result.id is None:
+                result.id = msg.id
+            if result.code == "internal":
+                self.send(P.Error("internal", result.message, msg.id))
+            else:
+                self.reject(result)
+            return
+        if not self.room_for(len(result)):
+            self.send(
+                P.Error(
+                    "too_large",
+                    f"the view of {msg.stream!r} takes {len(result)} bytes, more than this "
+                    "connection has room for now (its outbound budget is "
+                    f"{self.hub.limits.outbound_budget} bytes); ask for fewer `read` "
+                    "columns or a smaller `width`, or again once data has drained",
+                    msg.id,
+                )
+            )
+            return
+        self.send_frame(result)
 
     def _published(self, msg: P.Publish, offset: int, duplicate: bool) -> None:
         self.send(

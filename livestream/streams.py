@@ -316,6 +316,7 @@ class Stream:
         self.host = host
         self.controls = ControlSet(dict(params or {}), dict(actions or {}))
         self._lock = threading.Lock()
+        self._overview: Any = None  # views.Overview, made by overview()
         self._action_lock = threading.Lock()  # guards the three below
         self._action_queue: deque[Callable[[], None]] = deque()
         self._action_worker: threading.Thread | None = None
@@ -760,6 +761,20 @@ class Stream:
         from .recording import record  # here: pyarrow loads only when recording
 
         return record(self, path, flush=flush)
+
+    def overview(self) -> Any:
+        """This stream's :class:`~livestream.views.Overview`: the per-block summaries that
+        views of its history at a plot's width are chosen from, made on first use and
+        shared by every viewer (see docs/protocol.md, "Views of long histories")."""
+        found = self._overview
+        if found is None:
+            from .views import Overview
+
+            with self._lock:
+                found = self._overview
+                if found is None:
+                    found = self._overview = Overview(self)
+        return found
 
     def on_control(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call ``listener(event)`` after every control applied to this stream, from the

@@ -349,6 +349,12 @@ class Overview:
             raise BadMessage(f"width must be a whole number of pixels 1..100000; got {width!r}")
         for name in columns:
             self._numeric(name)
+        unknown = [n for n in read or () if n not in self.stream.schema]
+        if unknown:
+            raise BadMessage(
+                f"stream {self.stream.name!r} has no column {unknown[0]!r} to read; its "
+                "columns: " + ", ".join(self.stream.schema)
+            )
         for _attempt in range(4):
             with self._lock:
                 start, end = self.stream.window()

@@ -44,7 +44,7 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     "protocol": {"columns", "errors", "limits"},
     "controls": {"errors"},
     "producer": {"columns", "controls", "errors"},
-    "streams": {"columns", "controls", "errors", "limits", "producer", "recording"},
+    "streams": {"columns", "controls", "errors", "limits", "producer", "recording", "views"},
     "hub": {"columns", "errors", "limits", "protocol", "streams", "version"},
     "views": {"columns", "errors"},
     "session": {"errors", "hub", "protocol"},
