@@ -295,15 +295,24 @@ class RedisBackplane:
             await self._flush(2.0)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        self._tasks = []
+        # redis-py may swallow a cancel that lands in a blocking read; each loop checks
+        # `_stopping` on its next turn, and closing the clients below ends that read.
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=0.5)
+        else:
+            pending = set()
+        self._tasks = list(pending)
         if self._client is not None and self.connected:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._client.delete(self._k("node", self.node)), 1.0)
                 await asyncio.wait_for(self._client.srem(self._k("nodes"), self.node), 1.0)
         await self._close_clients()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2.0)
+            for task in self._tasks:
+                if not task.done():
+                    log.warning("a Redis task (%s) did not stop", task.get_name())
+            self._tasks = []
         with self._room:
             self._room.notify_all()
 
@@ -372,9 +381,11 @@ class RedisBackplane:
         meta: dict[str, Any] = {
             _text(k): v for k, v in (await client.hgetall(self._k("s", name))).items()
         }
-        if not meta and not create:
+        # A hash without an epoch holds only a state shared before the first row: the
+        # stream is not there yet.
+        if "epoch" not in meta and not create:
             return None
-        if not meta:
+        if "epoch" not in meta:
             stream = hub.streams.get(name)
             schema = json.dumps(stream.schema) if stream is not None and stream.schema else ""
             await self._ensure(
@@ -548,11 +559,13 @@ class RedisBackplane:
     async def _write_loop(self) -> None:
         delay = BACKOFF[0]
         while True:
+            _stop_if_cancelled(self._stopping)
             if not self._queue:
                 self._queued.clear()
                 await self._queued.wait()
             items = self._take()
             while items:
+                _stop_if_cancelled(self._stopping)
                 try:
                     results = await self._write(items)
                 except _LOST as exc:
@@ -664,6 +677,7 @@ class RedisBackplane:
     async def _read_loop(self) -> None:
         delay = BACKOFF[0]
         while True:
+            _stop_if_cancelled(self._stopping)
             try:
                 if self._need_sync:
                     await self._sync()
@@ -901,12 +915,14 @@ class RedisBackplane:
         delay = BACKOFF[0]
         channels = [self._k("events"), self._k("ctl", self.node), self._k("ctlr", self.node)]
         while True:
+            _stop_if_cancelled(self._stopping)
             client = self._make_client(None)
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(*channels)
                 delay = BACKOFF[0]
                 while True:
+                    _stop_if_cancelled(self._stopping)
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is None or msg.get("type") != "message":
                         continue
@@ -931,6 +947,7 @@ class RedisBackplane:
 
     async def _heartbeat_loop(self) -> None:
         while True:
+            _stop_if_cancelled(self._stopping)
             try:
                 await self._heartbeat()
             except _LOST as exc:
