@@ -3148,6 +3148,7 @@ function renderDashboard(el, conn, stream, options = {}) {
 // livestream/static/renderers/streamlist.js
 var SPARK_POINTS = 120;
 var SPARK_INTERVAL_MS = 250;
+var byName = new Intl.Collator();
 var VIEW_MARGIN = "200px 0px";
 function countNodes(body, streams) {
   const size = (v) => Array.isArray(v) ? v.length : typeof v === "number" && Number.isFinite(v) && v >= 0 ? Math.floor(v) : null;
@@ -3166,15 +3167,15 @@ function countNodes(body, streams) {
   return counted;
 }
 var Sparkline = class {
-  /** @param {HTMLElement} el  the card's spark area */
-  constructor(el) {
+  /** @param {HTMLElement} el  the card's trend area @param {HTMLCanvasElement} canvas */
+  constructor(el, canvas) {
     this.el = el;
+    this.canvas = canvas;
     this.values = new Float64Array(SPARK_POINTS);
     this.count = 0;
     this.start = 0;
     this.latest = void 0;
     this.dirty = false;
-    this.canvas = null;
   }
   clear() {
     this.count = 0;
@@ -3196,12 +3197,14 @@ var Sparkline = class {
     }
     this.dirty = true;
   }
-  /** Draw the line (and a faint area under it) in the canvas's CSS colour. */
-  draw() {
+  /**
+   * Draw the line, and a faint area under it, in `color` (the canvas's CSS colour, read
+   * once per round of drawing: reading it restyles the page, which may hold thousands).
+   * @param {string} color
+   */
+  draw(color) {
     this.dirty = false;
-    const canvas = this.canvas ??= /** @type {HTMLCanvasElement} */
-    this.el.querySelector("canvas");
-    if (!canvas) return;
+    const canvas = this.canvas;
     const ratio = globalThis.devicePixelRatio || 1;
     const width = Math.max(1, Math.round(canvas.clientWidth * ratio));
     const height = Math.max(1, Math.round(canvas.clientHeight * ratio));
@@ -3229,7 +3232,6 @@ var Sparkline = class {
     const step = (width - 2 * pad) / (slots - 1);
     const x = (i) => pad + (slots - this.count + i) * step;
     const y = (v) => hi === lo ? height / 2 : height - pad - (v - lo) / span * (height - 2 * pad);
-    const color = getComputedStyle(canvas).color;
     ctx.lineWidth = 1.5 * ratio;
     ctx.lineJoin = "round";
     ctx.strokeStyle = color;
@@ -3297,13 +3299,12 @@ function renderStreamList(el, { httpBase = defaultHttpBase(), token = "", interv
   const drawDirty = () => {
     drawTimer = null;
     lastDraw = performance.now();
+    let color = null;
     for (const card2 of dirty) {
-      card2.spark.draw();
+      color ??= getComputedStyle(card2.spark.canvas).color;
+      card2.spark.draw(color);
       const v = card2.spark.latest;
-      const out = (
-        /** @type {HTMLElement} */
-        card2.el.querySelector(".ls-trend-value")
-      );
+      const out = card2.parts.value;
       out.textContent = v === void 0 ? "—" : formatCell(v, card2.column ?? "", card2.dtype);
       if (typeof v === "number") out.dataset.value = String(v);
     }
@@ -3360,37 +3361,49 @@ function renderStreamList(el, { httpBase = defaultHttpBase(), token = "", interv
       else unwatch(card2);
     }
   }, { rootMargin: VIEW_MARGIN }) : null;
-  const stat = (label, key) => h("div", { class: "ls-stat", dataset: { stat: key } }, h("dt", { text: label }), h("dd", { text: "—" }));
   const buildCard = (s) => {
     const name = String(s.name);
+    const stat = {};
+    const figure = {};
+    for (const [key, label] of [["rows", "Rows"], ["rate", "Rate"], ["viewers", "Viewers"], ["nodes", "Nodes"]]) {
+      stat[key] = h("dd", { text: "—" });
+      figure[key] = h("div", { class: "ls-stat", dataset: { stat: key }, hidden: key === "nodes" }, h("dt", { text: label }), stat[key]);
+    }
+    const parts = {
+      pill: pill("idle"),
+      stats: h("dl", { class: "ls-stats" }, figure.rows, figure.rate, figure.viewers, figure.nodes),
+      alert: h("div", { class: "ls-alert", hidden: true, dataset: { level: "error" } }),
+      chips: h("div", { class: "ls-chips" }),
+      column: h("span", { class: "ls-trend-column" }),
+      value: h("span", { class: "ls-trend-value", text: "—" }),
+      stat,
+      nodes: figure.nodes
+    };
+    const canvas = (
+      /** @type {HTMLCanvasElement} */
+      h("canvas", { class: "ls-trend-canvas", "aria-hidden": "true" })
+    );
+    const trend = h("div", { class: "ls-trend", hidden: true }, h("div", { class: "ls-trend-head" }, parts.column, parts.value), canvas);
     const el2 = (
       /** @type {HTMLAnchorElement} */
       h(
         "a",
         { class: "ls-card ls-stream-card", href: link(name), dataset: { stream: name } },
-        h("div", { class: "ls-stream-card-head" }, h("span", { class: "ls-stream-name", text: name, title: name }), pill("idle")),
-        h(
-          "div",
-          { class: "ls-trend", hidden: true },
-          h("div", { class: "ls-trend-head" }, h("span", { class: "ls-trend-column" }), h("span", { class: "ls-trend-value", text: "—" })),
-          h("canvas", { class: "ls-trend-canvas", "aria-hidden": "true" })
-        ),
-        h("dl", { class: "ls-stats" }, stat("Rows", "rows"), stat("Rate", "rate"), stat("Viewers", "viewers"), stat("Nodes", "nodes")),
-        h("div", { class: "ls-alert", hidden: true, dataset: { level: "error" } }),
-        h("div", { class: "ls-chips" })
+        h("div", { class: "ls-stream-card-head" }, h("span", { class: "ls-stream-name", text: name, title: name }), parts.pill),
+        trend,
+        parts.stats,
+        parts.alert,
+        parts.chips
       )
     );
-    const spark = new Sparkline(
-      /** @type {HTMLElement} */
-      el2.querySelector(".ls-trend")
-    );
-    const card2 = { el: el2, name, schemaKey: "", column: void 0, dtype: void 0, spark, sub: null, counted: false, confirmedAt: 0, entry: s };
+    const spark = new Sparkline(trend, canvas);
+    const card2 = { el: el2, name, schemaKey: "", column: void 0, dtype: void 0, spark, sub: null, counted: false, confirmedAt: 0, entry: s, parts };
     byElement.set(el2, card2);
     return card2;
   };
-  const setStat = (root, key, value) => {
-    const dd = root.querySelector(`[data-stat="${key}"] dd`);
-    if (dd && dd.textContent !== value) dd.textContent = value;
+  const setStat = (card2, key, value) => {
+    const dd = card2.parts.stat[key];
+    if (dd.textContent !== value) dd.textContent = value;
   };
   const updateCard = (card2, s, own) => {
     card2.entry = s;
@@ -3399,30 +3412,22 @@ function renderStreamList(el, { httpBase = defaultHttpBase(), token = "", interv
     const status = String(state.status ?? (state.paused ? "paused" : "idle"));
     if (el2.dataset.status !== status) {
       el2.dataset.status = status;
-      setPill(
-        /** @type {HTMLElement} */
-        el2.querySelector(".ls-pill"),
-        status
-      );
+      setPill(card2.parts.pill, status);
     }
-    setStat(el2, "rows", formatNumber(typeof s.offset === "number" ? s.offset : s.rows));
-    setStat(el2, "rate", typeof s.rate === "number" ? formatRate(s.rate) : "—");
-    setStat(el2, "viewers", typeof s.subscribers === "number" ? formatNumber(Math.max(0, s.subscribers - own(card2))) : "—");
+    setStat(card2, "rows", formatNumber(typeof s.offset === "number" ? s.offset : s.rows));
+    setStat(card2, "rate", typeof s.rate === "number" ? formatRate(s.rate) : "—");
+    setStat(card2, "viewers", typeof s.subscribers === "number" ? formatNumber(Math.max(0, s.subscribers - own(card2))) : "—");
     const nodes = countNodes(s, []);
-    const nodesStat = (
-      /** @type {HTMLElement} */
-      el2.querySelector('[data-stat="nodes"]')
-    );
-    nodesStat.hidden = nodes === null;
-    el2.querySelector(".ls-stats")?.classList.toggle("ls-stats-4", nodes !== null);
-    if (nodes !== null) setStat(el2, "nodes", formatNumber(nodes));
-    const alertEl = (
-      /** @type {HTMLElement} */
-      el2.querySelector(".ls-alert")
-    );
+    if (card2.parts.nodes.hidden !== (nodes === null)) {
+      card2.parts.nodes.hidden = nodes === null;
+      card2.parts.stats.classList.toggle("ls-stats-4", nodes !== null);
+    }
+    if (nodes !== null) setStat(card2, "nodes", formatNumber(nodes));
     const error = state.status === "error" && state.error ? `Stream error: ${state.error}` : "";
-    alertEl.hidden = !error;
-    if (alertEl.textContent !== error) alertEl.textContent = error;
+    if (card2.parts.alert.textContent !== error) {
+      card2.parts.alert.textContent = error;
+      card2.parts.alert.hidden = !error;
+    }
     const schema = isObject(s.schema) ? (
       /** @type {Record<string, string>} */
       s.schema
@@ -3431,7 +3436,7 @@ function renderStreamList(el, { httpBase = defaultHttpBase(), token = "", interv
     if (schemaKey === card2.schemaKey) return;
     card2.schemaKey = schemaKey;
     const cols = Object.entries(schema);
-    el2.querySelector(".ls-chips").replaceChildren(
+    card2.parts.chips.replaceChildren(
       ...cols.slice(0, 8).map(([n, d]) => h("span", { class: "ls-chip", title: String(d) }, String(n), h("span", { class: "ls-chip-type", text: String(d) }))),
       ...cols.length > 8 ? [h("span", { class: "ls-chip", text: `+${cols.length - 8}` })] : []
     );
@@ -3444,8 +3449,8 @@ function renderStreamList(el, { httpBase = defaultHttpBase(), token = "", interv
       card2.spark.clear();
       const sparkEl = card2.spark.el;
       sparkEl.hidden = column === void 0;
-      sparkEl.querySelector(".ls-trend-column").textContent = column ?? "";
-      sparkEl.querySelector(".ls-trend-value").textContent = "—";
+      card2.parts.column.textContent = column ?? "";
+      card2.parts.value.textContent = "—";
       sparkEl.dataset.column = column ?? "";
       if (watching || !inView) watch(card2);
     }
@@ -3482,7 +3487,7 @@ function renderStreamList(el, { httpBase = defaultHttpBase(), token = "", interv
       const body = await fetchJSON(apiUrl(httpBase, "/api/streams", token));
       if (stopped) return;
       const streams = (Array.isArray(body.streams) ? body.streams : []).filter(isObject);
-      streams.sort((a, b) => String(a.name).localeCompare(String(b.name)));
+      streams.sort((a, b) => byName.compare(String(a.name), String(b.name)));
       const own = (card2) => card2.sub && card2.counted && card2.confirmedAt < asked ? 1 : 0;
       const seen = /* @__PURE__ */ new Set();
       const order = [];

@@ -13,6 +13,8 @@ import { apiUrl, defaultHttpBase, diagnose, fetchJSON } from "../http.js";
 export const SPARK_POINTS = 120;
 /** The fastest a sparkline is redrawn (ms): a glance, not a plot. */
 export const SPARK_INTERVAL_MS = 250;
+/** Names in the reader's order (one collator: `localeCompare` makes one per call). */
+const byName = new Intl.Collator();
 /** A card subscribes once it is this close to the viewport, and unsubscribes past it. */
 const VIEW_MARGIN = "200px 0px";
 
@@ -50,17 +52,16 @@ export function countNodes(body, streams) {
  * canvas (no BokehJS), and the newest value as text.
  */
 class Sparkline {
-  /** @param {HTMLElement} el  the card's spark area */
-  constructor(el) {
+  /** @param {HTMLElement} el  the card's trend area @param {HTMLCanvasElement} canvas */
+  constructor(el, canvas) {
     this.el = el;
+    this.canvas = canvas;
     this.values = new Float64Array(SPARK_POINTS);
     this.count = 0; // values held, at most SPARK_POINTS, the newest at (start + count - 1)
     this.start = 0;
     /** @type {unknown} */
     this.latest = undefined;
     this.dirty = false;
-    /** @type {HTMLCanvasElement | null} */
-    this.canvas = null;
   }
 
   clear() {
@@ -85,11 +86,14 @@ class Sparkline {
     this.dirty = true;
   }
 
-  /** Draw the line (and a faint area under it) in the canvas's CSS colour. */
-  draw() {
+  /**
+   * Draw the line, and a faint area under it, in `color` (the canvas's CSS colour, read
+   * once per round of drawing: reading it restyles the page, which may hold thousands).
+   * @param {string} color
+   */
+  draw(color) {
     this.dirty = false;
-    const canvas = (this.canvas ??= /** @type {HTMLCanvasElement} */ (this.el.querySelector("canvas")));
-    if (!canvas) return;
+    const canvas = this.canvas;
     const ratio = globalThis.devicePixelRatio || 1;
     const width = Math.max(1, Math.round(canvas.clientWidth * ratio));
     const height = Math.max(1, Math.round(canvas.clientHeight * ratio));
@@ -119,7 +123,6 @@ class Sparkline {
     const step = (width - 2 * pad) / (slots - 1);
     const x = (/** @type {number} */ i) => pad + (slots - this.count + i) * step;
     const y = (/** @type {number} */ v) => (hi === lo ? height / 2 : height - pad - ((v - lo) / span) * (height - 2 * pad));
-    const color = getComputedStyle(canvas).color;
     ctx.lineWidth = 1.5 * ratio;
     ctx.lineJoin = "round";
     ctx.strokeStyle = color;
@@ -164,6 +167,15 @@ class Sparkline {
  * @property {boolean} counted  its subscription is confirmed, so the server counts it
  * @property {number} confirmedAt  `performance.now()` of the confirmation
  * @property {Record<string, any>} entry  the newest list entry
+ * @property {CardParts} parts  its elements (looked up once: a list may hold thousands)
+ */
+
+/**
+ * @typedef {object} CardParts
+ * @property {HTMLElement} pill @property {HTMLElement} stats @property {HTMLElement} alert
+ * @property {HTMLElement} chips @property {HTMLElement} column @property {HTMLElement} value
+ * @property {Record<string, HTMLElement>} stat  the figures' <dd>, by key
+ * @property {HTMLElement} nodes  the Nodes figure
  */
 
 /**
@@ -223,10 +235,13 @@ export function renderStreamList(el, { httpBase = defaultHttpBase(), token = "",
   const drawDirty = () => {
     drawTimer = null;
     lastDraw = performance.now();
+    /** @type {string | null} */
+    let color = null;
     for (const card of dirty) {
-      card.spark.draw();
+      color ??= getComputedStyle(card.spark.canvas).color;
+      card.spark.draw(color);
       const v = card.spark.latest;
-      const out = /** @type {HTMLElement} */ (card.el.querySelector(".ls-trend-value"));
+      const out = card.parts.value;
       out.textContent = v === undefined ? "—" : formatCell(v, card.column ?? "", card.dtype);
       if (typeof v === "number") out.dataset.value = String(v);
     }
@@ -286,29 +301,42 @@ export function renderStreamList(el, { httpBase = defaultHttpBase(), token = "",
     : null;
 
   // ------------------------------------------------------------------ cards
-  /** @param {string} label @param {string} key */
-  const stat = (label, key) => h("div", { class: "ls-stat", dataset: { stat: key } }, h("dt", { text: label }), h("dd", { text: "—" }));
   /** @param {Record<string, any>} s @returns {Card} */
   const buildCard = (s) => {
     const name = String(s.name);
+    /** @type {Record<string, HTMLElement>} */
+    const stat = {};
+    /** @type {Record<string, HTMLElement>} */
+    const figure = {};
+    for (const [key, label] of [["rows", "Rows"], ["rate", "Rate"], ["viewers", "Viewers"], ["nodes", "Nodes"]]) {
+      stat[key] = h("dd", { text: "—" });
+      figure[key] = h("div", { class: "ls-stat", dataset: { stat: key }, hidden: key === "nodes" }, h("dt", { text: label }), stat[key]);
+    }
+    const parts = {
+      pill: pill("idle"),
+      stats: h("dl", { class: "ls-stats" }, figure.rows, figure.rate, figure.viewers, figure.nodes),
+      alert: h("div", { class: "ls-alert", hidden: true, dataset: { level: "error" } }),
+      chips: h("div", { class: "ls-chips" }),
+      column: h("span", { class: "ls-trend-column" }),
+      value: h("span", { class: "ls-trend-value", text: "—" }),
+      stat,
+      nodes: figure.nodes,
+    };
+    const canvas = /** @type {HTMLCanvasElement} */ (h("canvas", { class: "ls-trend-canvas", "aria-hidden": "true" }));
+    const trend = h("div", { class: "ls-trend", hidden: true }, h("div", { class: "ls-trend-head" }, parts.column, parts.value), canvas);
     const el = /** @type {HTMLAnchorElement} */ (h("a", { class: "ls-card ls-stream-card", href: link(name), dataset: { stream: name } },
-      h("div", { class: "ls-stream-card-head" }, h("span", { class: "ls-stream-name", text: name, title: name }), pill("idle")),
-      h("div", { class: "ls-trend", hidden: true },
-        h("div", { class: "ls-trend-head" }, h("span", { class: "ls-trend-column" }), h("span", { class: "ls-trend-value", text: "—" })),
-        h("canvas", { class: "ls-trend-canvas", "aria-hidden": "true" })),
-      h("dl", { class: "ls-stats" }, stat("Rows", "rows"), stat("Rate", "rate"), stat("Viewers", "viewers"), stat("Nodes", "nodes")),
-      h("div", { class: "ls-alert", hidden: true, dataset: { level: "error" } }),
-      h("div", { class: "ls-chips" })));
-    const spark = new Sparkline(/** @type {HTMLElement} */ (el.querySelector(".ls-trend")));
+      h("div", { class: "ls-stream-card-head" }, h("span", { class: "ls-stream-name", text: name, title: name }), parts.pill),
+      trend, parts.stats, parts.alert, parts.chips));
+    const spark = new Sparkline(trend, canvas);
     /** @type {Card} */
-    const card = { el, name, schemaKey: "", column: undefined, dtype: undefined, spark, sub: null, counted: false, confirmedAt: 0, entry: s };
+    const card = { el, name, schemaKey: "", column: undefined, dtype: undefined, spark, sub: null, counted: false, confirmedAt: 0, entry: s, parts };
     byElement.set(el, card);
     return card;
   };
-  /** @param {HTMLElement} root @param {string} key @param {string} value */
-  const setStat = (root, key, value) => {
-    const dd = root.querySelector(`[data-stat="${key}"] dd`);
-    if (dd && dd.textContent !== value) dd.textContent = value;
+  /** @param {Card} card @param {string} key @param {string} value */
+  const setStat = (card, key, value) => {
+    const dd = card.parts.stat[key];
+    if (dd.textContent !== value) dd.textContent = value;
   };
   /**
    * @param {Card} card @param {Record<string, any>} s
@@ -321,27 +349,29 @@ export function renderStreamList(el, { httpBase = defaultHttpBase(), token = "",
     const status = String(state.status ?? (state.paused ? "paused" : "idle"));
     if (el.dataset.status !== status) {
       el.dataset.status = status;
-      setPill(/** @type {HTMLElement} */ (el.querySelector(".ls-pill")), status);
+      setPill(card.parts.pill, status);
     }
-    setStat(el, "rows", formatNumber(typeof s.offset === "number" ? s.offset : s.rows));
-    setStat(el, "rate", typeof s.rate === "number" ? formatRate(s.rate) : "—");
-    setStat(el, "viewers", typeof s.subscribers === "number" ? formatNumber(Math.max(0, s.subscribers - own(card))) : "—");
+    setStat(card, "rows", formatNumber(typeof s.offset === "number" ? s.offset : s.rows));
+    setStat(card, "rate", typeof s.rate === "number" ? formatRate(s.rate) : "—");
+    setStat(card, "viewers", typeof s.subscribers === "number" ? formatNumber(Math.max(0, s.subscribers - own(card))) : "—");
     const nodes = countNodes(s, []);
-    const nodesStat = /** @type {HTMLElement} */ (el.querySelector('[data-stat="nodes"]'));
-    nodesStat.hidden = nodes === null;
-    el.querySelector(".ls-stats")?.classList.toggle("ls-stats-4", nodes !== null);
-    if (nodes !== null) setStat(el, "nodes", formatNumber(nodes));
-    const alertEl = /** @type {HTMLElement} */ (el.querySelector(".ls-alert"));
+    if (card.parts.nodes.hidden !== (nodes === null)) {
+      card.parts.nodes.hidden = nodes === null;
+      card.parts.stats.classList.toggle("ls-stats-4", nodes !== null);
+    }
+    if (nodes !== null) setStat(card, "nodes", formatNumber(nodes));
     const error = state.status === "error" && state.error ? `Stream error: ${state.error}` : "";
-    alertEl.hidden = !error;
-    if (alertEl.textContent !== error) alertEl.textContent = error;
+    if (card.parts.alert.textContent !== error) {
+      card.parts.alert.textContent = error;
+      card.parts.alert.hidden = !error;
+    }
 
     const schema = isObject(s.schema) ? /** @type {Record<string, string>} */ (s.schema) : {};
     const schemaKey = JSON.stringify(schema);
     if (schemaKey === card.schemaKey) return;
     card.schemaKey = schemaKey;
     const cols = Object.entries(schema);
-    /** @type {HTMLElement} */ (el.querySelector(".ls-chips")).replaceChildren(
+    card.parts.chips.replaceChildren(
       ...cols.slice(0, 8).map(([n, d]) => h("span", { class: "ls-chip", title: String(d) }, String(n), h("span", { class: "ls-chip-type", text: String(d) }))),
       ...(cols.length > 8 ? [h("span", { class: "ls-chip", text: `+${cols.length - 8}` })] : []));
     const column = firstValueColumn(schema);
@@ -353,8 +383,8 @@ export function renderStreamList(el, { httpBase = defaultHttpBase(), token = "",
       card.spark.clear();
       const sparkEl = card.spark.el;
       sparkEl.hidden = column === undefined;
-      /** @type {HTMLElement} */ (sparkEl.querySelector(".ls-trend-column")).textContent = column ?? "";
-      /** @type {HTMLElement} */ (sparkEl.querySelector(".ls-trend-value")).textContent = "—";
+      card.parts.column.textContent = column ?? "";
+      card.parts.value.textContent = "—";
       sparkEl.dataset.column = column ?? "";
       if (watching || !inView) watch(card);
     }
@@ -393,7 +423,7 @@ export function renderStreamList(el, { httpBase = defaultHttpBase(), token = "",
       const body = await fetchJSON(apiUrl(httpBase, "/api/streams", token));
       if (stopped) return;
       const streams = (Array.isArray(body.streams) ? body.streams : []).filter(isObject);
-      streams.sort((/** @type {any} */ a, /** @type {any} */ b) => String(a.name).localeCompare(String(b.name)));
+      streams.sort((/** @type {any} */ a, /** @type {any} */ b) => byName.compare(String(a.name), String(b.name)));
       // The server counts this page's sparkline subscriptions among each stream's
       // subscribers: not viewers. One confirmed before the list was asked for is counted.
       const own = (/** @type {Card} */ card) => (card.sub && card.counted && card.confirmedAt < asked ? 1 : 0);
