@@ -13,7 +13,8 @@ Scenarios (``--scenarios``, comma-separated): ``fanout`` (1), ``ticks`` (2), ``l
 and ``replay`` (10, from Parquet as fast as possible). Opt-in, not in the default run:
 ``issue14`` (producer threads and loop producers against raw Tornado with both subscriber
 clients, about 6 minutes) and ``bistable`` (ten short runs of the loop producer at full
-speed, N = 10). ``--client light|websockets|both`` picks the subscribers of livestream and
+speed, N = 10), and ``cluster`` (issue 10: three servers through Redis beside one server;
+needs ``redis-server``, see benchmarks/cluster.py). ``--client light|websockets|both`` picks the subscribers of livestream and
 raw Tornado for fanout, ticks and latency (default ``light``); issue14 and bistable run
 both unless it is given. See docs/benchmarks.md.
 """
@@ -52,7 +53,7 @@ ALL = (
     "replay",
 )
 #: Scenarios run only when named in ``--scenarios`` (issue 14; see benchmarks/issue14.py).
-OPT_IN = ("issue14", "bistable")
+OPT_IN = ("issue14", "bistable", "cluster")
 
 FULL = {
     "fanout": {
@@ -89,6 +90,15 @@ FULL = {
     "many": {"n": 1000, "rate": 100.0, "duration": 20.0},
     "producer": {"sizes": [1, 100, 10_000], "seconds": 1.0},
     "browser": {"rates": [1_000, 10_000, 50_000], "seconds": 8.0, "warmup": 3.0},
+    # Issue 12: run with "browser" (benchmarks.browser.large_windows, section 7b).
+    "large_windows": {
+        "windows": [10_000, 100_000, 1_000_000, 10_000_000],
+        "rates": [10_000, 100_000, 1_000_000],
+        "seconds": 5.0,
+        "warmup": 2.0,
+        "backends": ["canvas", "webgl"],
+        "pages": ["ceiling", "livestream", "perspective"],
+    },
     "notebook": {
         "rates": [10, 100, 1_000, 10_000, 50_000],
         "pushes": [10, 100],
@@ -127,6 +137,14 @@ QUICK = {
     "many": {"n": 200, "rate": 100.0, "duration": 3.0},
     "producer": {"sizes": [1, 100, 10_000], "seconds": 0.2},
     "browser": {"rates": [10_000], "seconds": 3.0, "warmup": 1.5},
+    "large_windows": {
+        "windows": [10_000],
+        "rates": [10_000],
+        "seconds": 2.0,
+        "warmup": 1.0,
+        "backends": ["canvas"],
+        "pages": ["ceiling", "livestream", "perspective"],
+    },
     "notebook": {"rates": [1_000], "pushes": [10], "seconds": 3.0, "warmup": 1.5},
     "abuse": {
         "duration": 1.0,
@@ -553,6 +571,10 @@ def render(results: dict[str, Any]) -> str:
             )
             + notes
         )
+    if results.get("large_windows"):
+        from benchmarks import browser
+
+        parts.append(browser.render(results["large_windows"], _fmt, _table))
     if results.get("abuse"):
         from benchmarks import abuse
 
@@ -561,6 +583,10 @@ def render(results: dict[str, Any]) -> str:
         from benchmarks import recording
 
         parts.append(recording.render(results["recording"], _fmt, _table))
+    if results.get("cluster"):
+        from benchmarks import cluster
+
+        parts.append(cluster.render(results["cluster"], _fmt, _table))
     if results.get("issue14"):
         from benchmarks import issue14
 
@@ -619,7 +645,18 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1,
         help="issue14: run its fan-out runs this many times (the table gives the median "
-        "ratio and the range)",
+        "ratio and the range); browser: its large-window runs (medians and spread)",
+    )
+    parser.add_argument(
+        "--windows", default=None, help="browser, large windows: plot windows, e.g. 10000,10000000"
+    )
+    parser.add_argument(
+        "--rates", default=None, help="browser, large windows: offered rows/s, e.g. 100000,1000000"
+    )
+    parser.add_argument(
+        "--pages",
+        default=None,
+        help="browser, large windows: a subset of ceiling,livestream,perspective",
     )
     parser.add_argument("--json", default=None, help="write all figures to this JSON file")
     parser.add_argument("--plot", default=None, help="write the fan-out PNG here")
@@ -651,7 +688,11 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
         "quick": args.quick,
         "machine": machine(),
-        "config": {k: cfg[k] for k in chosen if k in cfg},
+        "config": {
+            k: cfg[k]
+            for k in chosen + (["large_windows"] if "browser" in chosen else [])
+            if k in cfg
+        },
         "client": args.client or "light",
     }
     log(f"livestream benchmarks ({'quick' if args.quick else 'full'}): {', '.join(chosen)}")
@@ -690,6 +731,13 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import browser
 
         results["browser"] = browser.livestream_page(log=log, **cfg["browser"])
+        large = dict(cfg["large_windows"], repeat=args.repeat)
+        for key in ("windows", "rates"):
+            if getattr(args, key):
+                large[key] = [int(x) for x in getattr(args, key).split(",")]
+        if args.pages:
+            large["pages"] = [x.strip() for x in args.pages.split(",") if x.strip()]
+        results["large_windows"] = browser.large_windows(log=log, **large)
     if "notebook" in chosen:
         log("7. browser: push_notebook in JupyterLab")
         from benchmarks import notebook
@@ -728,6 +776,11 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import issue14
 
         results["bistable"] = issue14.bistable(clients=picked or both, log=log, quick=args.quick)
+    if "cluster" in chosen:
+        log("issue 10: several servers through Redis, beside a single server")
+        from benchmarks import cluster
+
+        results["cluster"] = cluster.run(log=log, quick=args.quick)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
 
     print(render(results))
