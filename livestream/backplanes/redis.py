@@ -18,7 +18,7 @@ What lives in Redis (``P`` is the key prefix, ``livestream`` by default):
 * Pub/sub: ``P:events`` (a new stream, a state change), ``P:ctl:ID`` (controls for the
   producers of node ID) and ``P:ctlr:ID`` (their answers).
 
-One Lua script appends a batch: it numbers its rows (``HINCRBY end``), drops a repeated
+One Lua script appends batches of a stream (one call per stream and round trip): it numbers their rows (``HINCRBY end``), drops a repeated
 ``(publisher, seq)``, adds the entry, trims to the stream's history and creates the
 stream with a fresh epoch when Redis does not have it (a Redis that lost its data
 gives every stream a new epoch, so every viewer is told ``reset``, never a silent gap).
@@ -69,6 +69,8 @@ BLOCK_MS = 5000
 READ_COUNT = 256
 #: Batches written in one pipelined round trip, at most.
 PIPELINE_MAX = 256
+#: Batches of one stream stored by one script call, at most (a call holds Redis).
+SCRIPT_BATCHES = 64
 #: Bytes of batches a node holds for Redis, at most (the documented bound): appends
 #: from producer threads wait for room, and fail after the server's write timeout.
 BUFFER_BYTES = 64 * 1024 * 1024
@@ -82,48 +84,63 @@ BACKOFF = (0.05, 2.0)
 _LOST = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, TimeoutError)
 
 APPEND = """
--- KEYS: meta, entries, publishers, the set of streams
--- ARGV: 1 a fresh epoch, 2 name, 3 schema, 4 rows, 5 history, 6 batch, 7 publisher,
---       8 seq, 9 dedup ttl, 10 events channel
+-- Append batches of one stream. KEYS: meta, entries, publishers, the set of streams.
+-- ARGV: 1 a fresh epoch, 2 name, 3 history, 4 dedup ttl, 5 events channel, then five per
+-- batch: rows, schema, batch, publisher, seq.
+-- Returns the epoch, then per batch: first offset, code (0 stored, 1 a repeat, 2 another
+-- schema), the schema in Redis (code 2).
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'end', 0, 'schema', ARGV[3])
-  redis.call('SADD', KEYS[4], ARGV[2])
-  redis.call('PUBLISH', ARGV[10], cjson.encode({kind = 'new', stream = ARGV[2]}))
-else
-  local schema = redis.call('HGET', KEYS[1], 'schema')
-  if not schema or schema == '' then
-    redis.call('HSET', KEYS[1], 'schema', ARGV[3])
-  elseif schema ~= ARGV[3] then
-    return {epoch, -1, 2, schema}
+local out = {}
+local stored = false
+local seen = false
+for i = 6, #ARGV, 5 do
+  local rows, schema, batch = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
+  local publisher, seq = ARGV[i + 3], tonumber(ARGV[i + 4])
+  if not epoch then
+    epoch = ARGV[1]
+    redis.call('HSET', KEYS[1], 'epoch', epoch, 'end', 0, 'schema', schema)
+    redis.call('SADD', KEYS[4], ARGV[2])
+    redis.call('PUBLISH', ARGV[5], cjson.encode({kind = 'new', stream = ARGV[2]}))
   end
-end
-local seq = tonumber(ARGV[8])
-if ARGV[7] ~= '' then
-  local last = redis.call('HGET', KEYS[3], ARGV[7])
-  if last then
-    local space = string.find(last, ' ')
-    local lseq = tonumber(string.sub(last, 1, space - 1))
-    if seq <= lseq then
-      local offset = -1
-      if seq == lseq then offset = tonumber(string.sub(last, space + 1)) end
-      return {epoch, offset, 1, ''}
+  local known = redis.call('HGET', KEYS[1], 'schema')
+  if not known or known == '' then
+    redis.call('HSET', KEYS[1], 'schema', schema)
+    known = schema
+  end
+  local code, first = 0, -1
+  if known ~= schema then
+    code = 2
+  else
+    local last = redis.call('HGET', KEYS[3], publisher)
+    if last then
+      local space = string.find(last, ' ')
+      local lseq = tonumber(string.sub(last, 1, space - 1))
+      if seq <= lseq then
+        code = 1
+        if seq == lseq then first = tonumber(string.sub(last, space + 1)) end
+      end
     end
   end
+  if code == 0 then
+    first = redis.call('HINCRBY', KEYS[1], 'end', rows) - rows
+    redis.call('XADD', KEYS[2], string.format('0-%d', first + 1), 'e', epoch, 'b', batch)
+    redis.call('HSET', KEYS[3], publisher, string.format('%d %d', seq, first))
+    stored = first + rows
+    seen = true
+  end
+  out[#out + 1] = first
+  out[#out + 1] = code
+  out[#out + 1] = (code == 2) and known or ''
 end
-local rows = tonumber(ARGV[4])
-local first = redis.call('HINCRBY', KEYS[1], 'end', rows) - rows
-redis.call('XADD', KEYS[2], string.format('0-%d', first + 1), 'e', epoch, 'b', ARGV[6])
-local cut = first - tonumber(ARGV[5])
-if cut > 0 then
-  redis.call('XTRIM', KEYS[2], 'MINID', '~', string.format('0-%d', cut + 1))
+if seen then
+  local cut = stored - tonumber(ARGV[3])
+  if cut > 0 then
+    redis.call('XTRIM', KEYS[2], 'MINID', '~', string.format('0-%d', cut + 1))
+  end
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
 end
-if ARGV[7] ~= '' then
-  redis.call('HSET', KEYS[3], ARGV[7], string.format('%d %d', seq, first))
-  redis.call('EXPIRE', KEYS[3], ARGV[9])
-end
-return {epoch, first, 0, ''}
+table.insert(out, 1, epoch)
+return out
 """
 
 ENSURE = """
@@ -581,34 +598,49 @@ class RedisBackplane:
                 items = []
 
     async def _write(self, items: list[_Item]) -> list[Any]:
+        """Store ``items`` in one round trip: one script call per stream (at most
+        :data:`SCRIPT_BATCHES` batches each); per item ``(epoch, first, code, schema)``
+        or the exception Redis answered its call with."""
         client = self._client
         assert client is not None
+        groups: dict[str, list[int]] = {}
+        for i, it in enumerate(items):
+            groups.setdefault(it.stream.name, []).append(i)
+        calls: list[list[int]] = []
+        events = self._k("events")
         async with client.pipeline(transaction=False) as pipe:
-            events = self._k("events")
-            for it in items:
-                name = it.stream.name
-                await self._append(
-                    keys=[
+            for name, indexes in groups.items():
+                for k in range(0, len(indexes), SCRIPT_BATCHES):
+                    chunk = indexes[k : k + SCRIPT_BATCHES]
+                    args: list[Any] = [
+                        self._candidate(name),
+                        name,
+                        items[chunk[0]].stream.history_rows,
+                        DEDUP_TTL,
+                        events,
+                    ]
+                    for i in chunk:
+                        it = items[i]
+                        args += [it.rows, it.schema, it.payload, it.publisher, it.seq]
+                    keys = [
                         self._k("s", name),
                         self._k("x", name),
                         self._k("pub", name),
                         self._k("streams"),
-                    ],
-                    args=[
-                        self._candidate(name),
-                        name,
-                        it.schema,
-                        it.rows,
-                        it.stream.history_rows,
-                        it.payload,
-                        it.publisher,
-                        it.seq,
-                        DEDUP_TTL,
-                        events,
-                    ],
-                    client=pipe,
-                )
-            return list(await pipe.execute(raise_on_error=False))
+                    ]
+                    await self._append(keys=keys, args=args, client=pipe)
+                    calls.append(chunk)
+            replies = await pipe.execute(raise_on_error=False)
+        results: list[Any] = [None] * len(items)
+        for chunk, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, Exception):
+                for i in chunk:
+                    results[i] = reply
+                continue
+            epoch = reply[0]
+            for j, i in enumerate(chunk):
+                results[i] = (epoch, *reply[1 + 3 * j : 4 + 3 * j])
+        return results
 
     def _done(self, items: list[_Item], results: list[Any]) -> None:
         freed = 0
