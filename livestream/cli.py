@@ -273,7 +273,7 @@ def _announce(server: Any, what: str) -> None:
     print("  Ctrl-C to stop", flush=True)
 
 
-def _run_server(args: argparse.Namespace, ready: Callable[[Any], None]) -> int:
+def _run_server(args: argparse.Namespace, ready: Callable[[Any], Any]) -> int:
     """Run a server in the foreground until Ctrl-C; ``ready(server)`` runs once it listens
     (a port in use or a bad host raises ConfigError from ``start_async``)."""
     import asyncio
@@ -283,7 +283,9 @@ def _run_server(args: argparse.Namespace, ready: Callable[[Any], None]) -> int:
     async def main() -> None:
         await server.start_async()
         try:
-            ready(server)
+            pending = ready(server)
+            if pending is not None:
+                await pending
             await asyncio.Event().wait()
         finally:
             await server.stop_async()
@@ -299,9 +301,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import install
 
-    def ready(server: Any) -> None:
-        install(server)
+    async def ready(server: Any) -> None:
+        backplane = server.backplane
+        elsewhere = None
+        if backplane is not None:
+            # With Redis, one node runs the demo's producers; the others serve their rows.
+            for name in ("prices", "sensors"):
+                elsewhere = elsewhere or await backplane.producer_elsewhere(name)
+        if elsewhere is None:
+            install(server)
         print(f"livestream demo on {server.base_url}", flush=True)
+        if backplane is not None:
+            print(f"  redis: {backplane.shown}  (node {backplane.node})", flush=True)
+            if elsewhere is not None:
+                print(f"  the feeds run on node {elsewhere}; this node serves them", flush=True)
         print("  streams: prices (market ticks), sensors (room sensors)", flush=True)
         print(f"  websocket: {server.ws_url}  (token: {server.token})", flush=True)
         print("  Ctrl-C to stop", flush=True)

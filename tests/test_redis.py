@@ -714,3 +714,40 @@ def _node_of(server: Any) -> Node:
     node.ws_url = server.ws_url
     node.base = server.base_url
     return node
+
+
+async def test_demo_on_two_nodes_runs_its_feeds_once(redis_factory: Any, running: Any) -> None:
+    """``livestream demo --redis URL`` twice: the second node serves the first one's feeds
+    (one producer per stream), and a viewer on each node gets the same rows."""
+    redis = redis_factory()
+    first = Node(
+        running("demo", "--port", "0", "--token", TOKEN, "--redis", redis.url, "--no-browser")
+    )
+    second_proc = running(
+        "demo", "--port", "0", "--token", TOKEN, "--redis", redis.url, "--no-browser"
+    )
+    second_proc.expect(r"the feeds run on node [0-9a-f]+; this node serves them")
+    second = Node(second_proc)
+    async with connect(first) as v1, connect(second) as v2:
+        got = []
+        for viewer in (v1, v2):
+            for _ in range(100):
+                reply = await viewer.request({"type": "subscribe", "stream": "prices", "since": 0})
+                if reply["type"] == "subscribed":
+                    break
+                await asyncio.sleep(0.05)
+            assert reply["type"] == "subscribed", reply
+            got.append(reply["epoch"])
+        assert got[0] == got[1]
+        frames = []
+        for viewer in (v1, v2):
+            rows: dict[int, float] = {}
+            while len(rows) < 20:
+                msg = await viewer.expect(lambda m: m["type"] in ("data", "reset"), 10)
+                assert msg["type"] == "data", msg
+                for i, price in enumerate(msg["columns"]["price"]):
+                    rows[msg["offset"] + i] = float(price)
+            frames.append(rows)
+        common = sorted(set(frames[0]) & set(frames[1]))
+        assert len(common) >= 20 and common == list(range(len(common)))
+        assert all(frames[0][o] == frames[1][o] for o in common), "one feed, the same rows"

@@ -456,6 +456,17 @@ class RedisBackplane:
             self._lost(exc, f"looking up stream {name!r}")
             return None
 
+    async def producer_elsewhere(self, name: str) -> str | None:
+        """The id of another live node whose process runs stream ``name``'s producer."""
+        client = self._client
+        if client is None:
+            return None
+        raw = await client.hget(self._k("s", name), "producer")
+        owner = _text(raw) if raw else None
+        if owner is None or owner == self.node:
+            return None
+        return owner if await client.exists(self._k("node", owner)) else None
+
     def lookup(self, name: str) -> Awaitable[Stream | None] | None:
         return self.lookup_async(name)
 
