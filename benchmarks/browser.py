@@ -18,6 +18,7 @@ Measured inside the page over a window, on the machine's one clock:
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from . import ls_server
@@ -127,3 +128,450 @@ def livestream_page(
     finally:
         server.stop()
     return rows
+
+
+# --------------------------------------------------------------------------- large windows
+#
+# Issue 12's benchmark: the plot's window from 10 k to 10 M points, at offered rates up to
+# 1 M rows/s, on three pages in the same run:
+#
+# * ``ceiling``: BokehJS alone (benchmarks/ceiling.py, pages/ceiling.js), its columns made
+#   in advance and streamed with one ``stream()`` per animation frame: the in-page ceiling,
+#   drawn on canvas and, as a second row, with WebGL (SwiftShader here: no GPU);
+# * ``livestream page``: the server's standalone page ``/streams/bench?window=W`` fed by a
+#   producer thread at the offered rate (canvas: the page's policy allows no WebGL);
+# * ``perspective``: perspective-python's Tornado handler and its viewer
+#   (benchmarks/perspective.py), fed the same rows.
+#
+# The page, the window and the rate are parameters of the scenario, so the same run
+# measures whatever the livestream page does with a large window: today it keeps every row
+# of the window in BokehJS; once the plot asks the server for a view at its pixel width
+# (issue 12), the same command measures that.
+
+PROBE = (Path(__file__).resolve().parent / "pages" / "probe.js").read_text()
+
+#: The largest length of a plot source in the page (the rows the plot holds).
+SOURCE_LENGTH = """
+() => {
+  let n = 0;
+  for (const doc of (window.Bokeh && window.Bokeh.documents) || [])
+    for (const m of doc.all_models)
+      if (m.type === "ColumnDataSource") n = Math.max(n, m.get_length() || 0);
+  return n;
+}
+"""
+
+#: How each plot view of the page draws: ``webgl`` when its canvas has a WebGL context.
+RENDERERS = """
+() => [...window.Bokeh.index.query((v) => v.repainted !== undefined)].map(
+  (v) => (v.canvas_view && v.canvas_view.webgl ? "webgl" : "canvas"))
+"""
+
+GL_RENDERER = """
+() => {
+  const c = document.createElement("canvas");
+  const gl = c.getContext("webgl2") || c.getContext("webgl");
+  if (!gl) return "no WebGL";
+  const info = gl.getExtension("WEBGL_debug_renderer_info");
+  return info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER);
+}
+"""
+
+
+def weighted_percentile(values: list[float], weights: list[float], q: float) -> float:
+    """The ``q``-th percentile of ``values`` each counted ``weights`` times (rows per
+    stamp): the lag of the row at that rank."""
+    if not values:
+        return float("nan")
+    order = sorted(range(len(values)), key=values.__getitem__)
+    total = sum(weights)
+    target = total * q / 100.0
+    acc = 0.0
+    for i in order:
+        acc += weights[i]
+        if acc >= target:
+            return float(values[i])
+    return float(values[order[-1]])
+
+
+def measure_page(page: Any, seconds: float) -> dict[str, Any]:
+    """Counters of :data:`PROBE` over ``seconds`` from 0.2 s from now."""
+    t0 = time.time() * 1000.0 + 200.0
+    t1 = t0 + seconds * 1000.0
+    page.evaluate(
+        "([t0, t1]) => { const b = window.__bench; b.rows = 0; b.events = 0; b.frames = 0; "
+        "b.paints = 0; b.lags = []; b.lagWeights = []; b.streamLags = []; b.t0 = t0; "
+        "b.t1 = t1; }",
+        [t0, t1],
+    )
+    time.sleep(seconds + 0.5)
+    got = page.evaluate(
+        "() => { const b = window.__bench; b.t1 = 0; return {rows: b.rows, events: b.events, "
+        "frames: b.frames, paints: b.paints, lags: b.lags, weights: b.lagWeights}; }",
+    )
+    lags, weights = got["lags"], got["weights"]
+    return {
+        "rows_per_s": got["rows"] / seconds,
+        "streams_per_s": got["events"] / seconds,
+        "paints_per_s": got["paints"] / seconds,
+        "fps": got["frames"] / seconds,
+        "lag_p50": weighted_percentile(lags, weights, 50),
+        "lag_p99": weighted_percentile(lags, weights, 99),
+        "lag_max": max(lags) if lags else float("nan"),
+    }
+
+
+def _launch(p: Any) -> Any:
+    return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def _fill(page: Any, window: int, timeout: float) -> tuple[float, int]:
+    """Wait (bounded) until the page's plot holds ``window`` rows; seconds taken and rows
+    held at the end."""
+    t = time.monotonic()
+    deadline = t + timeout
+    held = 0
+    while time.monotonic() < deadline:
+        held = int(page.evaluate(SOURCE_LENGTH))
+        if held >= window:
+            break
+        time.sleep(0.2)
+    return time.monotonic() - t, held
+
+
+def ceiling_page(
+    window: int,
+    rates: list[int],
+    *,
+    backend: str,
+    seconds: float,
+    warmup: float,
+    load_timeout: float,
+    log: Any,
+) -> list[dict[str, Any]]:
+    """BokehJS alone at each offered rate, on one page of ``window`` points."""
+    from playwright.sync_api import sync_playwright
+
+    from . import ceiling
+
+    base = {"page": "ceiling", "window": window, "backend": backend}
+    server = start_process(ceiling.serve, {})
+    rows: list[dict[str, Any]] = []
+    try:
+        with sync_playwright() as p:
+            browser = _launch(p)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                t = time.monotonic()
+                page.goto(
+                    f"http://{HOST}:{server.port}/?window={window}&backend={backend}",
+                    timeout=60_000,
+                )
+                page.wait_for_function(
+                    "() => window.ceiling && (window.ceiling.ready || window.ceiling.error)",
+                    timeout=load_timeout * 1000,
+                    polling=100,
+                )
+                err = page.evaluate("() => window.ceiling.error || null")
+                if err:
+                    raise RuntimeError(f"the ceiling page failed: {err}")
+                page.wait_for_function(PROBE, timeout=load_timeout * 1000, polling=100)
+                load_s = time.monotonic() - t
+                drawn_with = page.evaluate(RENDERERS)
+                gl = page.evaluate(GL_RENDERER)
+                for rate in rates:
+                    log(f"  large windows: ceiling ({backend}), {window:,} points, {rate:,} rows/s")
+                    page.evaluate("(r) => window.ceiling.setRate(r)", rate)
+                    time.sleep(warmup)
+                    r = measure_page(page, seconds)
+                    page.evaluate("() => window.ceiling.setRate(0)")
+                    r.update(base, offered=rate, load_s=load_s, drawn_with=drawn_with, gl=gl)
+                    rows.append(r)
+                    _log_row(log, r)
+                    time.sleep(0.5)
+            finally:
+                browser.close()
+    except Exception as exc:
+        rows += [
+            dict(base, offered=rate, error=f"{type(exc).__name__}: {exc}")
+            for rate in rates[len(rows) :]
+        ]
+        log(f"    ceiling ({backend}, {window:,}) not measured: {rows[-1]['error']}")
+    finally:
+        server.stop()
+    return rows
+
+
+def livestream_large(
+    window: int,
+    rates: list[int],
+    *,
+    seconds: float,
+    warmup: float,
+    load_timeout: float,
+    log: Any,
+) -> list[dict[str, Any]]:
+    """The livestream page with ``?window=W`` over a stream whose history holds ``W`` rows
+    (filled before the page opens), at each offered rate."""
+    from playwright.sync_api import sync_playwright
+
+    base = {"page": "livestream page", "window": window, "backend": "canvas"}
+    rows: list[dict[str, Any]] = []
+    server = start_process(ls_server.serve, {"history": max(window, 100_000)}, timeout=120)
+    try:
+        # The history first: W rows appended as fast as the producer can (the page then
+        # opens on a full window, as it would on a long-running stream).
+        server.call("produce", batch=min(window, 400_000), rate=None, duration=120)
+        deadline = time.monotonic() + 120
+        while server.call("info")["end"] < window and time.monotonic() < deadline:
+            time.sleep(0.1)
+        server.call("stop")
+        with sync_playwright() as p:
+            browser = _launch(p)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                t = time.monotonic()
+                page.goto(
+                    f"http://{HOST}:{server.port}/streams/bench?token={TOKEN}"
+                    f"&window={window}&x=time&y=price",
+                    timeout=60_000,
+                )
+                page.wait_for_function(PROBE, timeout=load_timeout * 1000, polling=100)
+                _, held = _fill(page, window, max(1.0, load_timeout - (time.monotonic() - t)))
+                load_s = time.monotonic() - t
+                drawn_with = page.evaluate(RENDERERS)
+                note = (
+                    None
+                    if held >= window
+                    else f"held {held:,} of {window:,} rows after {load_s:.0f} s"
+                )
+                for rate in rates:
+                    batch = max(1, rate // 100)
+                    log(
+                        f"  large windows: livestream page, {window:,} points, {rate:,} rows/s "
+                        f"({batch:,} rows x 100 appends/s)"
+                    )
+                    server.call("produce", batch=batch, rate=rate, duration=warmup + seconds + 30)
+                    time.sleep(warmup)
+                    r = measure_page(page, seconds)
+                    produced = server.call("stop")
+                    r.update(
+                        base,
+                        offered=rate,
+                        appended_per_s=produced["appended"] / max(1e-9, produced["elapsed"]),
+                        load_s=load_s,
+                        held_at_load=held,
+                        drawn_with=drawn_with,
+                    )
+                    if note:
+                        r["note"] = note
+                    rows.append(r)
+                    _log_row(log, r)
+                    time.sleep(1.0)
+            finally:
+                browser.close()
+    except Exception as exc:
+        rows += [
+            dict(base, offered=rate, error=f"{type(exc).__name__}: {exc}")
+            for rate in rates[len(rows) :]
+        ]
+        log(f"    livestream page ({window:,}) not measured: {rows[-1]['error']}")
+    finally:
+        server.stop()
+    return rows
+
+
+def _log_row(log: Any, r: dict[str, Any]) -> None:
+    log(
+        f"    {r['rows_per_s']:,.0f} rows/s drawn, {r['fps']:.1f} fps, {r['paints_per_s']:.1f} "
+        f"paints/s, lag p50 {r['lag_p50']:.0f} ms, p99 {r['lag_p99']:.0f} ms"
+    )
+
+
+#: The figures a repeated cell reports as the median of its runs, with their spread.
+MEDIANS = ("rows_per_s", "fps", "paints_per_s", "lag_p50", "lag_p99", "streams_per_s")
+
+
+def _median_rows(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per cell (page, backend, window, rate): the medians of ``runs``; ``spread``
+    holds each figure's (min, max), ``runs`` the count measured."""
+    import statistics
+
+    cells: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for run in runs:
+        for r in run:
+            cells.setdefault((r["page"], r["backend"], r["window"], r["offered"]), []).append(r)
+    out = []
+    for same in cells.values():
+        ok = [r for r in same if "error" not in r]
+        if not ok:
+            out.append(same[-1])
+            continue
+        row = dict(ok[-1])
+        row["runs"] = len(ok)
+        row["spread"] = {}
+        for key in MEDIANS:
+            vals = [r[key] for r in ok if r.get(key) == r.get(key)]  # not NaN
+            if vals:
+                row[key] = statistics.median(vals)
+                row["spread"][key] = (min(vals), max(vals))
+        out.append(row)
+    return out
+
+
+def large_windows(
+    *,
+    windows: list[int],
+    rates: list[int],
+    seconds: float,
+    warmup: float,
+    load_timeout: float = 180.0,
+    backends: tuple[str, ...] = ("canvas", "webgl"),
+    pages: tuple[str, ...] = ("ceiling", "livestream", "perspective"),
+    repeat: int = 1,
+    log: Any,
+) -> list[dict[str, Any]]:
+    """Every page at every window and offered rate, ``repeat`` times over (the machine is
+    shared: each cell reports the median of its runs and their spread)."""
+    runs: list[list[dict[str, Any]]] = []
+    for i in range(repeat):
+        if repeat > 1:
+            log(f"  large windows: run {i + 1} of {repeat}")
+        run: list[dict[str, Any]] = []
+        for window in windows:
+            if "ceiling" in pages:
+                for backend in backends:
+                    run += ceiling_page(
+                        window,
+                        rates,
+                        backend=backend,
+                        seconds=seconds,
+                        warmup=warmup,
+                        load_timeout=load_timeout,
+                        log=log,
+                    )
+            if "livestream" in pages:
+                run += livestream_large(
+                    window,
+                    rates,
+                    seconds=seconds,
+                    warmup=warmup,
+                    load_timeout=load_timeout,
+                    log=log,
+                )
+            if "perspective" in pages:
+                from . import perspective
+
+                run += perspective.viewer_page(
+                    window,
+                    rates,
+                    seconds=seconds,
+                    warmup=warmup,
+                    load_timeout=load_timeout,
+                    log=log,
+                )
+        runs.append(run)
+    return _median_rows(runs)
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per window and rate: livestream / ceiling and Perspective / ceiling (ceiling on
+    canvas, the livestream page's renderer), for rows/s, fps and lag p99."""
+    by = {(r["page"], r["backend"], r["window"], r["offered"]): r for r in rows if "error" not in r}
+    out = []
+    for (page, _, window, rate), r in by.items():
+        if page == "ceiling":
+            continue
+        ref = by.get(("ceiling", "canvas", window, rate))
+        if ref is None:
+            continue
+        out.append(
+            {
+                "page": page,
+                "window": window,
+                "offered": rate,
+                "rows": r["rows_per_s"] / ref["rows_per_s"] if ref["rows_per_s"] else float("nan"),
+                "fps": r["fps"] / ref["fps"] if ref["fps"] else float("nan"),
+                "lag_p99": r["lag_p99"] / ref["lag_p99"] if ref["lag_p99"] else float("nan"),
+            }
+        )
+    return out
+
+
+def render(rows: list[dict[str, Any]], fmt: Any, table: Any) -> str:
+    """Section 7b of the benchmark's printout: the large-window table and its ratios."""
+
+    def spread(r: dict[str, Any], key: str, digits: int = 0) -> str:
+        lo_hi = r.get("spread", {}).get(key)
+        if not lo_hi or r.get("runs", 1) < 2:
+            return ""
+        return f" ({fmt(float(lo_hi[0]), digits)}-{fmt(float(lo_hi[1]), digits)})"
+
+    body = []
+    notes = []
+    for r in rows:
+        name = f"{r['page']} ({r['backend']})"
+        if "error" in r:
+            body.append([name, fmt(r["window"]), fmt(r["offered"]), "not measured"] + [""] * 5)
+            notes.append(f"{name}, {r['window']:,} points, {r['offered']:,} rows/s: {r['error']}")
+            continue
+        body.append(
+            [
+                name,
+                fmt(r["window"]),
+                fmt(r["offered"]),
+                fmt(r["rows_per_s"]) + spread(r, "rows_per_s"),
+                fmt(r["fps"], 1) + spread(r, "fps", 1),
+                fmt(r["paints_per_s"], 1),
+                fmt(r["lag_p50"]) + spread(r, "lag_p50"),
+                fmt(r["lag_p99"]) + spread(r, "lag_p99"),
+                fmt(r.get("load_s"), 1),
+            ]
+        )
+        if r.get("note"):
+            notes.append(f"{name}, {r['window']:,} points: {r['note']}")
+    text = "7b. Browser: large windows (medians of the runs; spread min-max in brackets)\n" + table(
+        [
+            "page",
+            "window",
+            "offered rows/s",
+            "drawn rows/s",
+            "fps",
+            "paints/s",
+            "lag p50 ms",
+            "lag p99 ms",
+            "load s",
+        ],
+        body,
+    )
+    rat = ratios(rows)
+    if rat:
+        text += "\n\nratios to the ceiling on canvas (same run)\n" + table(
+            ["page", "window", "offered rows/s", "rows/s", "fps", "lag p99"],
+            [
+                [
+                    x["page"],
+                    fmt(x["window"]),
+                    fmt(x["offered"]),
+                    fmt(x["rows"], 2),
+                    fmt(x["fps"], 2),
+                    fmt(x["lag_p99"], 2),
+                ]
+                for x in rat
+            ],
+        )
+    gl = {r.get("gl") for r in rows if r.get("gl")}
+    if gl:
+        text += "\nWebGL renderer: " + "; ".join(sorted(gl))
+    drawn = sorted(
+        {
+            f"{r['page']} ({r['backend']}): {','.join(r['drawn_with'])}"
+            for r in rows
+            if r.get("drawn_with")
+        }
+    )
+    if drawn:
+        text += "\nplot views drew with: " + "; ".join(drawn)
+    if notes:
+        text += "\n" + "\n".join(notes)
+    return text

@@ -1,0 +1,337 @@
+"""FINOS Perspective in the large-window benchmark: perspective-python's Tornado handler
+and its viewer in Chromium, fed the same rows as the livestream page.
+
+The server (its own process): a ``perspective.Server`` with one table ``bench`` of
+``time`` and ``price`` (float, ``time`` in ms since the epoch, stamped when the batch is
+made) whose ``limit`` is the window (a rolling table of the newest ``window`` rows), behind
+``perspective.handlers.tornado.PerspectiveTornadoHandler`` at ``/websocket``; a producer
+thread calls ``table.update`` with an Arrow IPC batch (Perspective's fastest input) of
+``rate / 100`` rows 100 times a second, like the livestream producer. The page
+(``pages/perspective.html``, ``pages/perspective.js``) loads the viewer from the
+perspective-python package itself (its anywidget bundle: viewer, WebAssembly client,
+WebGL charts; no CDN), connects a ``Client`` to the handler over a WebSocket, and shows
+an "X/Y Line" of price against time.
+
+What is measured differs from the Bokeh pages in one way: Perspective's viewer does not
+receive rows, it asks the server for its view's data at each render. So "rows/s" is what
+the table took in during the window (counted by the producer), and the page reports
+renders/s, frames/s and the lag of the rows drawn (see ``pages/perspective.js``).
+
+perspective-python is not a dependency of livestream, nor of its test extra: when it is
+not installed, :func:`viewer_page` answers rows whose ``error`` says why.
+
+Pipe commands: ``produce`` (``batch``, ``rate`` or ``None``, ``duration``), ``stop``
+(answers ``appended``, ``elapsed``), ``info`` (``size``), ``quit``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import HOST, Batches, Pace, child_setup, error_reply, start_process
+
+UNAVAILABLE = "perspective-python is not installed (pip install perspective-python)"
+
+
+def available() -> str | None:
+    """``None`` when perspective-python and pyarrow import; else why not."""
+    try:
+        import perspective  # noqa: F401
+        import pyarrow  # noqa: F401
+    except ImportError as exc:
+        return f"{UNAVAILABLE}: {exc}"
+    return None
+
+
+def _static() -> str:
+    import perspective
+
+    return str(Path(perspective.__file__).parent / "widget" / "static")
+
+
+def _arrow(columns: dict[str, Any]) -> bytes:
+    import pyarrow as pa
+
+    table = pa.table({"time": columns["time"], "price": columns["price"]})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+class _Producer:
+    def __init__(self, table: Any, batch: int, rate: float | None, duration: float) -> None:
+        self.table = table
+        self.batch = batch
+        self.rate = rate
+        self.duration = duration
+        self.stop_event = threading.Event()
+        self.appended = 0
+        self.started = 0.0
+        self.stopped = 0.0
+        self.thread = threading.Thread(target=self._run, name="psp-producer", daemon=True)
+
+    def _run(self) -> None:
+        source = Batches(self.batch)
+        pace = Pace(self.batch, self.rate, self.duration)
+        self.started = pace.start
+        while not self.stop_event.is_set():
+            wait = pace.wait()
+            if wait is None:
+                break
+            if wait:
+                self.stop_event.wait(wait)
+                continue
+            self.table.update(_arrow(source.columns()))
+            self.appended += self.batch
+        self.stopped = time.monotonic()
+
+    def stop(self) -> dict[str, Any]:
+        self.stop_event.set()
+        self.thread.join(30)
+        return {
+            "appended": self.appended,
+            "elapsed": (self.stopped or time.monotonic()) - self.started,
+        }
+
+
+def serve(conn: Any, options: dict[str, Any]) -> None:
+    """Process entry point: Perspective's Tornado handler, the page, and a producer."""
+    child_setup()
+    import asyncio
+
+    import psutil
+
+    box: dict[str, Any] = {}
+    started = threading.Event()
+    try:
+        from concurrent.futures import ThreadPoolExecutor
+
+        import perspective
+        import tornado.httpserver
+        import tornado.netutil
+        import tornado.web
+        from perspective.handlers.tornado import PerspectiveTornadoHandler
+
+        from . import ceiling
+
+        # Updates are merged until the previous poll is done: Perspective's way to take
+        # frequent updates (its multi-threaded tests do the same); without it each update
+        # recomputes every view of the table at once, in the producer's thread.
+        poller = ThreadPoolExecutor(1, thread_name_prefix="psp-poll")
+        poll_lock = threading.Lock()
+
+        def poll(server: Any) -> None:
+            try:
+                server.poll()
+            finally:
+                poll_lock.release()
+
+        def on_poll_request(server: Any) -> None:
+            if poll_lock.acquire(blocking=False):
+                poller.submit(poll, server)
+
+        server = perspective.Server(on_poll_request=on_poll_request)
+        client = server.new_local_client()
+        table = client.table(
+            {"time": "float", "price": "float"}, name="bench", limit=int(options["window"])
+        )
+
+        class Page(tornado.web.RequestHandler):
+            def get(self) -> None:
+                self.set_header("Content-Type", "text/html; charset=utf-8")
+                self.finish((ceiling.PAGES / "perspective.html").read_bytes())
+
+        def run() -> None:
+            async def main() -> None:
+                app = tornado.web.Application(
+                    [
+                        (r"/", Page),
+                        (
+                            r"/websocket",
+                            PerspectiveTornadoHandler,
+                            {"perspective_server": server},
+                        ),
+                        (r"/psp/(.*)", tornado.web.StaticFileHandler, {"path": _static()}),
+                        (
+                            r"/bench/(.*)",
+                            tornado.web.StaticFileHandler,
+                            {"path": str(ceiling.PAGES)},
+                        ),
+                    ],
+                    websocket_max_message_size=1 << 30,
+                )
+                sockets = tornado.netutil.bind_sockets(0, HOST)
+                http = tornado.httpserver.HTTPServer(app, max_buffer_size=1 << 30)
+                http.add_sockets(sockets)
+                box["port"] = sockets[0].getsockname()[1]
+                box["stop"] = asyncio.Event()
+                box["loop"] = asyncio.get_running_loop()
+                started.set()
+                await box["stop"].wait()
+                http.stop()
+
+            asyncio.run(main())
+
+        thread = threading.Thread(target=run, name="psp-server", daemon=True)
+        thread.start()
+        if not started.wait(30):
+            raise TimeoutError("the Perspective server did not start within 30 s")
+    except Exception as exc:
+        conn.send(error_reply(exc))
+        return
+    conn.send({"kind": "perspective", "port": box["port"], "pid": psutil.Process().pid})
+    producer: _Producer | None = None
+    try:
+        while True:
+            msg = conn.recv()
+            cmd = msg["cmd"]
+            if cmd == "quit":
+                break
+            try:
+                if cmd == "produce":
+                    if producer is not None:
+                        producer.stop()
+                    producer = _Producer(
+                        table, msg.get("batch", 1000), msg.get("rate"), msg.get("duration", 60.0)
+                    )
+                    producer.thread.start()
+                    conn.send({"ok": True})
+                elif cmd == "stop":
+                    conn.send(producer.stop() if producer else {"appended": 0, "elapsed": 0.0})
+                    producer = None
+                elif cmd == "info":
+                    conn.send({"size": table.size()})
+                else:
+                    conn.send({"error": f"unknown command {cmd!r}"})
+            except Exception as exc:
+                conn.send(error_reply(exc))
+    except (EOFError, KeyboardInterrupt):
+        pass
+    finally:
+        if producer is not None:
+            producer.stop()
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        thread.join(10)
+
+
+def measure(page: Any, seconds: float) -> dict[str, Any]:
+    """Frames, renders and lag in the page, rows the table took in, over ``seconds``."""
+    from .browser import weighted_percentile
+
+    t0 = time.time() * 1000.0 + 200.0
+    t1 = t0 + seconds * 1000.0
+    page.evaluate(
+        "([t0, t1]) => { const b = window.__bench; b.frames = 0; b.renders = 0; b.lags = []; "
+        "b.lagWeights = []; b.t0 = t0; b.t1 = t1; }",
+        [t0, t1],
+    )
+    time.sleep(seconds + 0.7)
+    got = page.evaluate(
+        "() => { const b = window.__bench; b.t1 = 0; return {frames: b.frames, "
+        "renders: b.renders, lags: b.lags, weights: b.lagWeights}; }"
+    )
+    lags, weights = got["lags"], got["weights"]
+    return {
+        "fps": got["frames"] / seconds,
+        "paints_per_s": got["renders"] / seconds,
+        "streams_per_s": float("nan"),
+        "lag_p50": weighted_percentile(lags, weights, 50),
+        "lag_p99": weighted_percentile(lags, weights, 99),
+        "lag_max": max(lags) if lags else float("nan"),
+    }
+
+
+def viewer_page(
+    window: int,
+    rates: list[int],
+    *,
+    seconds: float,
+    warmup: float,
+    load_timeout: float,
+    log: Any,
+) -> list[dict[str, Any]]:
+    """Perspective's viewer on a table of ``window`` rows (filled before the page opens),
+    at each offered rate. Rows with ``error`` when Perspective cannot run here."""
+    base = {"page": "perspective", "window": window, "backend": "webgl"}
+    why = available()
+    if why:
+        log(f"  large windows: Perspective not measured: {why}")
+        return [dict(base, offered=rate, error=why) for rate in rates]
+    from playwright.sync_api import sync_playwright
+
+    from .browser import CHROMIUM, CHROMIUM_ARGS
+
+    rows: list[dict[str, Any]] = []
+    server = start_process(serve, {"window": window}, timeout=120)
+    try:
+        server.call("produce", batch=min(window, 1_000_000), rate=None, duration=300)
+        deadline = time.monotonic() + 300
+        while server.call("info")["size"] < window and time.monotonic() < deadline:
+            time.sleep(0.2)
+        server.call("stop", timeout=120)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                t = time.monotonic()
+                page.goto(f"http://{HOST}:{server.port}/", timeout=60_000)
+                try:
+                    page.wait_for_function(
+                        "() => window.perspectivePage && (window.perspectivePage.ready "
+                        "|| window.perspectivePage.error)",
+                        timeout=load_timeout * 1000,
+                        polling=100,
+                    )
+                except Exception as exc:
+                    raise TimeoutError(
+                        f"the viewer had not drawn its first view of {window:,} rows "
+                        f"{load_timeout:.0f} s after the page opened"
+                    ) from exc
+                err = page.evaluate("() => window.perspectivePage.error || null")
+                if err:
+                    raise RuntimeError(f"the Perspective page failed: {err}")
+                load_s = time.monotonic() - t
+                gl = page.evaluate("() => window.perspectivePage.gl")
+                plugin = page.evaluate("() => window.perspectivePage.plugin")
+                for rate in rates:
+                    batch = max(1, rate // 100)
+                    log(
+                        f"  large windows: Perspective, {window:,} rows, {rate:,} rows/s "
+                        f"({batch:,} rows x 100 updates/s)"
+                    )
+                    server.call("produce", batch=batch, rate=rate, duration=warmup + seconds + 30)
+                    time.sleep(warmup)
+                    r = measure(page, seconds)
+                    produced = server.call("stop", timeout=120)
+                    took = produced["appended"] / max(1e-9, produced["elapsed"])
+                    r.update(
+                        base,
+                        offered=rate,
+                        rows_per_s=took,
+                        appended_per_s=took,
+                        load_s=load_s,
+                        gl=gl,
+                        drawn_with=[plugin],
+                    )
+                    rows.append(r)
+                    log(
+                        f"    table took {took:,.0f} rows/s, {r['fps']:.1f} fps, "
+                        f"{r['paints_per_s']:.1f} renders/s, lag p50 {r['lag_p50']:.0f} ms, "
+                        f"p99 {r['lag_p99']:.0f} ms"
+                    )
+                    time.sleep(1.0)
+            finally:
+                browser.close()
+    except Exception as exc:
+        rows += [
+            dict(base, offered=rate, error=f"{type(exc).__name__}: {exc}")
+            for rate in rates[len(rows) :]
+        ]
+        log(f"    Perspective ({window:,}) not measured: {rows[-1]['error']}")
+    finally:
+        server.stop()
+    return rows
