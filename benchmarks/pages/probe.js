@@ -9,7 +9,9 @@
 //   it: a plot view's `repainted` signal says the paint that holds the rows has run (in an
 //   animation frame callback); a message posted from there runs after that frame's
 //   rendering step. Each streamed batch gives 8 stamps spread over its rows, each standing
-//   for a 1/8 of them (`lagWeights`), so the percentiles are over rows, not over batches.
+//   for a 1/8 of them (`lagWeights`), so the percentiles are over rows, not over batches;
+// * replaces: a source's whole `data` set anew (a plot that redraws a view of its rows
+//   rather than streaming them in, as a zoom-aware plot may), counted, not in the lag.
 () => {
   const w = window;
   if (w.__bench) return true;
@@ -18,7 +20,7 @@
   const plots = [...B.index.query((v) => v.repainted && typeof v.repainted.connect === "function")];
   if (!plots.length) return false;
   const b = (w.__bench = {
-    rows: 0, events: 0, frames: 0, paints: 0, t0: Infinity, t1: Infinity,
+    rows: 0, events: 0, replaces: 0, frames: 0, paints: 0, t0: Infinity, t1: Infinity,
     lags: [], lagWeights: [], streamLags: [],
   });
   const SAMPLES = 8;
@@ -26,6 +28,7 @@
   const inWindow = (now) => now >= b.t0 && now < b.t1;
   for (const doc of B.documents) {
     doc.on_change((ev) => {
+      if (ev.kind === "ModelChanged" && ev.attr === "data" && inWindow(Date.now())) b.replaces += 1;
       if (ev.kind !== "ColumnsStreamed") return;
       const t = ev.data.time || Object.values(ev.data)[0];
       const n = t ? t.length : 0;
