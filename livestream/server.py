@@ -914,6 +914,37 @@ def _raise_open_file_limit() -> None:
     log.info("raised the open-files limit from %d to %d (the hard limit)", soft, want)
 
 
+#: The interpreter's switch interval while a server runs (seconds; Python's default is
+#: 0.005). See docs/explanation.md, "Producer threads and the GIL".
+SWITCH_INTERVAL = 0.0005
+_switch_lock = threading.Lock()
+_switch: dict[str, Any] = {"servers": 0, "saved": None, "set": None}
+
+
+def _lower_switch_interval(value: float | None) -> None:
+    """While servers run, let a thread that waits for the GIL get it within ``value``
+    seconds rather than Python's 5 ms: a producer thread that lets the GIL go to wake the
+    loop (or a loop that lets it go to write) otherwise waits up to 5 ms to take it back
+    from the other, the tail of every hand-off between them. Only lowered, and only when
+    nobody set another value; restored when the last server stops."""
+    with _switch_lock:
+        if _switch["servers"] == 0 and value is not None:
+            current = sys.getswitchinterval()
+            if value < current:
+                _switch["saved"], _switch["set"] = current, value
+                sys.setswitchinterval(value)
+        _switch["servers"] += 1
+
+
+def _restore_switch_interval() -> None:
+    with _switch_lock:
+        _switch["servers"] = max(0, _switch["servers"] - 1)
+        if _switch["servers"] == 0 and _switch["saved"] is not None:
+            if sys.getswitchinterval() == _switch["set"]:  # nobody changed it since
+                sys.setswitchinterval(_switch["saved"])
+            _switch["saved"] = _switch["set"] = None
+
+
 class Server:
     """A livestream server: a hub of streams behind a Tornado app.
 
@@ -941,6 +972,7 @@ class Server:
         ping_interval: float = 20.0,
         max_streams: int | None = None,
         redis: str | None = None,
+        switch_interval: float | None = SWITCH_INTERVAL,
     ) -> None:
         token = token if token is not None else os.environ.get("LIVESTREAM_TOKEN") or None
         redis = redis if redis is not None else os.environ.get("LIVESTREAM_REDIS") or None
@@ -982,6 +1014,15 @@ class Server:
         self._http: tornado.httpserver.HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        if switch_interval is not None and not switch_interval > 0:
+            raise ConfigError(
+                f"switch_interval must be a number of seconds above 0, or None to leave "
+                f"the interpreter's as it is; got {switch_interval!r}"
+            )
+        #: The interpreter's switch interval while this server runs (see
+        #: :data:`SWITCH_INTERVAL`); None leaves it alone.
+        self.switch_interval = switch_interval
+        self._switch_lowered = False
 
     # ------------------------------------------------------------------ properties
 
@@ -1113,6 +1154,8 @@ class Server:
             max_body_size=_UNREAD_BODY_LIMIT,
         )
         self._http.add_sockets(sockets)
+        _lower_switch_interval(self.switch_interval)
+        self._switch_lowered = True
         self.hub.start_producers()
         log.info("livestream serving on %s", self.base_url)
         return self
@@ -1129,6 +1172,9 @@ class Server:
         if self.backplane is not None:
             await self.backplane.stop()
         self.hub.detach()
+        if self._switch_lowered:
+            self._switch_lowered = False
+            _restore_switch_interval()
 
     def start(self, timeout: float = 10.0) -> Server:
         """Start on a background thread with its own event loop; returns when listening."""
