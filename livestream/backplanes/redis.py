@@ -295,7 +295,8 @@ class RedisBackplane:
         self.connected = True
         names = await self._client.smembers(self._k("streams"))
         for raw in sorted(names):
-            await self._mirror(_text(raw))
+            with contextlib.suppress(ProtocolError):  # a name no stream may have
+                await self._mirror(_text(raw))
         for stream in list(hub.streams.values()):  # made before the server started
             self.adopt(stream)
         self._tasks = [
@@ -715,7 +716,8 @@ class RedisBackplane:
         assert client is not None
         names = {_text(n) for n in await client.smembers(self._k("streams"))}
         for name in sorted(names | set(self._mirrors)):
-            await self._mirror(name, create=True)
+            with contextlib.suppress(ProtocolError):
+                await self._mirror(name, create=True)
 
     async def _read_loop(self) -> None:
         delay = BACKOFF[0]
