@@ -751,3 +751,33 @@ async def test_demo_on_two_nodes_runs_its_feeds_once(redis_factory: Any, running
         common = sorted(set(frames[0]) & set(frames[1]))
         assert len(common) >= 20 and common == list(range(len(common)))
         assert all(frames[0][o] == frames[1][o] for o in common), "one feed, the same rows"
+
+
+# --------------------------------------------------------------------------- one server
+
+
+async def test_a_single_server_stores_a_resent_batch_once(
+    live_server: Any, ws_connect: Any
+) -> None:
+    """``publisher`` and ``seq`` mean the same without Redis: the in-process backplane
+    remembers each publisher's last seq per stream."""
+    async with ws_connect(live_server) as peer:
+        first = await publish(peer, "solo", np.arange(0, 5), publisher="p", seq=7)
+        assert first["offset"] == 0 and "duplicate" not in first
+        again = await publish(peer, "solo", np.arange(0, 5), publisher="p", seq=7)
+        assert again["duplicate"] is True and again["offset"] == 0
+        other = await publish(peer, "solo", np.arange(5, 10), publisher="q", seq=1)
+        assert other["offset"] == 5, "another publisher's seq is its own"
+        assert live_server.hub.streams["solo"].end == 10
+        for bad, why in (
+            ({"publisher": "p"}, "`seq`"),
+            ({"publisher": "", "seq": 1}, "`publisher`"),
+            ({"publisher": "p", "seq": -1}, "`seq`"),
+            ({"publisher": "x" * 65, "seq": 1}, "`publisher`"),
+        ):
+            reply = await peer.request(
+                {"type": "publish", "stream": "solo", "columns": {"v": [1], "x": [0.5]}, **bad}
+            )
+            assert reply["type"] == "error" and reply["code"] == "bad_message", reply
+            assert why in reply["message"], reply["message"]
+        assert live_server.hub.streams["solo"].end == 10, "nothing stored by a refused publish"
