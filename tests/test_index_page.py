@@ -5,7 +5,8 @@ What a person sees there: a card per stream with a sparkline of its first value 
 its newest value, drawn on a small canvas and moving as rows arrive; the card opens the
 stream's page; the header sums the server's list (streams, viewers, rows/s), leaving out the
 page's own sparkline subscriptions; only the cards in view subscribe; names and values from
-publishers are shown as text; and the page logs no warning or error to the console.
+publishers are shown as text; a service of several nodes (the Redis backplane, with a real
+redis-server) shows its nodes; and the page logs no warning or error to the console.
 
 Chromium must be installed at /usr/bin/chromium (scripts/test.sh installs it); these tests
 fail, never skip, without it.
@@ -17,11 +18,13 @@ import json
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
-from support import CHROMIUM, CHROMIUM_ARGS
+from support import CHROMIUM, CHROMIUM_ARGS, wait_until
+from test_redis import RedisProcess  # a real redis-server on a free port
 
 from livestream.server import Server
 
@@ -224,3 +227,27 @@ def test_only_the_cards_in_view_subscribe(server: Server, open_page: Callable[..
     expect(card(page, "s00")).not_to_have_attribute("data-watching", "true", timeout=WAIT_MS)
     expect(card(page, names[-1]).locator(".ls-trend-value")).to_have_text(str(len(names)))
     assert watched.count() <= 15
+
+
+def test_a_service_of_several_nodes_shows_them(
+    server_factory: Callable[..., Server], tmp_path: Path, open_page: Callable[..., Page]
+) -> None:
+    """Two servers sharing a real redis-server (the Redis backplane): the list names the
+    nodes, and the page shows them, in the header and on the card."""
+    redis = RedisProcess(tmp_path).start()
+    try:
+        a = server_factory(redis=redis.url)
+        server_factory(redis=redis.url)
+        a.stream("shared", history=100).append({"v": [1.0, 2.0]})
+        wait_until(
+            lambda: api_streams(a).get("shared", {}).get("nodes") == 2,
+            10,
+            "the list of node a to name two nodes",
+        )
+        page = open_page(home(a))
+        nodes = page.locator('#totals [data-total="nodes"]')
+        expect(nodes).to_be_visible(timeout=WAIT_MS)
+        expect(nodes.locator("dd")).to_have_text("2")
+        expect(card(page, "shared").locator('[data-stat="nodes"] dd')).to_have_text("2")
+    finally:
+        redis.kill()
