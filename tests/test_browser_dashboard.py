@@ -249,8 +249,19 @@ def test_wrong_token_says_so_and_does_not_retry(
     page.wait_for_timeout(1500)
     assert sockets == [], f"kept trying a rejected token: {sockets}"
 
-    home = open_page(f"{server.base_url}/?token=not-the-token")
-    expect(home.locator(".ls-stream-list .ls-alert")).to_contain_text("token", timeout=WAIT_MS)
+    # The home page says so too, and opens no socket for its sparklines with that token.
+    home = browser.new_page()
+    home_sockets: list[str] = []
+    home.on("websocket", lambda ws: home_sockets.append(ws.url))
+    try:
+        home.goto(f"{server.base_url}/?token=not-the-token")
+        expect(home.locator(".ls-stream-list .ls-alert")).to_contain_text("token", timeout=WAIT_MS)
+        home.wait_for_timeout(500)
+        assert home_sockets == [], (
+            f"the home page opened a socket with a rejected token: {home_sockets}"
+        )
+    finally:
+        home.close()
 
 
 def test_dropped_connection_resumes_without_gap_or_duplicate(

@@ -3263,7 +3263,9 @@ var Sparkline = class {
     }
   }
 };
-function renderStreamList(el, { httpBase = defaultHttpBase(), token = "", interval = 2e3, href, onStatus, conn = null, totals: totalsEl = null } = {}) {
+function renderStreamList(el, { httpBase = defaultHttpBase(), token = "", interval = 2e3, href, onStatus, conn: connOption = null, totals: totalsEl = null } = {}) {
+  let conn = null;
+  const connection = () => conn ??= typeof connOption === "function" ? connOption() : connOption;
   el.classList.add("ls-stream-list");
   const link = href ?? ((name) => `${httpBase}/streams/${encodeURIComponent(name)}`);
   const alert = h("div", { class: "ls-alert", role: "alert", hidden: true, dataset: { level: "error" } });
@@ -3317,11 +3319,13 @@ function renderStreamList(el, { httpBase = defaultHttpBase(), token = "", interv
     drawTimer = setTimeout(() => requestAnimationFrame(drawDirty), wait);
   };
   const watch = (card2) => {
-    if (!conn || card2.sub || !card2.column) return;
+    if (!connOption || card2.sub || !card2.column || stopped) return;
+    const conn2 = connection();
+    if (!conn2) return;
     card2.spark.clear();
     card2.counted = false;
     const column = card2.column;
-    card2.sub = conn.subscribe(card2.name, {
+    card2.sub = conn2.subscribe(card2.name, {
       last: SPARK_POINTS,
       columns: [column],
       onSubscribed: () => {

@@ -13,13 +13,15 @@ const summary = /** @type {HTMLElement} */ (document.getElementById("summary"));
 /** @type {Record<string, string>} */
 const labels = { open: "Live", error: "Error", reconnecting: "Unreachable" };
 
-// The sparklines' subscriptions share one WebSocket; the list itself is polled over HTTP.
-const conn = connect({ token });
+// The sparklines' subscriptions share one WebSocket, opened once a card is in view (after
+// the server took the token); the list itself is polled over HTTP.
+/** @type {import("../livestream.js").Connection | null} */
+let conn = null;
 const list = renderStreamList(/** @type {HTMLElement} */ (document.getElementById("streams")), {
   httpBase,
   token,
   interval: 2000,
-  conn,
+  conn: () => (conn ??= connect({ token })),
   totals: document.getElementById("totals"),
   // No token in links: the stream page reads it from this tab's sessionStorage.
   href: (name) => `streams/${encodeURIComponent(name)}`,
@@ -32,4 +34,4 @@ const list = renderStreamList(/** @type {HTMLElement} */ (document.getElementByI
       : "";
   },
 });
-/** @type {any} */ (window).livestreamPage = { list, conn };
+/** @type {any} */ (window).livestreamPage = { list, get conn() { return conn; } };

@@ -189,12 +189,16 @@ class Sparkline {
  * {@link SPARK_POINTS} rows, so a server of 10,000 streams costs a page a few subscriptions.
  * Every name and value is set as text.
  * @param {HTMLElement} el
- * @param {{httpBase?: string, token?: string, interval?: number, href?: (name: string) => string, onStatus?: (status: "open"|"error"|"reconnecting", message: string) => void, conn?: Connection | null, totals?: HTMLElement | null}} [options]
- *   `conn`: the connection sparklines subscribe through (none: no sparklines); `totals`: an
- *   element to show the server's totals in
+ * @param {{httpBase?: string, token?: string, interval?: number, href?: (name: string) => string, onStatus?: (status: "open"|"error"|"reconnecting", message: string) => void, conn?: Connection | (() => Connection) | null, totals?: HTMLElement | null}} [options]
+ *   `conn`: the connection sparklines subscribe through, or a function that opens it,
+ *   called once a card is in view (so a refused token opens no socket; none: no
+ *   sparklines); `totals`: an element to show the server's totals in
  * @returns {Handle & {refresh: () => Promise<void>, totals: () => Totals | null}}
  */
-export function renderStreamList(el, { httpBase = defaultHttpBase(), token = "", interval = 2000, href, onStatus, conn = null, totals: totalsEl = null } = {}) {
+export function renderStreamList(el, { httpBase = defaultHttpBase(), token = "", interval = 2000, href, onStatus, conn: connOption = null, totals: totalsEl = null } = {}) {
+  /** @type {Connection | null} */
+  let conn = null;
+  const connection = () => (conn ??= typeof connOption === "function" ? connOption() : connOption);
   el.classList.add("ls-stream-list");
   // No token in a link: the page it opens reads it from this tab's storage (pageToken).
   const link = href ?? ((/** @type {string} */ name) => `${httpBase}/streams/${encodeURIComponent(name)}`);
@@ -255,7 +259,9 @@ export function renderStreamList(el, { httpBase = defaultHttpBase(), token = "",
   };
   /** @param {Card} card */
   const watch = (card) => {
-    if (!conn || card.sub || !card.column) return;
+    if (!connOption || card.sub || !card.column || stopped) return;
+    const conn = connection();
+    if (!conn) return;
     card.spark.clear(); // it starts again from the newest rows
     card.counted = false;
     const column = card.column;
