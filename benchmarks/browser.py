@@ -201,6 +201,7 @@ def measure_page(page: Any, seconds: float) -> dict[str, Any]:
     page.evaluate(
         "([t0, t1]) => { const b = window.__bench; b.rows = 0; b.events = 0; b.frames = 0; "
         "b.paints = 0; b.replaces = 0; b.lags = []; b.lagWeights = []; b.streamLags = []; "
+        "b.viewLags = []; "
         "b.t0 = t0; "
         "b.t1 = t1; }",
         [t0, t1],
@@ -209,10 +210,17 @@ def measure_page(page: Any, seconds: float) -> dict[str, Any]:
     got = page.evaluate(
         "() => { const b = window.__bench; b.t1 = 0; return {rows: b.rows, events: b.events, "
         "frames: b.frames, paints: b.paints, replaces: b.replaces, lags: b.lags, "
-        "weights: b.lagWeights}; }",
+        "weights: b.lagWeights, viewLags: b.viewLags}; }",
     )
     lags, weights = got["lags"], got["weights"]
+    views = got["viewLags"]
+    lag_from = "rows"
+    if not lags and views:  # a page that redraws views of its rows rather than streaming
+        lags, weights, lag_from = views, [1.0] * len(views), "views"
     return {
+        "lag_from": lag_from,
+        "view_lag_p50": percentile(views, 50),
+        "view_lag_p99": percentile(views, 99),
         "rows_per_s": got["rows"] / seconds,
         "streams_per_s": got["events"] / seconds,
         "paints_per_s": got["paints"] / seconds,
@@ -267,7 +275,8 @@ def ceiling_page(
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 t = time.monotonic()
                 page.goto(
-                    f"http://{HOST}:{server.port}/?window={window}&backend={backend}",
+                    f"http://{HOST}:{server.port}/?window={window}&backend={backend}"
+                    f"&spacing={1000.0 / max(rates)}",
                     timeout=60_000,
                 )
                 page.wait_for_function(
@@ -322,13 +331,9 @@ def livestream_large(
     rows: list[dict[str, Any]] = []
     server = start_process(ls_server.serve, {"history": max(window, 100_000)}, timeout=120)
     try:
-        # The history first: W rows appended as fast as the producer can (the page then
-        # opens on a full window, as it would on a long-running stream).
-        server.call("produce", batch=min(window, 400_000), rate=None, duration=120)
-        deadline = time.monotonic() + 120
-        while server.call("info")["end"] < window and time.monotonic() < deadline:
-            time.sleep(0.1)
-        server.call("stop")
+        # The history first: W rows spaced in time as the highest offered rate would space
+        # them (the page then opens on a full window, as on a long-running stream).
+        server.call("prefill", rows=window, spacing_ms=1000.0 / max(rates), timeout=300)
         with sync_playwright() as p:
             browser = _launch(p)
             try:
@@ -370,6 +375,7 @@ def livestream_large(
                         r["note"] = note
                     rows.append(r)
                     _log_row(log, r)
+                    log(f"    (the server appended {r['appended_per_s']:,.0f} rows/s)")
                     time.sleep(1.0)
             finally:
                 browser.close()
@@ -392,7 +398,15 @@ def _log_row(log: Any, r: dict[str, Any]) -> None:
 
 
 #: The figures a repeated cell reports as the median of its runs, with their spread.
-MEDIANS = ("rows_per_s", "fps", "paints_per_s", "lag_p50", "lag_p99", "streams_per_s")
+MEDIANS = (
+    "rows_per_s",
+    "fps",
+    "paints_per_s",
+    "replaces_per_s",
+    "lag_p50",
+    "lag_p99",
+    "streams_per_s",
+)
 
 
 def _median_rows(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -515,7 +529,7 @@ def render(rows: list[dict[str, Any]], fmt: Any, table: Any) -> str:
     for r in rows:
         name = f"{r['page']} ({r['backend']})"
         if "error" in r:
-            body.append([name, fmt(r["window"]), fmt(r["offered"]), "not measured"] + [""] * 5)
+            body.append([name, fmt(r["window"]), fmt(r["offered"]), "not measured"] + [""] * 6)
             notes.append(f"{name}, {r['window']:,} points, {r['offered']:,} rows/s: {r['error']}")
             continue
         body.append(
@@ -526,7 +540,10 @@ def render(rows: list[dict[str, Any]], fmt: Any, table: Any) -> str:
                 fmt(r["rows_per_s"]) + spread(r, "rows_per_s"),
                 fmt(r["fps"], 1) + spread(r, "fps", 1),
                 fmt(r["paints_per_s"], 1),
-                fmt(r["lag_p50"]) + spread(r, "lag_p50"),
+                fmt(r.get("replaces_per_s"), 1),
+                fmt(r["lag_p50"])
+                + spread(r, "lag_p50")
+                + ("v" if r.get("lag_from") == "views" else ""),
                 fmt(r["lag_p99"]) + spread(r, "lag_p99"),
                 fmt(r.get("load_s"), 1),
             ]
@@ -541,6 +558,7 @@ def render(rows: list[dict[str, Any]], fmt: Any, table: Any) -> str:
             "drawn rows/s",
             "fps",
             "paints/s",
+            "views/s",
             "lag p50 ms",
             "lag p99 ms",
             "load s",
@@ -576,6 +594,11 @@ def render(rows: list[dict[str, Any]], fmt: Any, table: Any) -> str:
     )
     if drawn:
         text += "\nplot views drew with: " + "; ".join(drawn)
+    if any(r.get("lag_from") == "views" for r in rows):
+        text += (
+            "\nv: no rows were streamed in; the lag is that of the newest row of each view the "
+            "page set as its plot's data (views/s), at the end of the frame that drew it"
+        )
     if any(r["page"] == "perspective" for r in rows):
         text += (
             "\nperspective: drawn rows/s is what its table took in (its viewer asks the server "

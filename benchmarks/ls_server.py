@@ -12,6 +12,8 @@ producer). The process's main thread only answers the benchmark's pipe commands:
   ``stream.producer``, run on the server's event loop as livestream runs ``async``
   producers: no second thread contends for the GIL).
 * ``stop``: stop it; answers ``{"appended", "end", "elapsed"}``.
+* ``prefill``: append ``rows`` rows at once whose ``time`` runs up to now ``spacing_ms``
+  apart (a long history, for ``benchmarks.browser.large_windows``); answers ``{"end"}``.
 * ``info``: ``{"rss", "subscribers", "end", "sessions"}``.
 * ``quit``.
 
@@ -146,6 +148,22 @@ class _Producer:
         return False
 
 
+def _prefill(stream: Any, rows: int, spacing_ms: float) -> dict[str, Any]:
+    """``prefill``: append ``rows`` rows whose ``time`` runs up to now, ``spacing_ms``
+    apart (a history as a feed at that rate would have left it), in 1 M-row appends."""
+    import numpy as np
+
+    source = Batches(min(rows, 1_000_000))
+    now = time.time() * 1000.0
+    for lo in range(0, rows, source.size):
+        n = min(source.size, rows - lo)
+        cols = source.columns()
+        cols = {k: v[:n] for k, v in cols.items()}
+        cols["time"] = now - (rows - lo - np.arange(n, dtype=np.float64)) * spacing_ms
+        stream.append(cols)
+    return {"end": stream.end}
+
+
 def fixtures(server: Any, spec: dict[str, Any]) -> dict[str, Any]:
     """Create the streams an abuse run needs, in the server's own process (as an operator's
     code would), and say what was made. Keys of ``spec``, each optional:
@@ -278,6 +296,8 @@ def serve(conn: Any, options: dict[str, Any]) -> None:
                     )
                     producer.start()
                     conn.send({"ok": True, "end": stream.end})
+                elif cmd == "prefill":
+                    conn.send(_prefill(stream, int(msg["rows"]), float(msg["spacing_ms"])))
                 elif cmd == "stop":
                     out: dict[str, Any] = {"appended": 0, "elapsed": 0.0}
                     if producer is not None:

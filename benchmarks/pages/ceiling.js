@@ -5,7 +5,8 @@
 // high, 1-px line above 20,000 points).
 //
 // Query parameters: `window` (rows the plot keeps, the rollover), `rate` (rows/s offered
-// from the start; `ceiling.setRate(r)` changes it), `backend` (`canvas` or `webgl`).
+// from the start; `ceiling.setRate(r)` changes it), `backend` (`canvas` or `webgl`),
+// `spacing` (ms between the first window's rows).
 // A row's `time` is the moment it was due (the offered schedule), so the lag the probe
 // measures counts the wait for the next frame as well as the drawing.
 (async () => {
@@ -35,9 +36,9 @@
     return out;
   };
 
-  // The first window: `window_` rows spaced as the offered rate would space them (or 100 k
-  // rows/s), ending now.
-  const spacing = 1000 / (rate || 100000);
+  // The first window: `window_` rows `spacing` ms apart (default: as the offered rate, or
+  // 100 k rows/s, would space them), ending now.
+  const spacing = Number(params.get("spacing")) || 1000 / (rate || 100000);
   const start = Date.now();
   const time0 = new Float64Array(window_);
   for (let i = 0; i < window_; i++) time0[i] = start - (window_ - i) * spacing;

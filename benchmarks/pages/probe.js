@@ -11,7 +11,8 @@
 //   rendering step. Each streamed batch gives 8 stamps spread over its rows, each standing
 //   for a 1/8 of them (`lagWeights`), so the percentiles are over rows, not over batches;
 // * replaces: a source's whole `data` set anew (a plot that redraws a view of its rows
-//   rather than streaming them in, as a zoom-aware plot may), counted, not in the lag.
+//   rather than streaming them in, as a zoom-aware plot does); `viewLags`: for each, the
+//   lag of its newest row (the last `time`) at the end of the frame that drew it.
 () => {
   const w = window;
   if (w.__bench) return true;
@@ -21,14 +22,20 @@
   if (!plots.length) return false;
   const b = (w.__bench = {
     rows: 0, events: 0, replaces: 0, frames: 0, paints: 0, t0: Infinity, t1: Infinity,
-    lags: [], lagWeights: [], streamLags: [],
+    lags: [], lagWeights: [], streamLags: [], viewLags: [],
   });
   const SAMPLES = 8;
   let undrawn = []; // [stamp, weight] of rows streamed and not yet painted
+  let undrawnViews = []; // the newest stamp of each data set anew and not yet painted
   const inWindow = (now) => now >= b.t0 && now < b.t1;
   for (const doc of B.documents) {
     doc.on_change((ev) => {
-      if (ev.kind === "ModelChanged" && ev.attr === "data" && inWindow(Date.now())) b.replaces += 1;
+      if (ev.kind === "ModelChanged" && ev.attr === "data" && inWindow(Date.now())) {
+        b.replaces += 1;
+        const data = ev.value;
+        const col = data instanceof Map ? data.get("time") : data && data.time;
+        if (col && col.length && col[col.length - 1] > 1e12) undrawnViews.push(col[col.length - 1]);
+      }
       if (ev.kind !== "ColumnsStreamed") return;
       const t = ev.data.time || Object.values(ev.data)[0];
       const n = t ? t.length : 0;
@@ -45,8 +52,11 @@
   }
   const channel = new MessageChannel();
   let drawn = [];
+  let drawnViews = [];
   channel.port1.onmessage = () => {
     const now = Date.now();
+    for (const stamp of drawnViews) b.viewLags.push(now - stamp);
+    drawnViews = [];
     const batch = drawn;
     drawn = [];
     for (let i = 0; i < batch.length; i += 2) {
@@ -56,10 +66,12 @@
   };
   for (const view of plots) {
     view.repainted.connect(() => {
-      if (!undrawn.length) return;
+      if (!undrawn.length && !undrawnViews.length) return;
       if (inWindow(Date.now())) b.paints += 1;
       drawn = drawn.concat(undrawn);
       undrawn = [];
+      drawnViews = drawnViews.concat(undrawnViews);
+      undrawnViews = [];
       channel.port2.postMessage(0);
     });
   }
