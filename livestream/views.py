@@ -355,9 +355,18 @@ class Overview:
                 f"stream {self.stream.name!r} has no column {unknown[0]!r} to read; its "
                 "columns: " + ", ".join(self.stream.schema)
             )
+        # Rows a producer may overwrite while a view of the oldest rows is read: none at
+        # first; after a lapped read, twice what was appended meanwhile (a full history
+        # appended fast loses its oldest rows during every read of them).
+        spare = 0
+        last_end: int | None = None
         for _attempt in range(4):
             with self._lock:
                 start, end = self.stream.window()
+                if last_end is not None:
+                    spare = max(2 * spare, 2 * (end - last_end), self.block)
+                last_end = end
+                start = min(end, start + spare)
                 if x is not None:
                     self._numeric(x)
                     self._x_sorted(x, start, end)

@@ -153,6 +153,13 @@ export function foldTicks(bars, times, prices, interval) {
  * @typedef {object} PlotHandle
  * @property {(batch: Batch) => void} append  queue rows; streamed into the source once per frame
  * @property {() => void} clear  empty the source (after a reset)
+ * @property {(columns: Record<string, ArrayLike<number>> | (() => Record<string, ArrayLike<number>>)) => void} replace
+ *   set the whole source (stream columns, OFFSET_COLUMN for the offset) at the next paced
+ *   frame; a function is called then, once, however often `replace` was called meanwhile
+ * @property {(lo: number, hi: number) => void} setXRange  show x from lo to hi
+ * @property {(onRange: (lo: number, hi: number) => void, onReset: () => void) => () => void} onRangeChange
+ *   call `onRange` when the user zooms or pans (BokehJS's RangesUpdate event), `onReset`
+ *   after the reset tool; returns a function that stops both
  * @property {() => void} dispose  close the views and drop the document
  * @property {BokehObject} source  the BokehJS ColumnDataSource
  * @property {BokehObject} document  the BokehJS Document
@@ -231,6 +238,8 @@ function pageTheme(el) {
  * @returns {Promise<PlotHandle>}
  */
 export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: load, theme = "auto", autoHide = false, htmlLegend = true } = {}) {
+  // WebGL only on a real GPU: Chromium's software WebGL is several times slower than canvas.
+  if (usesWebgl(spec) && softwareWebgl()) spec = withBackend(spec, "canvas");
   const gl = usesWebgl(spec);
   const bokeh = await ensureBokeh(httpBase, { version: spec.item.version, gl, api: true, load });
   const custom = spec.kind === "custom";
@@ -321,6 +330,8 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
   let lastFlush = -Infinity;
   /** @type {ReturnType<typeof setTimeout> | null} */
   let paceTimer = null;
+  /** @type {Record<string, ArrayLike<number>> | (() => Record<string, ArrayLike<number>>) | null} */
+  let replacement = null;
 
   /** @param {Batch} batch @param {string} name @returns {ArrayLike<number> | null} */
   const numbers = (batch, name) => {
@@ -370,6 +381,19 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
     }
   };
   const flush = () => {
+    if (!disposed && replacement) {
+      const next = typeof replacement === "function" ? replacement() : replacement;
+      replacement = null;
+      /** @type {Record<string, ArrayLike<number>>} */
+      const data = {};
+      let rows = 0;
+      for (const [streamColumn, sourceColumn] of mapping) {
+        data[sourceColumn] = next[streamColumn] ?? new Float64Array(0);
+        rows = data[sourceColumn].length;
+      }
+      source.data = data;
+      held = rows;
+    }
     if (disposed || queued.length === 0) return;
     const batch = mergeBatches(queued);
     queued = [];
@@ -410,7 +434,10 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
    */
   const schedule = () => {
     if (paceTimer !== null) return;
-    const wait = lastFlush + Math.min(PLOT_MAX_INTERVAL_MS, held / 1000) - performance.now();
+    // A view-driven plot (replace) redraws at most every VIEW_PLOT_INTERVAL_MS: each redraw
+    // also rebuilds BokehJS's hit-test index of every point.
+    const pace = replacement ? Math.max(VIEW_PLOT_INTERVAL_MS, held / 1000) : held / 1000;
+    const wait = lastFlush + Math.min(PLOT_MAX_INTERVAL_MS, pace) - performance.now();
     if (wait <= 0) {
       requestFrame(flushNow);
       return;
@@ -439,7 +466,31 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
       queued.push(batch);
       schedule();
     },
+    replace(columns) {
+      if (disposed) return;
+      replacement = columns;
+      schedule();
+    },
+    setXRange(lo, hi) {
+      const range = figure?.x_range;
+      if (!range || !(hi > lo) || (range.start === lo && range.end === hi)) return;
+      range.setv({ start: lo, end: hi });
+    },
+    onRangeChange(onRange, onReset) {
+      let live = true;
+      // Model.on_event: plain functions are called with the event (x0, x1: the new x-range).
+      figure?.on_event?.("rangesupdate", (/** @type {BokehObject} */ e) => {
+        if (live && !disposed) onRange(Number(e.x0), Number(e.x1));
+      });
+      figure?.on_event?.("reset", () => {
+        if (live && !disposed) onReset();
+      });
+      return () => {
+        live = false;
+      };
+    },
     clear() {
+      replacement = null;
       queued = [];
       bars = [];
       held = 0;
@@ -485,6 +536,57 @@ export function usesWebgl(spec) {
     for (const x of Object.values(v)) if (x && typeof x === "object") pending.push(x);
   }
   return false;
+}
+
+/** The shortest time between two redraws of a view-driven plot (ms): 20 a second. */
+export const VIEW_PLOT_INTERVAL_MS = 50;
+
+/** @type {boolean | null} */
+let softwareGl = null;
+
+/**
+ * Whether this browser's WebGL is drawn in software (SwiftShader, llvmpipe, or a renderer
+ * calling itself "Software"): there, canvas is faster. Asked once per page.
+ */
+export function softwareWebgl() {
+  if (softwareGl !== null) return softwareGl;
+  softwareGl = false;
+  try {
+    const canvas = document.createElement("canvas");
+    const gl = /** @type {WebGLRenderingContext | null} */ (canvas.getContext("webgl") ?? canvas.getContext("experimental-webgl"));
+    if (!gl) {
+      softwareGl = true; // no WebGL at all: canvas
+      return softwareGl;
+    }
+    const info = gl.getExtension("WEBGL_debug_renderer_info");
+    const name = String(info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER));
+    softwareGl = isSoftwareRenderer(name);
+    gl.getExtension("WEBGL_lose_context")?.loseContext();
+  } catch {
+    softwareGl = true;
+  }
+  return softwareGl;
+}
+
+/** @param {string} renderer  WebGL's renderer string @returns {boolean} */
+export function isSoftwareRenderer(renderer) {
+  return /swiftshader|llvmpipe|softpipe|software/i.test(renderer);
+}
+
+/**
+ * A spec whose figures draw with `backend` ("canvas" or "webgl").
+ * @param {PlotSpec} spec @param {string} backend @returns {PlotSpec}
+ */
+export function withBackend(spec, backend) {
+  const doc = structuredClone(spec.item.doc);
+  const pending = [doc];
+  while (pending.length) {
+    const v = pending.pop();
+    if (!v || typeof v !== "object") continue;
+    if (!Array.isArray(v) && "output_backend" in v) v.output_backend = backend;
+    for (const x of Object.values(v)) if (x && typeof x === "object") pending.push(x);
+  }
+  return { ...spec, item: { ...spec.item, doc } };
 }
 
 /**

@@ -5,6 +5,7 @@ import { OFFSET_COLUMN, isObject } from "../codec.js";
 import { Connection, Subscription } from "../connection.js";
 import { h, isConnectionError, isSharedError } from "../dom.js";
 import { LivestreamError } from "../errors.js";
+import { usesViews, viewPlot } from "../overview.js";
 /** @typedef {import("../bokeh.js").PlotHandle} PlotHandle */
 /** @typedef {import("../bokeh.js").PlotSpec} PlotSpec */
 /** @typedef {import("../dom.js").Handle} Handle */
@@ -29,7 +30,10 @@ import { LivestreamError } from "../errors.js";
  * {@link PlotHandle}.
  * @param {HTMLElement} el @param {Connection} conn @param {string} stream
  * @param {PlotOptions} [options]
- * @returns {Handle & {ready: Promise<PlotHandle>, subscription: () => Subscription | null}}
+ * A plot whose window holds more than {@link import("../overview.js").LARGE_WINDOW} rows
+ * (line, step, area, scatter) draws the server's views of the visible x-range instead of
+ * every row, and follows the live edge exactly (overview.js).
+ * @returns {Handle & {ready: Promise<PlotHandle>, subscription: () => Subscription | null, overview: () => import("../overview.js").ViewPlot | null}}
  */
 export function renderPlot(el, conn, stream, options = {}) {
   el.classList.add("ls-plot");
@@ -42,6 +46,8 @@ export function renderPlot(el, conn, stream, options = {}) {
   let waiter = null;
   /** @type {PlotHandle | null} */
   let plot = null;
+  /** @type {import("../overview.js").ViewPlot | null} */
+  let overview = null;
   /** @param {LivestreamError} err */
   const showError = (err) => {
     const quiet = options.quietErrors === true && isSharedError(err);
@@ -115,6 +121,12 @@ export function renderPlot(el, conn, stream, options = {}) {
     }
     plot = handle;
     el.dataset.sourceId = spec.source_id;
+    if (usesViews(spec)) {
+      overview = viewPlot(conn, stream, handle, { width: () => target.clientWidth });
+      subscription = overview.subscription;
+      el.dataset.views = "true";
+      return handle;
+    }
     subscription = conn.subscribe(stream, {
       // Candles are built from ticks: take every tick the server holds, since how many
       // make `rollover` bars is unknown. Other kinds take the rows they keep.
@@ -131,14 +143,17 @@ export function renderPlot(el, conn, stream, options = {}) {
   return {
     ready,
     subscription: () => subscription,
+    overview: () => overview,
     dispose() {
       disposed = true;
       waiter?.unsubscribe();
+      overview?.dispose();
       subscription?.unsubscribe();
       plot?.dispose();
       el.replaceChildren();
       el.classList.remove("ls-plot");
       delete el.dataset.sourceId;
+      delete el.dataset.views;
     },
   };
 }

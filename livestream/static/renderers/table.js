@@ -3,6 +3,7 @@
 import { isNumericDtype, isTimeColumn } from "../codec.js";
 import { Connection, Subscription } from "../connection.js";
 import { formatCell, formatNumber, h, isSharedError } from "../dom.js";
+import { paced } from "../pace.js";
 /** @typedef {import("../dom.js").Handle} Handle */
 
 /**
@@ -45,23 +46,47 @@ export function renderTable(el, conn, stream, { rows: limit = 20, columns, heigh
     }
     thead.replaceChildren(tr);
   };
+  /** @type {HTMLTableRowElement[]} the body's rows, kept: a redraw changes their text only */
+  let trs = [];
   const render = () => {
     empty.hidden = rows.length > 0;
-    const trs = [];
-    for (let i = rows.length - 1; i >= 0; i--) {
-      const row = rows[i];
-      const tr = h("tr", { class: row.offset > lastRendered && lastRendered >= 0 ? "ls-new" : "" },
-        h("td", { class: "ls-num ls-offset", text: formatNumber(row.offset) }));
-      names.forEach((n, j) => {
-        const dtype = schema[n];
-        const numeric = isNumericDtype(dtype ?? "") && !isTimeColumn(n, dtype ?? "");
-        tr.append(h("td", { class: numeric ? "ls-num" : "", text: formatCell(row.values[j], n, dtype) }));
+    // New rows flash while they come slowly enough to be read; when every row is new at
+    // each redraw (a fast stream), flashing them all only costs the page its frames.
+    const flash = lastRendered >= 0 && rows.length > 0 && rows[0].offset <= lastRendered;
+    const width = names.length + 1;
+    if (trs.length !== rows.length || (trs[0] && trs[0].cells.length !== width)) {
+      trs = rows.map(() => {
+        const tr = /** @type {HTMLTableRowElement} */ (h("tr", {}, h("td", { class: "ls-num ls-offset" })));
+        for (const n of names) {
+          const dtype = schema[n];
+          const numeric = isNumericDtype(dtype ?? "") && !isTimeColumn(n, dtype ?? "");
+          tr.append(h("td", { class: numeric ? "ls-num" : "" }));
+        }
+        return tr;
       });
-      trs.push(tr);
+      tbody.replaceChildren(...trs);
     }
-    tbody.replaceChildren(...trs);
+    /** @param {HTMLElement} cell @param {string} text */
+    const set = (cell, text) => {
+      if (cell.textContent !== text) cell.textContent = text;
+    };
+    for (let i = rows.length - 1, k = 0; i >= 0; i--, k++) {
+      const row = rows[i];
+      const tr = trs[k];
+      const isNew = flash && row.offset > lastRendered;
+      if (isNew) {
+        // Restart the flash: a class toggled off and on again in one frame would not.
+        tr.classList.remove("ls-new");
+        void tr.offsetWidth;
+      }
+      tr.classList.toggle("ls-new", isNew);
+      set(tr.cells[0], formatNumber(row.offset));
+      names.forEach((n, j) => set(tr.cells[j + 1], formatCell(row.values[j], n, schema[n])));
+    }
     lastRendered = rows.length ? rows[rows.length - 1].offset : lastRendered;
   };
+  // Rebuilt at most ten times a second, in an animation frame, however fast rows come.
+  const redraw = paced(render);
 
   const subscription = conn.subscribe(stream, {
     last: limit,
@@ -70,6 +95,7 @@ export function renderTable(el, conn, stream, { rows: limit = 20, columns, heigh
       schema = info.schema ?? {};
       names = columns ?? Object.keys(schema);
       renderHead();
+      trs = [];
     },
     onData(batch) {
       const start = Math.max(0, batch.rows - limit);
@@ -78,12 +104,12 @@ export function renderTable(el, conn, stream, { rows: limit = 20, columns, heigh
         rows.push({ offset: batch.offset + i, values: cols.map((c) => (c ? c[i] : undefined)) });
       }
       if (rows.length > limit) rows = rows.slice(rows.length - limit);
-      render();
+      redraw.request();
     },
     onReset() {
       rows = [];
       lastRendered = -1;
-      render();
+      redraw.now();
     },
     onError(err) {
       empty.hidden = false;
@@ -96,6 +122,7 @@ export function renderTable(el, conn, stream, { rows: limit = 20, columns, heigh
     subscription,
     dispose() {
       subscription.unsubscribe();
+      redraw.cancel();
       el.replaceChildren();
       el.classList.remove("ls-table-view");
     },

@@ -3,6 +3,7 @@
 import { TIME_COLUMNS } from "../codec.js";
 import { Connection, Subscription } from "../connection.js";
 import { firstValueColumn, formatNumber, formatTime, h, isSharedError } from "../dom.js";
+import { paced } from "../pace.js";
 /** @typedef {import("../dom.js").Handle} Handle */
 
 /**
@@ -147,6 +148,8 @@ export function renderValue(el, conn, stream, { column, label, digits, history =
     }
   };
 
+  // Redrawn at most ten times a second, in an animation frame, however fast rows come.
+  const redraw = paced(render);
   const subscription = conn.subscribe(stream, {
     last: history,
     onSubscribed(info) {
@@ -169,11 +172,11 @@ export function renderValue(el, conn, stream, { column, label, digits, history =
       if (values.length > history) values = values.slice(values.length - history);
       const t = TIME_COLUMNS.map((n) => batch.columns[n]).find((x) => x instanceof Float64Array);
       lastTime = t ? t[t.length - 1] : null;
-      render();
+      redraw.request();
     },
     onReset() {
       values = [];
-      render();
+      redraw.now();
     },
     onError(err) {
       if (quietErrors && isSharedError(err)) return;
@@ -185,6 +188,7 @@ export function renderValue(el, conn, stream, { column, label, digits, history =
     subscription,
     dispose() {
       subscription.unsubscribe();
+      redraw.cancel();
       el.replaceChildren();
       el.classList.remove("ls-value");
       delete el.dataset.alarm;

@@ -1,0 +1,190 @@
+"""Large windows in Debian's Chromium (issue 12): a stream page whose plot window is ten
+million rows draws the server's views of its history and the live rows after them.
+
+The stream holds 5,000,000 rows of history (one per millisecond, 5,000 s) with one outlier
+among them, and a producer adds 100,000 rows a second while the page is open. The plot's
+data is read from BokehJS itself (``Bokeh.documents`` and the page's ``data-source-id``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+from support import CHROMIUM, CHROMIUM_ARGS, wait_until
+
+from livestream.server import Server
+
+pytestmark = pytest.mark.browser
+
+WAIT_MS = 15_000
+HISTORY = 5_000_000
+OUTLIER_AT = 3_141_592
+OUTLIER = 1000.0
+RATE = 100_000  # rows per second arriving
+TICK = 0.01  # seconds between the producer's batches
+
+SOURCE = """() => {
+  const el = document.querySelector("[data-source-id]");
+  if (!el || !window.Bokeh) return null;
+  for (const doc of Bokeh.documents) {
+    const source = doc.get_model_by_id(el.dataset.sourceId);
+    if (source) return {time: Array.from(source.data.time ?? []), y: Array.from(source.data.y ?? [])};
+  }
+  return null;
+}"""
+
+FPS = """async () => {
+  let frames = 0;
+  const t0 = performance.now();
+  await new Promise((done) => {
+    const tick = () => {
+      frames++;
+      if (performance.now() - t0 < 2000) requestAnimationFrame(tick);
+      else done();
+    };
+    requestAnimationFrame(tick);
+  });
+  return frames / ((performance.now() - t0) / 1000);
+}"""
+
+OVERVIEW = "window.livestreamPage.dashboard.plot.overview()"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def big(server_factory: Any) -> Iterator[tuple[Server, np.ndarray, np.ndarray]]:
+    """A server whose stream ``big`` holds HISTORY rows (time in ms, y) ending now, and
+    gets RATE rows/s more from a producer."""
+    server = server_factory()
+    stream = server.stream("big", history=HISTORY + 5_000_000)
+    now = time.time() * 1000.0
+    t = now - HISTORY + np.arange(HISTORY, dtype=np.float64)  # one row per ms
+    y = np.sin(np.arange(HISTORY) / 5_000.0) + np.random.default_rng(7).normal(0, 0.05, HISTORY)
+    y[OUTLIER_AT] = OUTLIER
+    step = 1_000_000
+    for i in range(0, HISTORY, step):
+        stream.append({"time": t[i : i + step], "y": y[i : i + step]})
+    per_tick = int(RATE * TICK)
+    last = [now]
+
+    @stream.producer(every=TICK)
+    def feed() -> dict[str, Any]:
+        # Times that never decrease: from the previous batch's end to now.
+        end = max(time.time() * 1000.0, last[0] + 1.0)
+        times = np.linspace(last[0], end, per_tick, endpoint=False)
+        last[0] = end
+        return {
+            "time": times,
+            "y": np.random.default_rng().normal(0, 0.5, per_tick),
+        }
+
+    yield server, t, y
+
+
+@pytest.fixture
+def page(browser: Browser, big: tuple[Server, np.ndarray, np.ndarray]) -> Iterator[Page]:
+    server = big[0]
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    p = context.new_page()
+    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    p.goto(f"{server.base_url}/streams/big?window=10000000&y=y&token={server.token}")
+    p.wait_for_function(f"() => {OVERVIEW}?.stats().views >= 1", timeout=WAIT_MS)
+    yield p
+    context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+def source(page: Page) -> dict[str, list[float]]:
+    data = page.evaluate(SOURCE)
+    assert data is not None, "the page has no plot source"
+    return data
+
+
+def test_the_whole_history_is_drawn_with_its_outlier_at_30_fps(
+    page: Page, big: tuple[Server, np.ndarray, np.ndarray]
+) -> None:
+    _, t, y = big
+    wait_until(lambda: len(source(page)["time"]) > 0, message="the plot never drew rows")
+    data = source(page)
+    times = np.asarray(data["time"])
+    # From the first row of the history to the live edge, in a few thousand rows.
+    assert times.min() == t[0]
+    assert times.max() >= t[-1]
+    assert len(times) < 20 * 1280
+    assert np.all(np.diff(times) >= 0)
+    assert page.evaluate(f"{OVERVIEW}.stats().exact") is False
+    # The one outlier among five million rows is drawn.
+    assert OUTLIER in data["y"]
+    assert t[OUTLIER_AT] in data["time"]
+    # Rows keep arriving at 100,000 a second and the page keeps its frame rate.
+    fps = page.evaluate(FPS)
+    assert fps >= 30, f"{fps:.1f} frames/s"
+    later = np.asarray(source(page)["time"])
+    assert later.max() > times.max(), "the live edge did not move"
+
+
+def test_zooming_into_one_second_shows_its_raw_rows_then_the_live_edge_is_followed(
+    page: Page, big: tuple[Server, np.ndarray, np.ndarray]
+) -> None:
+    _, t, y = big
+    lo_i = 2_000_000
+    lo, hi = t[lo_i], t[lo_i] + 999.0  # one second: rows lo_i .. lo_i + 999
+    page.evaluate(f"{OVERVIEW}.zoom({lo}, {hi})")
+    page.wait_for_function(
+        f"() => {OVERVIEW}.stats().exact && {OVERVIEW}.stats().first === {lo_i}",
+        timeout=WAIT_MS,
+    )
+    assert page.evaluate(f"{OVERVIEW}.following()") is False
+
+    def zoomed() -> dict[str, list[float]] | None:
+        data = source(page)
+        return data if data["time"] and data["time"][0] == lo else None
+
+    data = wait_until(zoomed, message="the zoomed rows were never drawn")
+    assert data["time"] == t[lo_i : lo_i + 1000].tolist()
+    assert data["y"] == y[lo_i : lo_i + 1000].tolist()
+    # Nothing new is drawn while looking at the past.
+    page.wait_for_timeout(300)
+    assert source(page)["time"] == data["time"]
+
+    # Pan back to the live edge (a range whose right end reaches the newest row): follow.
+    edge = page.evaluate(
+        """() => new Promise((done) => {
+          const sub = window.livestreamPage.conn.subscribe("big", {last: 1, columns: ["time"],
+            onData: (b) => { sub.unsubscribe(); done(b.columns.time[b.rows - 1]); }});
+        })"""
+    )
+    assert edge > t[-1]
+    page.evaluate(f"{OVERVIEW}.zoom({edge - 10_000}, {edge})")
+    page.wait_for_function(f"() => {OVERVIEW}.following()", timeout=WAIT_MS)
+
+    def newer() -> float | None:
+        times = source(page)["time"]
+        return times[-1] if times and times[-1] > edge + 1000 else None
+
+    newest = wait_until(newer, timeout=WAIT_MS / 1000, message="the plot did not follow")
+    # Following keeps the span of the zoom: about ten seconds up to the newest row (the
+    # rows that arrived since the last view add a little).
+    x_range = page.evaluate(
+        """() => { const el = document.querySelector("[data-source-id]");
+          for (const doc of Bokeh.documents) for (const m of doc.all_models)
+            if (m.type === "Figure" && el.closest(".ls-plot")) return [m.x_range.start, m.x_range.end];
+          return null; }"""
+    )
+    assert x_range is not None
+    assert 9_990 <= x_range[1] - x_range[0] < 10_000 * 1.5
+    assert x_range[1] >= edge
+    assert newest > edge
