@@ -137,6 +137,15 @@ class Node:
         self.running.proc.send_signal(signal.SIGKILL)
         self.running.proc.wait(10)
 
+    def offset(self, stream: str) -> int:
+        """The stream's offset on this node; -1 while the node does not know it."""
+        try:
+            return int(self.get(f"/api/streams/{stream}")["offset"])
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                return -1
+            raise
+
     def get(self, path: str) -> Any:
         sep = "&" if "?" in path else "?"
         with urllib.request.urlopen(f"{self.base}{path}{sep}token={TOKEN}", timeout=5) as resp:
@@ -345,7 +354,7 @@ async def test_resume_on_another_node(redis_factory: Any, nodes: Any) -> None:
             await publish(pub, "resume", np.arange(i * 100, (i + 1) * 100))
         async with connect(b) as viewer:
             await asyncio.to_thread(
-                wait_until, lambda: b.get("/api/streams/resume")["offset"] == 1000, 10, "B has 1000"
+                wait_until, lambda: b.offset("resume") == 1000, 10, "B has 1000"
             )
             again = await viewer.subscribe("resume", since=cursor, epoch=sub["epoch"])
             assert again["epoch"] == sub["epoch"] and again["offset"] == cursor
@@ -390,9 +399,7 @@ async def test_controls_across_nodes(redis_factory: Any, nodes: Any, running: An
         await vc.expect(lambda m: m["type"] == "state" and m["state"]["paused"] is True, 10)
         # Rows on C are the producer's rows, each once and in order.
         end = (await asyncio.to_thread(producer.get, "/api/streams/prices"))["offset"]
-        await asyncio.to_thread(
-            wait_until, lambda: c.get("/api/streams/prices")["offset"] >= end, 10, "C caught up"
-        )
+        await asyncio.to_thread(wait_until, lambda: c.offset("prices") >= end, 10, "C caught up")
         count = c.get("/api/streams/prices")["offset"]
         offsets = []
         while len(offsets) < count:
@@ -616,9 +623,7 @@ async def test_while_redis_is_away_nodes_serve_what_they_hold_and_publishes_fail
     a, b = nodes(redis.url, 2)
     async with connect(a) as pub:
         await publish(pub, "held", np.arange(0, 200))
-        await asyncio.to_thread(
-            wait_until, lambda: b.get("/api/streams/held")["offset"] == 200, 10, "B holds 200"
-        )
+        await asyncio.to_thread(wait_until, lambda: b.offset("held") == 200, 10, "B holds 200")
         redis.kill()
         # B keeps serving the rows it holds.
         async with connect(b) as viewer:

@@ -1013,7 +1013,16 @@ class RedisBackplane:
             pipe.expire(key, NODE_TTL)
             pipe.sadd(self._k("nodes"), self.node)
             pipe.smembers(self._k("nodes"))
-            *_, members = await pipe.execute()
+            pipe.scard(self._k("streams"))
+            *_, members, known = await pipe.execute()
+        ready = sum(1 for m in self._mirrors.values() if m.ready.is_set())
+        if known > ready:
+            # A stream this node has not heard of: its `new` event came while this node's
+            # listener was (re)connecting (pub/sub is at most once). Take it up now.
+            names = {_text(n) for n in await client.smembers(self._k("streams"))}
+            for name in sorted(names - set(self._mirrors)):
+                with contextlib.suppress(ProtocolError):
+                    await self._mirror(name)
         nodes = sorted(_text(m) for m in members)
         async with client.pipeline(transaction=False) as pipe:
             for node in nodes:
