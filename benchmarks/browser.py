@@ -428,7 +428,7 @@ def _median_rows(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         row["runs"] = len(ok)
         row["spread"] = {}
         for key in MEDIANS:
-            vals = [r[key] for r in ok if r.get(key) == r.get(key)]  # not NaN
+            vals = [r[key] for r in ok if key in r and r[key] == r[key]]  # not NaN
             if vals:
                 row[key] = statistics.median(vals)
                 row["spread"][key] = (min(vals), max(vals))
