@@ -786,3 +786,30 @@ async def test_a_single_server_stores_a_resent_batch_once(
             assert reply["type"] == "error" and reply["code"] == "bad_message", reply
             assert why in reply["message"], reply["message"]
         assert live_server.hub.streams["solo"].end == 10, "nothing stored by a refused publish"
+
+
+async def test_a_publish_is_conformed_to_the_schema_as_on_one_server(
+    redis_factory: Any, nodes: Any
+) -> None:
+    """JSON integers for a float column, columns in another order: converted as a single
+    server converts them; a column of text for a number column is refused, naming it."""
+    redis = redis_factory()
+    a, b = nodes(redis.url, 2)
+    async with connect(a) as pa, connect(b) as pb:
+        await publish(pa, "typed", np.arange(0, 3))  # v int64, x float64
+        for _ in range(100):
+            reply = await pb.request({"type": "subscribe", "stream": "typed", "since": 0})
+            if reply["type"] == "subscribed":
+                break
+            await asyncio.sleep(0.05)
+        ok = await pb.request(
+            {"type": "publish", "stream": "typed", "columns": {"x": [2, 3], "v": [3, 4]}}
+        )
+        assert ok["type"] == "ack" and ok["offset"] == 3, ok
+        bad = await pb.request(
+            {"type": "publish", "stream": "typed", "columns": {"v": ["a"], "x": [1.0]}}
+        )
+        assert bad["type"] == "error" and bad["code"] == "schema_mismatch", bad
+        assert "'v'" in bad["message"]
+        offsets, values = await read_until(pb, "typed", 5)
+        assert offsets == list(range(5)) and values == [0, 1, 2, 3, 4]

@@ -51,7 +51,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import protocol as P
-from ..columns import Batch
+from ..columns import Batch, conform
 from ..errors import ConfigError, ProtocolError, SchemaMismatch
 from ..hub import Hub
 from ..streams import Stream
@@ -511,6 +511,9 @@ class RedisBackplane:
                 f"Redis at {self.shown} is unreachable: the batch was not stored; send it "
                 "again in a moment (or to another node)"
             )
+        known = stream.schema
+        if known:  # as Stream.append does: the same conversions as on a single server
+            batch = conform(batch, known, stream.name)
         item = self._item(stream, batch, publisher, seq)
         item.future = asyncio.get_running_loop().create_future()
         self._enqueue(item)
