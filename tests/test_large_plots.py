@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from support import CHROMIUM, CHROMIUM_ARGS, wait_until
+from test_browser_widgets import SOURCE_OF, mount, notebook, notebook_url  # noqa: F401
 
+import livestream as ls
 from livestream.server import Server
 
 pytestmark = pytest.mark.browser
@@ -116,7 +118,7 @@ def source(page: Page) -> dict[str, list[float]]:
 def test_the_whole_history_is_drawn_with_its_outlier_at_30_fps(
     page: Page, big: tuple[Server, np.ndarray, np.ndarray]
 ) -> None:
-    _, t, y = big
+    _, t, _ = big
     wait_until(lambda: len(source(page)["time"]) > 0, message="the plot never drew rows")
     data = source(page)
     times = np.asarray(data["time"])
@@ -188,3 +190,96 @@ def test_zooming_into_one_second_shows_its_raw_rows_then_the_live_edge_is_follow
     assert 9_990 <= x_range[1] - x_range[0] < 10_000 * 1.5
     assert x_range[1] >= edge
     assert newest > edge
+
+
+@pytest.fixture
+def still(server_factory: Any) -> tuple[Server, np.ndarray]:
+    """A server whose stream ``still`` holds 1,000,000 rows (time in ms, y) and no producer."""
+    server = server_factory()
+    stream = server.stream("still", history=1_000_000)
+    n = 1_000_000
+    t = time.time() * 1000.0 - n + np.arange(n, dtype=np.float64)
+    stream.append({"time": t, "y": np.sin(np.arange(n) / 5_000.0)})
+    return server, t
+
+
+def test_the_wheel_zoom_asks_a_view_of_the_new_range_and_reset_follows_again(
+    browser: Browser, still: tuple[Server, np.ndarray]
+) -> None:
+    server, t = still
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"{server.base_url}/streams/still?window=10000000&y=y&token={server.token}")
+        page.wait_for_function(f"() => {OVERVIEW}?.stats().views >= 1", timeout=WAIT_MS)
+        whole = page.evaluate(f"{OVERVIEW}.stats()")
+        assert (whole["first"], whole["stop"], whole["exact"]) == (0, len(t), False)
+        box = page.locator(".ls-plot canvas").first.bounding_box()
+        assert box is not None
+        middle = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.move(*middle)  # the toolbar shows on hover
+        page.locator("[title='Wheel Zoom (x-axis)']").first.click()
+        page.mouse.move(*middle)
+        for _ in range(6):
+            page.mouse.wheel(0, -400)
+        # One view for the steps together (debounced), of the range BokehJS shows.
+        page.wait_for_function(
+            f"() => !{OVERVIEW}.following() && {OVERVIEW}.stats().range !== null "
+            f"&& {OVERVIEW}.stats().stop - {OVERVIEW}.stats().first < {len(t) // 2}",
+            timeout=WAIT_MS,
+        )
+        shown = page.evaluate(
+            """() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)
+                 if (m.type === "Figure") return [m.x_range.start, m.x_range.end]; }"""
+        )
+        lo, hi = shown
+        first = int(np.searchsorted(t, lo, side="left"))
+        stop = int(np.searchsorted(t, hi, side="right"))
+        # The view drawn is that of the range shown (older ones were cancelled or replaced).
+        stats = wait_until(
+            lambda: (
+                (s := page.evaluate(f"{OVERVIEW}.stats()"))
+                and (s["first"], s["stop"]) == (first, stop)
+                and s
+            ),
+            message="no view of the range shown",
+        )
+        assert stats["range"] == pytest.approx(shown)
+        assert stats["views"] <= 4, stats
+        data = source(page)
+        assert min(data["time"]) >= lo and max(data["time"]) <= hi
+        # The reset tool shows the whole window and follows again.
+        page.mouse.move(*middle)
+        page.locator("[title='Reset']").first.click()
+        page.wait_for_function(
+            f"() => {OVERVIEW}.following() && {OVERVIEW}.stats().range === null "
+            f"&& {OVERVIEW}.stats().first === 0",
+            timeout=WAIT_MS,
+        )
+    finally:
+        context.close()
+
+
+def test_a_live_plot_widget_of_ten_million_rows_draws_views(
+    still: tuple[Server, np.ndarray],
+    notebook: Page,  # noqa: F811 (the fixture of test_browser_widgets)
+) -> None:
+    server, t = still
+    widget = ls.LivePlot(server.stream("still"), y="y", window=10_000_000)
+    mount(notebook, widget, "big")
+
+    def drawn() -> dict[str, Any] | None:
+        found = notebook.evaluate(SOURCE_OF, "big")
+        data = found["columns"] if found else {}
+        return data if len(data.get("time", ())) > 100 else None
+
+    data = wait_until(drawn, message="the widget never drew its plot")
+    times = np.asarray(data["time"])
+    # The whole history, as a view: from its first row to its last, in a few thousand rows.
+    assert times.min() == t[0] and times.max() == t[-1]
+    assert len(times) < 20 * 1100
+    assert set(times.tolist()) <= set(t.tolist())
+    assert (
+        notebook.evaluate("() => document.querySelector('#big [data-views]')?.dataset.views")
+        == "true"
+    )

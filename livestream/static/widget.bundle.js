@@ -721,6 +721,7 @@ function pageTheme(el) {
   return typeof matchMedia === "function" && matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
 }
 async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: load, theme = "auto", autoHide = false, htmlLegend = true } = {}) {
+  if (usesWebgl(spec) && softwareWebgl()) spec = withBackend(spec, "canvas");
   const gl = usesWebgl(spec);
   const bokeh = await ensureBokeh(httpBase, { version: spec.item.version, gl, api: true, load });
   const custom = spec.kind === "custom";
@@ -794,6 +795,7 @@ async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: l
   let disposed = false;
   let lastFlush = -Infinity;
   let paceTimer = null;
+  let replacement = null;
   const numbers = (batch, name) => {
     if (name === OFFSET_COLUMN) {
       const offsets = new Float64Array(batch.rows);
@@ -842,6 +844,18 @@ async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: l
     }
   };
   const flush = () => {
+    if (!disposed && replacement) {
+      const next = typeof replacement === "function" ? replacement() : replacement;
+      replacement = null;
+      const data2 = {};
+      let rows = 0;
+      for (const [streamColumn, sourceColumn] of mapping) {
+        data2[sourceColumn] = next[streamColumn] ?? new Float64Array(0);
+        rows = data2[sourceColumn].length;
+      }
+      source.data = data2;
+      held = rows;
+    }
     if (disposed || queued.length === 0) return;
     const batch = mergeBatches(queued);
     queued = [];
@@ -874,7 +888,8 @@ async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: l
   };
   const schedule = () => {
     if (paceTimer !== null) return;
-    const wait = lastFlush + Math.min(PLOT_MAX_INTERVAL_MS, held / 1e3) - performance.now();
+    const pace = replacement ? Math.max(VIEW_PLOT_INTERVAL_MS, held / 1e3) : held / 1e3;
+    const wait = lastFlush + Math.min(PLOT_MAX_INTERVAL_MS, pace) - performance.now();
     if (wait <= 0) {
       requestFrame(flushNow);
       return;
@@ -903,7 +918,30 @@ async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: l
       queued.push(batch);
       schedule();
     },
+    replace(columns) {
+      if (disposed) return;
+      replacement = columns;
+      schedule();
+    },
+    setXRange(lo, hi) {
+      const range = figure?.x_range;
+      if (!range || !(hi > lo) || range.start === lo && range.end === hi) return;
+      range.setv({ start: lo, end: hi });
+    },
+    onRangeChange(onRange, onReset) {
+      let live = true;
+      figure?.on_event?.("rangesupdate", (e) => {
+        if (live && !disposed) onRange(Number(e.x0), Number(e.x1));
+      });
+      figure?.on_event?.("reset", () => {
+        if (live && !disposed) onReset();
+      });
+      return () => {
+        live = false;
+      };
+    },
     clear() {
+      replacement = null;
       queued = [];
       bars = [];
       held = 0;
@@ -942,6 +980,44 @@ function usesWebgl(spec) {
     for (const x of Object.values(v)) if (x && typeof x === "object") pending.push(x);
   }
   return false;
+}
+var VIEW_PLOT_INTERVAL_MS = 50;
+var softwareGl = null;
+function softwareWebgl() {
+  if (softwareGl !== null) return softwareGl;
+  softwareGl = false;
+  try {
+    const canvas = document.createElement("canvas");
+    const gl = (
+      /** @type {WebGLRenderingContext | null} */
+      canvas.getContext("webgl") ?? canvas.getContext("experimental-webgl")
+    );
+    if (!gl) {
+      softwareGl = true;
+      return softwareGl;
+    }
+    const info = gl.getExtension("WEBGL_debug_renderer_info");
+    const name = String(info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER));
+    softwareGl = isSoftwareRenderer(name);
+    gl.getExtension("WEBGL_lose_context")?.loseContext();
+  } catch {
+    softwareGl = true;
+  }
+  return softwareGl;
+}
+function isSoftwareRenderer(renderer) {
+  return /swiftshader|llvmpipe|softpipe|software/i.test(renderer);
+}
+function withBackend(spec, backend) {
+  const doc = structuredClone(spec.item.doc);
+  const pending = [doc];
+  while (pending.length) {
+    const v = pending.pop();
+    if (!v || typeof v !== "object") continue;
+    if (!Array.isArray(v) && "output_backend" in v) v.output_backend = backend;
+    for (const x of Object.values(v)) if (x && typeof x === "object") pending.push(x);
+  }
+  return { ...spec, item: { ...spec.item, doc } };
 }
 function visibleLegends(views) {
   const found = [];
@@ -2339,6 +2415,51 @@ var Subscription = class {
   }
 };
 
+// livestream/static/pace.js
+var CARD_INTERVAL_MS = 100;
+function paced(render, interval = CARD_INTERVAL_MS) {
+  let last = -Infinity;
+  let timer = null;
+  let queued = false;
+  let cancelled = false;
+  const run = () => {
+    queued = false;
+    if (cancelled) return;
+    last = performance.now();
+    render();
+  };
+  return {
+    request() {
+      cancelled = false;
+      if (queued || timer !== null) return;
+      const wait = last + interval - performance.now();
+      if (wait <= 0) {
+        queued = true;
+        requestFrame(run);
+        return;
+      }
+      timer = setTimeout(() => {
+        timer = null;
+        queued = true;
+        requestFrame(run);
+      }, wait);
+    },
+    now() {
+      if (timer !== null) clearTimeout(timer);
+      timer = null;
+      queued = false;
+      cancelled = false;
+      last = performance.now();
+      render();
+    },
+    cancel() {
+      cancelled = true;
+      if (timer !== null) clearTimeout(timer);
+      timer = null;
+    }
+  };
+}
+
 // livestream/static/renderers/table.js
 function renderTable(el, conn, stream, { rows: limit = 20, columns, height, quietErrors = false } = {}) {
   el.classList.add("ls-table-view");
@@ -2364,26 +2485,44 @@ function renderTable(el, conn, stream, { rows: limit = 20, columns, height, quie
     }
     thead.replaceChildren(tr);
   };
+  let trs = [];
   const render = () => {
     empty.hidden = rows.length > 0;
-    const trs = [];
-    for (let i = rows.length - 1; i >= 0; i--) {
-      const row = rows[i];
-      const tr = h(
-        "tr",
-        { class: row.offset > lastRendered && lastRendered >= 0 ? "ls-new" : "" },
-        h("td", { class: "ls-num ls-offset", text: formatNumber(row.offset) })
-      );
-      names.forEach((n, j) => {
-        const dtype = schema[n];
-        const numeric = isNumericDtype(dtype ?? "") && !isTimeColumn(n, dtype ?? "");
-        tr.append(h("td", { class: numeric ? "ls-num" : "", text: formatCell(row.values[j], n, dtype) }));
+    const flash = lastRendered >= 0 && rows.length > 0 && rows[0].offset <= lastRendered;
+    const width = names.length + 1;
+    if (trs.length !== rows.length || trs[0] && trs[0].cells.length !== width) {
+      trs = rows.map(() => {
+        const tr = (
+          /** @type {HTMLTableRowElement} */
+          h("tr", {}, h("td", { class: "ls-num ls-offset" }))
+        );
+        for (const n of names) {
+          const dtype = schema[n];
+          const numeric = isNumericDtype(dtype ?? "") && !isTimeColumn(n, dtype ?? "");
+          tr.append(h("td", { class: numeric ? "ls-num" : "" }));
+        }
+        return tr;
       });
-      trs.push(tr);
+      tbody.replaceChildren(...trs);
     }
-    tbody.replaceChildren(...trs);
+    const set = (cell, text) => {
+      if (cell.textContent !== text) cell.textContent = text;
+    };
+    for (let i = rows.length - 1, k = 0; i >= 0; i--, k++) {
+      const row = rows[i];
+      const tr = trs[k];
+      const isNew = flash && row.offset > lastRendered;
+      if (isNew) {
+        tr.classList.remove("ls-new");
+        void tr.offsetWidth;
+      }
+      tr.classList.toggle("ls-new", isNew);
+      set(tr.cells[0], formatNumber(row.offset));
+      names.forEach((n, j) => set(tr.cells[j + 1], formatCell(row.values[j], n, schema[n])));
+    }
     lastRendered = rows.length ? rows[rows.length - 1].offset : lastRendered;
   };
+  const redraw = paced(render);
   const subscription = conn.subscribe(stream, {
     last: limit,
     columns,
@@ -2391,6 +2530,7 @@ function renderTable(el, conn, stream, { rows: limit = 20, columns, height, quie
       schema = info.schema ?? {};
       names = columns ?? Object.keys(schema);
       renderHead();
+      trs = [];
     },
     onData(batch) {
       const start = Math.max(0, batch.rows - limit);
@@ -2399,12 +2539,12 @@ function renderTable(el, conn, stream, { rows: limit = 20, columns, height, quie
         rows.push({ offset: batch.offset + i, values: cols.map((c) => c ? c[i] : void 0) });
       }
       if (rows.length > limit) rows = rows.slice(rows.length - limit);
-      render();
+      redraw.request();
     },
     onReset() {
       rows = [];
       lastRendered = -1;
-      render();
+      redraw.now();
     },
     onError(err) {
       empty.hidden = false;
@@ -2417,6 +2557,7 @@ function renderTable(el, conn, stream, { rows: limit = 20, columns, height, quie
     subscription,
     dispose() {
       subscription.unsubscribe();
+      redraw.cancel();
       el.replaceChildren();
       el.classList.remove("ls-table-view");
     }
@@ -2529,6 +2670,7 @@ function renderValue(el, conn, stream, { column, label, digits, history: history
       area.removeAttribute("d");
     }
   };
+  const redraw = paced(render);
   const subscription = conn.subscribe(stream, {
     last: history2,
     onSubscribed(info) {
@@ -2551,11 +2693,11 @@ function renderValue(el, conn, stream, { column, label, digits, history: history
       if (values.length > history2) values = values.slice(values.length - history2);
       const t = TIME_COLUMNS.map((n) => batch.columns[n]).find((x) => x instanceof Float64Array);
       lastTime = t ? t[t.length - 1] : null;
-      render();
+      redraw.request();
     },
     onReset() {
       values = [];
-      render();
+      redraw.now();
     },
     onError(err) {
       if (quietErrors && isSharedError(err)) return;
@@ -2567,6 +2709,7 @@ function renderValue(el, conn, stream, { column, label, digits, history: history
     subscription,
     dispose() {
       subscription.unsubscribe();
+      redraw.cancel();
       el.replaceChildren();
       el.classList.remove("ls-value");
       delete el.dataset.alarm;
@@ -2623,11 +2766,12 @@ function renderStatus(el, conn, stream, { compact = false, connectionAlert = tru
     figures.rows.textContent = formatNumber(s.rows);
     figures.offset.textContent = s.lastOffset === null ? "—" : formatNumber(s.lastOffset);
   };
+  const offsets = paced(() => showOffset());
   if (stream) {
     subscription = conn.subscribe(stream, {
       last: 0,
       onData() {
-        if (!compact) showOffset();
+        if (!compact) offsets.request();
       },
       onState(s) {
         state = s;
@@ -2669,6 +2813,7 @@ function renderStatus(el, conn, stream, { compact = false, connectionAlert = tru
     dispose() {
       stopStatus();
       clearInterval(timer);
+      offsets.cancel();
       subscription?.unsubscribe();
       el.replaceChildren();
       el.classList.remove("ls-status");
@@ -2926,6 +3071,268 @@ function renderControls(el, conn, stream, { quietErrors = false } = {}) {
   };
 }
 
+// livestream/static/overview.js
+var LARGE_WINDOW = 5e4;
+var VIEW_KINDS = ["line", "step", "area", "scatter"];
+var ZOOM_DEBOUNCE_MS = 100;
+var FOLLOW_REFRESH_MS = 1e3;
+var TAIL_ROWS_PER_PIXEL = 4;
+var FOLLOW_MIN_MS = 100;
+var MAX_WIDTH = 2e4;
+function usesViews(spec) {
+  return VIEW_KINDS.includes(spec.kind ?? "") && Number(spec.rollover) > LARGE_WINDOW && Array.isArray(spec.y) && spec.y.length > 0;
+}
+function viewRows(msg) {
+  const cols = msg.columns ?? {};
+  const offsetsName = String(msg.offsets_column ?? "@offset");
+  const floats = (values) => {
+    const list = Array.isArray(values) ? values : [];
+    const out = new Float64Array(list.length);
+    for (let i = 0; i < list.length; i++) out[i] = list[i] === null ? NaN : Number(list[i]);
+    return out;
+  };
+  const columns = {};
+  for (const [name, values] of Object.entries(cols)) if (name !== offsetsName) columns[name] = floats(values);
+  return {
+    offsets: floats(cols[offsetsName]),
+    columns,
+    first: Number(msg.first),
+    stop: Number(msg.stop),
+    end: Number(msg.end),
+    exact: msg.exact === true,
+    epoch: String(msg.epoch ?? "")
+  };
+}
+function joinRows(view, tail, names) {
+  const end = view ? view.end : -Infinity;
+  let rows = view ? view.offsets.length : 0;
+  for (const b of tail) rows += Math.max(0, Math.min(b.rows, b.offset + b.rows - end));
+  const columns = {};
+  for (const name of names) {
+    const out = new Float64Array(rows);
+    let at = 0;
+    if (view) {
+      const src = name === OFFSET_COLUMN ? view.offsets : view.columns[name];
+      if (src) out.set(src, 0);
+      else out.fill(NaN, 0, view.offsets.length);
+      at = view.offsets.length;
+    }
+    for (const b of tail) {
+      const skip = Math.max(0, Math.min(b.rows, end - b.offset));
+      const n = b.rows - skip;
+      if (n <= 0) continue;
+      if (name === OFFSET_COLUMN) {
+        for (let i = 0; i < n; i++) out[at + i] = b.offset + skip + i;
+      } else {
+        const col = (
+          /** @type {ArrayLike<number> | undefined} */
+          b.columns[name]
+        );
+        if (col) for (let i = 0; i < n; i++) out[at + i] = Number(col[skip + i]);
+        else out.fill(NaN, at, at + n);
+      }
+      at += n;
+    }
+    columns[name] = out;
+  }
+  return { columns, rows };
+}
+function newestX(view, tail, name) {
+  for (let k = tail.length - 1; k >= 0; k--) {
+    const b = tail[k];
+    if (!b.rows) continue;
+    if (name === OFFSET_COLUMN) return b.offset + b.rows - 1;
+    const col = (
+      /** @type {ArrayLike<number> | undefined} */
+      b.columns[name]
+    );
+    if (col) {
+      for (let i = col.length - 1; i >= 0; i--) if (Number.isFinite(col[i])) return Number(col[i]);
+    }
+  }
+  const src = view ? name === OFFSET_COLUMN ? view.offsets : view.columns[name] : null;
+  if (src) {
+    for (let i = src.length - 1; i >= 0; i--) if (Number.isFinite(src[i])) return src[i];
+  }
+  return NaN;
+}
+function viewPlot(conn, stream, handle, options = {}) {
+  const spec = handle.spec;
+  const xName = spec.x ?? OFFSET_COLUMN;
+  const x = xName === OFFSET_COLUMN ? null : xName;
+  const ys = (
+    /** @type {string[]} */
+    spec.y ?? []
+  );
+  const read = [.../* @__PURE__ */ new Set([...x ? [x] : [], ...ys])];
+  const names = Object.keys(spec.columns);
+  const windowRows = Number(spec.rollover);
+  const key = `plot:${stream}:${Math.random().toString(36).slice(2, 10)}`;
+  let lastWidth = 800;
+  const width = () => {
+    const w = options.width?.() ?? 0;
+    lastWidth = Math.max(1, Math.min(MAX_WIDTH, Math.round(w > 0 ? w : lastWidth)));
+    return lastWidth;
+  };
+  let disposed = false;
+  let following = true;
+  let span = null;
+  let range = null;
+  let view = null;
+  let tail = [];
+  let tailRows = 0;
+  let historyRows = 0;
+  let inFlight = 0;
+  let lastAsked = -Infinity;
+  let liveX = NaN;
+  let views = 0;
+  let cancelled = 0;
+  let debounce = null;
+  let soon = null;
+  const request = () => {
+    const msg = { type: "view", stream, width: width(), columns: ys, read, key, format: "json" };
+    if (!following && range) {
+      msg.x = x;
+      msg.range = range;
+    } else if (following && span !== null && Number.isFinite(liveX)) {
+      msg.x = x;
+      msg.range = [liveX - span, liveX];
+    } else if (historyRows > windowRows && view) {
+      msg.x = null;
+      msg.range = [Math.max(0, view.end - windowRows), Number.MAX_SAFE_INTEGER];
+    } else {
+      msg.x = x;
+      msg.range = null;
+    }
+    return msg;
+  };
+  const ask = (force = false) => {
+    if (disposed || inFlight > 0 && !force) return;
+    const msg = request();
+    const wasFollowing = following;
+    inFlight++;
+    lastAsked = performance.now();
+    conn.request(
+      /** @type {any} */
+      msg,
+      { expect: "view" }
+    ).then((answer) => {
+      inFlight--;
+      if (disposed) return;
+      if (answer.cancelled) {
+        cancelled++;
+        return;
+      }
+      if (wasFollowing !== following) return;
+      const rows = viewRows(answer);
+      views++;
+      if (msg.range === null) historyRows = rows.stop - rows.first;
+      view = rows;
+      tail = tail.filter((b) => b.offset + b.rows > rows.end);
+      tailRows = tail.reduce((n, b) => n + b.offset + b.rows - Math.max(b.offset, rows.end), 0);
+      if (!Number.isFinite(liveX)) liveX = newestX(rows, tail, xName);
+      draw();
+    }, (err) => {
+      inFlight--;
+      if (disposed) return;
+      console.warn(`livestream: the view of "${stream}" failed: ${err?.message ?? err}`);
+      if (!soon) soon = setTimeout(() => {
+        soon = null;
+        ask();
+      }, FOLLOW_REFRESH_MS);
+    });
+  };
+  const draw = () => handle.replace(() => {
+    const { columns } = joinRows(view, following ? tail : [], names);
+    if (following && span !== null && Number.isFinite(liveX)) handle.setXRange(liveX - span, liveX);
+    return columns;
+  });
+  const subscription = conn.subscribe(stream, {
+    last: 0,
+    columns: read,
+    onData: (batch) => {
+      liveX = newestX(null, [batch], xName);
+      if (!following || !view) return;
+      const fresh = batch.offset + batch.rows - Math.max(batch.offset, view.end);
+      if (fresh <= 0) return;
+      tail.push(batch);
+      tailRows += fresh;
+      draw();
+      if (tailRows > TAIL_ROWS_PER_PIXEL * lastWidth && performance.now() - lastAsked > FOLLOW_MIN_MS) ask();
+    },
+    onReset: () => {
+      view = null;
+      tail = [];
+      tailRows = 0;
+      historyRows = 0;
+      handle.clear();
+      ask(true);
+    }
+  });
+  const timer = setInterval(() => {
+    if (following && performance.now() - lastAsked >= FOLLOW_REFRESH_MS) ask();
+  }, FOLLOW_REFRESH_MS / 4);
+  const zoom = (lo, hi) => {
+    if (!(Number.isFinite(lo) && Number.isFinite(hi)) || hi < lo) return;
+    const edge = Number.isFinite(liveX) && hi >= liveX - 0.01 * (hi - lo);
+    if (edge) {
+      following = true;
+      span = hi - lo;
+      range = null;
+    } else {
+      following = false;
+      span = null;
+      range = [lo, hi];
+      tail = [];
+      tailRows = 0;
+    }
+    ask(true);
+  };
+  const follow = () => {
+    following = true;
+    span = null;
+    range = null;
+    ask(true);
+  };
+  const stopRanges = handle.onRangeChange((lo, hi) => {
+    if (debounce) clearTimeout(debounce);
+    debounce = setTimeout(() => {
+      debounce = null;
+      zoom(lo, hi);
+    }, ZOOM_DEBOUNCE_MS);
+  }, () => {
+    if (debounce) clearTimeout(debounce);
+    debounce = null;
+    follow();
+  });
+  ask(true);
+  return {
+    subscription,
+    following: () => following,
+    follow,
+    zoom,
+    stats: () => ({
+      views,
+      cancelled,
+      rows: view?.offsets.length ?? 0,
+      tail: tailRows,
+      exact: view?.exact ?? false,
+      first: view?.first ?? -1,
+      stop: view?.stop ?? -1,
+      end: view?.end ?? -1,
+      range
+    }),
+    dispose() {
+      disposed = true;
+      clearInterval(timer);
+      if (debounce) clearTimeout(debounce);
+      if (soon) clearTimeout(soon);
+      stopRanges();
+      subscription.unsubscribe();
+    }
+  };
+}
+
 // livestream/static/renderers/plot.js
 function renderPlot(el, conn, stream, options = {}) {
   el.classList.add("ls-plot");
@@ -2935,6 +3342,7 @@ function renderPlot(el, conn, stream, options = {}) {
   let subscription = null;
   let waiter = null;
   let plot = null;
+  let overview = null;
   const showError = (err) => {
     const quiet = options.quietErrors === true && isSharedError(err);
     el.replaceChildren(h(
@@ -3013,6 +3421,12 @@ function renderPlot(el, conn, stream, options = {}) {
     }
     plot = handle;
     el.dataset.sourceId = spec.source_id;
+    if (usesViews(spec)) {
+      overview = viewPlot(conn, stream, handle, { width: () => target.clientWidth });
+      subscription = overview.subscription;
+      el.dataset.views = "true";
+      return handle;
+    }
     subscription = conn.subscribe(stream, {
       // Candles are built from ticks: take every tick the server holds, since how many
       // make `rollover` bars is unknown. Other kinds take the rows they keep.
@@ -3029,14 +3443,17 @@ function renderPlot(el, conn, stream, options = {}) {
   return {
     ready,
     subscription: () => subscription,
+    overview: () => overview,
     dispose() {
       disposed = true;
       waiter?.unsubscribe();
+      overview?.dispose();
       subscription?.unsubscribe();
       plot?.dispose();
       el.replaceChildren();
       el.classList.remove("ls-plot");
       delete el.dataset.sourceId;
+      delete el.dataset.views;
     }
   };
 }
