@@ -60,9 +60,12 @@ SOURCE_LENGTH = """() => {
 }"""
 
 
-def capture(browser: Any, base_url: str, token: str, out_dir: Path) -> list[Path]:
+def capture(
+    browser: Any, base_url: str, token: str, out_dir: Path, *, rows: int = 160, points: int = 120
+) -> list[Path]:
     """Shoot every page of :data:`SHOTS` of the server at ``base_url`` (which must serve the
-    demo's streams) into ``out_dir``; return the files written."""
+    demo's streams) into ``out_dir``, once the plot holds ``rows`` rows (8 s of prices) and
+    each sparkline ``points`` points (the most it shows); return the files written."""
     from playwright.sync_api import expect
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -75,10 +78,13 @@ def capture(browser: Any, base_url: str, token: str, out_dir: Path) -> list[Path
             if path == "/":
                 for stream in ("prices", "sensors"):
                     trend = page.locator(f'.ls-stream-card[data-stream="{stream}"] .ls-trend')
-                    # A full sparkline: 120 rows (6 s of prices, 12 s of sensors).
-                    expect(trend).to_have_attribute("data-points", "120", timeout=WAIT_MS)
+                    page.wait_for_function(
+                        "([el, n]) => Number(el.dataset.points) >= n",
+                        arg=[trend.element_handle(timeout=WAIT_MS), points],
+                        timeout=WAIT_MS,
+                    )
             else:
-                page.wait_for_function(f"() => ({SOURCE_LENGTH})() >= 160", timeout=WAIT_MS)
+                page.wait_for_function(f"() => ({SOURCE_LENGTH})() >= {rows}", timeout=WAIT_MS)
                 expect(page.locator(".ls-table tbody tr")).to_have_count(15, timeout=WAIT_MS)
                 expect(page.locator(".ls-value-number")).not_to_have_text("—", timeout=WAIT_MS)
             page.mouse.move(0, 0)
