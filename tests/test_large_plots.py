@@ -283,3 +283,65 @@ def test_a_live_plot_widget_of_ten_million_rows_draws_views(
         notebook.evaluate("() => document.querySelector('#big [data-views]')?.dataset.views")
         == "true"
     )
+
+
+def _reference_candles(
+    t: np.ndarray, p: np.ndarray, lo: float, bar: float, n: int
+) -> dict[str, list[float]]:
+    """Candles of every tick: bar k holds ticks with lo + k*bar <= t < lo + (k+1)*bar."""
+    k = np.floor((t - lo) / bar).astype(np.int64)
+    keep = (k >= 0) & (k < n)
+    k, p = k[keep], p[keep]
+    bars, first = np.unique(k, return_index=True)
+    last = np.r_[first[1:], len(k)] - 1
+    return {
+        "time": (lo + bars * bar).tolist(),
+        "open": p[first].tolist(),
+        "high": np.maximum.reduceat(p, first).tolist(),
+        "low": np.minimum.reduceat(p, first).tolist(),
+        "close": p[last].tolist(),
+    }
+
+
+def test_ohlc_candles_of_a_view_are_the_candles_of_every_tick(
+    browser: Browser, server_factory: Any
+) -> None:
+    server = server_factory()
+    stream = server.stream("ticks", history=1_000_000)
+    n = 1_000_000
+    t0 = 1_700_000_000_000.0
+    t = t0 + np.arange(n, dtype=np.float64)  # one tick per ms
+    price = 100 + np.cumsum(np.random.default_rng(5).normal(0, 0.05, n))
+    price[500_123] = 500.0  # a spike: the high of its bar
+    stream.append({"time": t, "price": price})
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(
+            f"{server.base_url}/streams/ticks?kind=ohlc&window=100000&y=price&token={server.token}"
+        )
+        page.wait_for_function(f"() => {OVERVIEW}?.stats().views >= 1", timeout=WAIT_MS)
+        # Zoom to 300 s: 1-second bars (the interval), 300,000 ticks drawn by their M4 rows.
+        lo, hi = t0 + 400_000.0, t0 + 700_000.0 - 1
+        page.evaluate(f"{OVERVIEW}.zoom({lo}, {hi})")
+        page.wait_for_function(
+            f"() => !{OVERVIEW}.following() && {OVERVIEW}.stats().first === 400000",
+            timeout=WAIT_MS,
+        )
+        assert page.evaluate(f"{OVERVIEW}.stats().exact") is False
+        want = _reference_candles(t, price, lo, 1000.0, 300)
+        assert len(want["time"]) == 300 and max(want["high"]) == 500.0
+
+        def drawn() -> dict[str, list[float]] | None:
+            data = page.evaluate(
+                """() => { const el = document.querySelector("[data-source-id]");
+                  for (const doc of Bokeh.documents) { const s = doc.get_model_by_id(el.dataset.sourceId);
+                    if (s) return Object.fromEntries(["time", "open", "high", "low", "close"]
+                      .map((c) => [c, Array.from(s.data[c])])); } return null; }"""
+            )
+            return data if data and data["time"][:1] == [lo] else None
+
+        got = wait_until(drawn, message="the candles of the zoomed range were never drawn")
+        assert got == want
+    finally:
+        context.close()

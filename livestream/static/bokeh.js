@@ -156,6 +156,9 @@ export function foldTicks(bars, times, prices, interval) {
  * @property {(columns: Record<string, ArrayLike<number>> | (() => Record<string, ArrayLike<number>>)) => void} replace
  *   set the whole source (stream columns, OFFSET_COLUMN for the offset) at the next paced
  *   frame; a function is called then, once, however often `replace` was called meanwhile
+ * @property {(columns: () => Record<string, ArrayLike<unknown>>) => void} replaceSource
+ *   as `replace`, with the source's own column names (OHLC bars: time, open, high, low,
+ *   close, color)
  * @property {(lo: number, hi: number) => void} setXRange  show x from lo to hi
  * @property {(onRange: (lo: number, hi: number) => void, onReset: () => void) => () => void} onRangeChange
  *   call `onRange` when the user zooms or pans (BokehJS's RangesUpdate event), `onReset`
@@ -332,6 +335,8 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
   let paceTimer = null;
   /** @type {Record<string, ArrayLike<number>> | (() => Record<string, ArrayLike<number>>) | null} */
   let replacement = null;
+  /** `replacement` names the source's columns (replaceSource), not the stream's */
+  let replacementRaw = false;
 
   /** @param {Batch} batch @param {string} name @returns {ArrayLike<number> | null} */
   const numbers = (batch, name) => {
@@ -384,15 +389,13 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
     if (!disposed && replacement) {
       const next = typeof replacement === "function" ? replacement() : replacement;
       replacement = null;
-      /** @type {Record<string, ArrayLike<number>>} */
-      const data = {};
-      let rows = 0;
-      for (const [streamColumn, sourceColumn] of mapping) {
-        data[sourceColumn] = next[streamColumn] ?? new Float64Array(0);
-        rows = data[sourceColumn].length;
+      /** @type {Record<string, ArrayLike<unknown>>} */
+      const data = replacementRaw ? { ...next } : {};
+      if (!replacementRaw) {
+        for (const [streamColumn, sourceColumn] of mapping) data[sourceColumn] = next[streamColumn] ?? new Float64Array(0);
       }
       source.data = data;
-      held = rows;
+      held = Object.values(data)[0]?.length ?? 0;
     }
     if (disposed || queued.length === 0) return;
     const batch = mergeBatches(queued);
@@ -469,6 +472,13 @@ export async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadSc
     replace(columns) {
       if (disposed) return;
       replacement = columns;
+      replacementRaw = false;
+      schedule();
+    },
+    replaceSource(columns) {
+      if (disposed) return;
+      replacement = /** @type {() => Record<string, ArrayLike<number>>} */ (columns);
+      replacementRaw = true;
       schedule();
     },
     setXRange(lo, hi) {

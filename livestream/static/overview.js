@@ -4,11 +4,13 @@
 // and highest row), then the rows arriving after the view's `end` exactly (the tail).
 // Zooming and panning ask a new view; panning back to the live edge, or the reset tool,
 // resumes following new rows. See docs/explanation.md, "Large windows".
+import { foldTicks } from "./bokeh.js";
 import { OFFSET_COLUMN } from "./codec.js";
 import { Connection, Subscription } from "./connection.js";
 /** @typedef {import("./bokeh.js").PlotHandle} PlotHandle */
 /** @typedef {import("./bokeh.js").PlotSpec} PlotSpec */
 /** @typedef {import("./codec.js").Batch} Batch */
+/** @typedef {import("./bokeh.js").OhlcBar} OhlcBar */
 
 /** Plots whose window holds more rows than this draw views instead of every row. */
 export const LARGE_WINDOW = 50_000;
@@ -25,9 +27,62 @@ export const FOLLOW_MIN_MS = 100;
 /** The server's limit on `width`. */
 const MAX_WIDTH = 20_000;
 
+/** OHLC plots whose window holds more bars than this draw views (bars then merge so
+ * that there are at most as many as the plot has pixels). */
+export const LARGE_OHLC_WINDOW = 1_000;
+
 /** @param {PlotSpec} spec @returns {boolean} whether this plot draws views */
 export function usesViews(spec) {
-  return VIEW_KINDS.includes(spec.kind ?? "") && Number(spec.rollover) > LARGE_WINDOW && Array.isArray(spec.y) && spec.y.length > 0;
+  if (!Array.isArray(spec.y) || spec.y.length === 0) return false;
+  if (spec.kind === "ohlc") return Number(spec.rollover) > LARGE_OHLC_WINDOW && typeof spec.x === "string";
+  return VIEW_KINDS.includes(spec.kind ?? "") && Number(spec.rollover) > LARGE_WINDOW;
+}
+
+/**
+ * The bar grid of an OHLC view of x0..x1 at `width` pixels: bars of `bar` x units (the
+ * interval, or a multiple of it so that there are at most `width` bars), the first
+ * starting at `lo` (a multiple of `bar`), `n` of them, the last holding x1.
+ * @param {number} x0 @param {number} x1 @param {number} interval @param {number} width
+ * @returns {{lo: number, bar: number, n: number}}
+ */
+export function barGrid(x0, x1, interval, width) {
+  const k = Math.max(1, Math.ceil((x1 - x0) / (interval * Math.max(1, width))));
+  const bar = k * interval;
+  const lo = Math.floor(x0 / bar) * bar;
+  const n = Math.floor((x1 - lo) / bar) + 1;
+  return { lo, bar, n };
+}
+
+/**
+ * Candles from the rows of a view (ticks in offset order): a row at x goes to bar
+ * `floor((x - lo) / bar)` (a row on an edge opens the bar on its right); the bar's first row
+ * is its open, its last its close, its extremes high and low. The M4 rows of a bucket are
+ * exactly these four, so candles of a view are the candles of every tick. Bars without a
+ * row are left out; rows outside the `n` bars are skipped.
+ * @param {ArrayLike<number>} times @param {ArrayLike<number>} prices
+ * @param {{lo: number, bar: number, n: number}} grid @returns {OhlcBar[]}
+ */
+export function candles(times, prices, { lo, bar, n }) {
+  /** @type {OhlcBar[]} */
+  const bars = [];
+  let current = -1;
+  for (let i = 0; i < times.length; i++) {
+    const t = Number(times[i]);
+    const p = Number(prices[i]);
+    if (!Number.isFinite(t) || !Number.isFinite(p)) continue;
+    const k = Math.floor((t - lo) / bar);
+    if (k < 0 || k >= n) continue;
+    if (k !== current) {
+      current = k;
+      bars.push({ time: lo + k * bar, open: p, high: p, low: p, close: p });
+      continue;
+    }
+    const b = bars[bars.length - 1];
+    if (p > b.high) b.high = p;
+    if (p < b.low) b.low = p;
+    b.close = p;
+  }
+  return bars;
 }
 
 /**
@@ -103,6 +158,19 @@ export function joinRows(view, tail, names) {
 }
 
 /**
+ * The rows of a batch from offset `end` on.
+ * @param {Batch} b @param {number} end @returns {Batch}
+ */
+function trimBatch(b, end) {
+  const skip = Math.max(0, Math.min(b.rows, end - b.offset));
+  if (skip === 0) return b;
+  /** @type {Record<string, any>} */
+  const columns = {};
+  for (const [name, col] of Object.entries(b.columns)) columns[name] = col.slice(skip);
+  return { ...b, offset: b.offset + skip, rows: b.rows - skip, columns };
+}
+
+/**
  * The newest finite value of a column among a view and a tail (the live edge in x units).
  * @param {ViewRows | null} view @param {Batch[]} tail @param {string} name
  */
@@ -152,6 +220,12 @@ export function viewPlot(conn, stream, handle, options = {}) {
     lastWidth = Math.max(1, Math.min(MAX_WIDTH, Math.round(w > 0 ? w : lastWidth)));
     return lastWidth;
   };
+  const ohlc = spec.kind === "ohlc";
+  const interval = Number(spec.interval ?? 1000);
+  /** @type {{lo: number, bar: number, n: number}} the bar grid of the last OHLC view asked */
+  let grid = { lo: 0, bar: interval, n: 0 };
+  /** @type {{lo: number, bar: number, n: number}} the grid of the view drawn */
+  let drawnGrid = grid;
   let disposed = false;
   let following = true;
   /** @type {number | null} the x span kept while following a zoomed-in plot */
@@ -178,6 +252,18 @@ export function viewPlot(conn, stream, handle, options = {}) {
   const request = () => {
     /** @type {Record<string, unknown>} */
     const msg = { type: "view", stream, width: width(), columns: ys, read, key, format: "json" };
+    if (ohlc) {
+      // Bars aligned to the grid, one bucket per bar; the range ends just before the bar
+      // after the last (its high end is inclusive).
+      const [x0, x1] = !following && range ? range
+        : [liveX - (span ?? windowRows * interval), liveX];
+      grid = barGrid(x0, x1, interval, /** @type {number} */ (msg.width));
+      const hi = grid.lo + grid.n * grid.bar;
+      msg.x = x;
+      msg.width = grid.n;
+      msg.range = [grid.lo, hi - Math.abs(hi) * Number.EPSILON];
+      return msg;
+    }
     if (!following && range) {
       msg.x = x;
       msg.range = range;
@@ -198,7 +284,9 @@ export function viewPlot(conn, stream, handle, options = {}) {
   /** @param {boolean} [force] a zoom or pan: ask even while a view is being computed */
   const ask = (force = false) => {
     if (disposed || (inFlight > 0 && !force)) return;
+    if (ohlc && !Number.isFinite(liveX)) return; // the newest tick's time sets the grid
     const msg = request();
+    const askedGrid = grid;
     const wasFollowing = following;
     inFlight++;
     lastAsked = performance.now();
@@ -214,6 +302,7 @@ export function viewPlot(conn, stream, handle, options = {}) {
       views++;
       if (msg.range === null) historyRows = rows.stop - rows.first;
       view = rows;
+      drawnGrid = askedGrid;
       // The tail keeps only rows from the view's end on.
       tail = tail.filter((b) => b.offset + b.rows > rows.end);
       tailRows = tail.reduce((n, b) => n + b.offset + b.rows - Math.max(b.offset, rows.end), 0);
@@ -227,18 +316,38 @@ export function viewPlot(conn, stream, handle, options = {}) {
     });
   };
 
+  const colors = spec.colors ?? { up: "#16a34a", down: "#dc2626" };
+  const priceName = ys[0];
+  const drawBars = () => handle.replaceSource(() => {
+    const bars = view ? candles(view.columns[xName] ?? [], view.columns[priceName] ?? [], drawnGrid) : [];
+    if (following) {
+      const { columns } = joinRows(null, tail.map((b) => (view ? trimBatch(b, view.end) : b)), [xName, priceName]);
+      foldTicks(bars, columns[xName], columns[priceName], drawnGrid.bar);
+    }
+    if (following && span !== null && Number.isFinite(liveX)) handle.setXRange(liveX - span, liveX);
+    return {
+      time: Float64Array.from(bars, (b) => b.time),
+      open: Float64Array.from(bars, (b) => b.open),
+      high: Float64Array.from(bars, (b) => b.high),
+      low: Float64Array.from(bars, (b) => b.low),
+      close: Float64Array.from(bars, (b) => b.close),
+      color: bars.map((b) => (b.close >= b.open ? colors.up : colors.down)),
+    };
+  });
   // Joined once per paint (BokehJS's frame), however many batches came meanwhile.
-  const draw = () => handle.replace(() => {
+  const draw = () => ohlc ? drawBars() : handle.replace(() => {
     const { columns } = joinRows(view, following ? tail : [], names);
     if (following && span !== null && Number.isFinite(liveX)) handle.setXRange(liveX - span, liveX);
     return columns;
   });
 
   const subscription = conn.subscribe(stream, {
-    last: 0,
+    last: ohlc ? 1 : 0, // an OHLC plot's grid starts from the newest tick's time
     columns: read,
     onData: (batch) => {
+      const first = !Number.isFinite(liveX);
       liveX = newestX(null, [batch], xName);
+      if (first && !view) ask(true);
       if (!following || !view) return;
       const fresh = batch.offset + batch.rows - Math.max(batch.offset, view.end);
       if (fresh <= 0) return;

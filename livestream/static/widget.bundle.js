@@ -796,6 +796,7 @@ async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: l
   let lastFlush = -Infinity;
   let paceTimer = null;
   let replacement = null;
+  let replacementRaw = false;
   const numbers = (batch, name) => {
     if (name === OFFSET_COLUMN) {
       const offsets = new Float64Array(batch.rows);
@@ -847,14 +848,12 @@ async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: l
     if (!disposed && replacement) {
       const next = typeof replacement === "function" ? replacement() : replacement;
       replacement = null;
-      const data2 = {};
-      let rows = 0;
-      for (const [streamColumn, sourceColumn] of mapping) {
-        data2[sourceColumn] = next[streamColumn] ?? new Float64Array(0);
-        rows = data2[sourceColumn].length;
+      const data2 = replacementRaw ? { ...next } : {};
+      if (!replacementRaw) {
+        for (const [streamColumn, sourceColumn] of mapping) data2[sourceColumn] = next[streamColumn] ?? new Float64Array(0);
       }
       source.data = data2;
-      held = rows;
+      held = Object.values(data2)[0]?.length ?? 0;
     }
     if (disposed || queued.length === 0) return;
     const batch = mergeBatches(queued);
@@ -921,6 +920,14 @@ async function embedPlot(el, spec, { httpBase = defaultHttpBase(), loadScript: l
     replace(columns) {
       if (disposed) return;
       replacement = columns;
+      replacementRaw = false;
+      schedule();
+    },
+    replaceSource(columns) {
+      if (disposed) return;
+      replacement = /** @type {() => Record<string, ArrayLike<number>>} */
+      columns;
+      replacementRaw = true;
       schedule();
     },
     setXRange(lo, hi) {
@@ -3079,8 +3086,39 @@ var FOLLOW_REFRESH_MS = 1e3;
 var TAIL_ROWS_PER_PIXEL = 4;
 var FOLLOW_MIN_MS = 100;
 var MAX_WIDTH = 2e4;
+var LARGE_OHLC_WINDOW = 1e3;
 function usesViews(spec) {
-  return VIEW_KINDS.includes(spec.kind ?? "") && Number(spec.rollover) > LARGE_WINDOW && Array.isArray(spec.y) && spec.y.length > 0;
+  if (!Array.isArray(spec.y) || spec.y.length === 0) return false;
+  if (spec.kind === "ohlc") return Number(spec.rollover) > LARGE_OHLC_WINDOW && typeof spec.x === "string";
+  return VIEW_KINDS.includes(spec.kind ?? "") && Number(spec.rollover) > LARGE_WINDOW;
+}
+function barGrid(x0, x1, interval, width) {
+  const k = Math.max(1, Math.ceil((x1 - x0) / (interval * Math.max(1, width))));
+  const bar = k * interval;
+  const lo = Math.floor(x0 / bar) * bar;
+  const n = Math.floor((x1 - lo) / bar) + 1;
+  return { lo, bar, n };
+}
+function candles(times, prices, { lo, bar, n }) {
+  const bars = [];
+  let current = -1;
+  for (let i = 0; i < times.length; i++) {
+    const t = Number(times[i]);
+    const p = Number(prices[i]);
+    if (!Number.isFinite(t) || !Number.isFinite(p)) continue;
+    const k = Math.floor((t - lo) / bar);
+    if (k < 0 || k >= n) continue;
+    if (k !== current) {
+      current = k;
+      bars.push({ time: lo + k * bar, open: p, high: p, low: p, close: p });
+      continue;
+    }
+    const b = bars[bars.length - 1];
+    if (p > b.high) b.high = p;
+    if (p < b.low) b.low = p;
+    b.close = p;
+  }
+  return bars;
 }
 function viewRows(msg) {
   const cols = msg.columns ?? {};
@@ -3137,6 +3175,13 @@ function joinRows(view, tail, names) {
   }
   return { columns, rows };
 }
+function trimBatch(b, end) {
+  const skip = Math.max(0, Math.min(b.rows, end - b.offset));
+  if (skip === 0) return b;
+  const columns = {};
+  for (const [name, col] of Object.entries(b.columns)) columns[name] = col.slice(skip);
+  return { ...b, offset: b.offset + skip, rows: b.rows - skip, columns };
+}
 function newestX(view, tail, name) {
   for (let k = tail.length - 1; k >= 0; k--) {
     const b = tail[k];
@@ -3174,6 +3219,10 @@ function viewPlot(conn, stream, handle, options = {}) {
     lastWidth = Math.max(1, Math.min(MAX_WIDTH, Math.round(w > 0 ? w : lastWidth)));
     return lastWidth;
   };
+  const ohlc = spec.kind === "ohlc";
+  const interval = Number(spec.interval ?? 1e3);
+  let grid = { lo: 0, bar: interval, n: 0 };
+  let drawnGrid = grid;
   let disposed = false;
   let following = true;
   let span = null;
@@ -3191,6 +3240,21 @@ function viewPlot(conn, stream, handle, options = {}) {
   let soon = null;
   const request = () => {
     const msg = { type: "view", stream, width: width(), columns: ys, read, key, format: "json" };
+    if (ohlc) {
+      const [x0, x1] = !following && range ? range : [liveX - (span ?? windowRows * interval), liveX];
+      grid = barGrid(
+        x0,
+        x1,
+        interval,
+        /** @type {number} */
+        msg.width
+      );
+      const hi = grid.lo + grid.n * grid.bar;
+      msg.x = x;
+      msg.width = grid.n;
+      msg.range = [grid.lo, hi - Math.abs(hi) * Number.EPSILON];
+      return msg;
+    }
     if (!following && range) {
       msg.x = x;
       msg.range = range;
@@ -3208,7 +3272,9 @@ function viewPlot(conn, stream, handle, options = {}) {
   };
   const ask = (force = false) => {
     if (disposed || inFlight > 0 && !force) return;
+    if (ohlc && !Number.isFinite(liveX)) return;
     const msg = request();
+    const askedGrid = grid;
     const wasFollowing = following;
     inFlight++;
     lastAsked = performance.now();
@@ -3228,6 +3294,7 @@ function viewPlot(conn, stream, handle, options = {}) {
       views++;
       if (msg.range === null) historyRows = rows.stop - rows.first;
       view = rows;
+      drawnGrid = askedGrid;
       tail = tail.filter((b) => b.offset + b.rows > rows.end);
       tailRows = tail.reduce((n, b) => n + b.offset + b.rows - Math.max(b.offset, rows.end), 0);
       if (!Number.isFinite(liveX)) liveX = newestX(rows, tail, xName);
@@ -3242,16 +3309,37 @@ function viewPlot(conn, stream, handle, options = {}) {
       }, FOLLOW_REFRESH_MS);
     });
   };
-  const draw = () => handle.replace(() => {
+  const colors = spec.colors ?? { up: "#16a34a", down: "#dc2626" };
+  const priceName = ys[0];
+  const drawBars = () => handle.replaceSource(() => {
+    const bars = view ? candles(view.columns[xName] ?? [], view.columns[priceName] ?? [], drawnGrid) : [];
+    if (following) {
+      const { columns } = joinRows(null, tail.map((b) => view ? trimBatch(b, view.end) : b), [xName, priceName]);
+      foldTicks(bars, columns[xName], columns[priceName], drawnGrid.bar);
+    }
+    if (following && span !== null && Number.isFinite(liveX)) handle.setXRange(liveX - span, liveX);
+    return {
+      time: Float64Array.from(bars, (b) => b.time),
+      open: Float64Array.from(bars, (b) => b.open),
+      high: Float64Array.from(bars, (b) => b.high),
+      low: Float64Array.from(bars, (b) => b.low),
+      close: Float64Array.from(bars, (b) => b.close),
+      color: bars.map((b) => b.close >= b.open ? colors.up : colors.down)
+    };
+  });
+  const draw = () => ohlc ? drawBars() : handle.replace(() => {
     const { columns } = joinRows(view, following ? tail : [], names);
     if (following && span !== null && Number.isFinite(liveX)) handle.setXRange(liveX - span, liveX);
     return columns;
   });
   const subscription = conn.subscribe(stream, {
-    last: 0,
+    last: ohlc ? 1 : 0,
+    // an OHLC plot's grid starts from the newest tick's time
     columns: read,
     onData: (batch) => {
+      const first = !Number.isFinite(liveX);
       liveX = newestX(null, [batch], xName);
+      if (first && !view) ask(true);
       if (!following || !view) return;
       const fresh = batch.offset + batch.rows - Math.max(batch.offset, view.end);
       if (fresh <= 0) return;
