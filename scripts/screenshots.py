@@ -5,6 +5,8 @@
     python scripts/screenshots.py --notebook     # also notebook-dashboard.png, from a real
                                                  # JupyterLab (tests/test_jupyterlab.py)
     python scripts/screenshots.py --out /tmp/x   # somewhere else
+    python scripts/screenshots.py --large        # only large-window-out.png and
+                                                 # large-window-in.png (below)
 
 The standalone pages are shot here: a livestream server on 127.0.0.1 (port 0) with the
 demo's feeds (``livestream demo``'s ``prices`` and ``sensors``), Debian's Chromium
@@ -12,6 +14,10 @@ demo's feeds (``livestream demo``'s ``prices`` and ``sensors``), Debian's Chromi
 a few seconds of data. The notebook picture needs JupyterLab driven through a notebook, which
 tests/test_jupyterlab.py does already: ``--notebook`` runs its quickstart test with
 LIVESTREAM_UPDATE_SCREENSHOTS=1, which writes docs/images/notebook-dashboard.png.
+
+The large-window pictures (docs/explanation.md, "Large windows") are of a plot of a
+stream holding 10,000,000 rows (a random walk, one row per millisecond, with a spike),
+still growing: the whole window, then one second of it (its raw rows).
 
 tests/test_browser_dashboard.py runs :func:`capture` into a temporary directory, so this
 script stays working.
@@ -120,6 +126,75 @@ def shoot_pages(out_dir: Path) -> list[Path]:
             browser.close()
 
 
+#: The large-window pictures: the whole 10 M-row window, then one second of it.
+LARGE_SHOTS = ("large-window-out.png", "large-window-in.png")
+LARGE_ROWS = 10_000_000
+OVERVIEW = "window.livestreamPage.dashboard.plot.overview()"
+
+
+def shoot_large(out_dir: Path) -> list[Path]:
+    """A server whose stream ``ticks`` holds LARGE_ROWS rows and grows by 20,000 rows/s,
+    its page with ``window=10000000``: the plot card zoomed out, then zoomed into one
+    second (exact rows, drawn as points)."""
+    import time
+
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+
+    from livestream.server import Server
+
+    n = LARGE_ROWS
+    rng = np.random.default_rng(12)
+    now = time.time() * 1000.0
+    t = now - n + np.arange(n, dtype=np.float64)  # one row per ms: 2.8 hours
+    price = 100.0 + np.cumsum(rng.normal(0.0, 0.02, n))
+    price[n // 3] += 25.0  # one spike among ten million rows
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        server = Server("127.0.0.1", 0).start()
+        try:
+            stream = server.stream("ticks", history=n + 2_000_000)
+            for i in range(0, n, 1_000_000):
+                stream.append({"time": t[i : i + 1_000_000], "price": price[i : i + 1_000_000]})
+            state = {"t": t[-1], "p": price[-1]}
+
+            @stream.producer(every=0.05)
+            def feed() -> dict[str, Any]:
+                end = max(time.time() * 1000.0, state["t"] + 1.0)
+                times = np.linspace(state["t"], end, 1000, endpoint=False)
+                prices = state["p"] + np.cumsum(rng.normal(0.0, 0.02, 1000))
+                state["t"], state["p"] = end, float(prices[-1])
+                return {"time": times, "price": prices}
+
+            context = browser.new_context(viewport={"width": 1280, "height": 800})
+            try:
+                page = context.new_page()
+                page.goto(
+                    f"{server.base_url}/streams/ticks?window=10000000&y=price&token={server.token}"
+                )
+                page.wait_for_function(f"() => {OVERVIEW}?.stats().views >= 2", timeout=WAIT_MS)
+                card = page.locator(".ls-area-plot")
+                page.mouse.move(0, 0)
+                page.wait_for_timeout(600)
+                written = [out_dir / LARGE_SHOTS[0]]
+                card.screenshot(path=str(written[0]))
+                lo = float(t[n // 3]) + 60_000.0  # a second a minute after the spike
+                page.evaluate(f"{OVERVIEW}.zoom({lo}, {lo + 999.0})")
+                page.wait_for_function(
+                    f"() => {OVERVIEW}.stats().exact && !{OVERVIEW}.following()", timeout=WAIT_MS
+                )
+                page.wait_for_timeout(600)
+                written.append(out_dir / LARGE_SHOTS[1])
+                card.screenshot(path=str(written[1]))
+                return written
+            finally:
+                context.close()
+        finally:
+            server.stop()
+            browser.close()
+
+
 def shoot_notebook() -> int:
     """notebook-dashboard.png, by tests/test_jupyterlab.py's quickstart test."""
     env = {**os.environ, "LIVESTREAM_UPDATE_SCREENSHOTS": "1"}
@@ -139,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also notebook-dashboard.png (JupyterLab; docs/images only)",
     )
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="only the large-window pictures (a 10 M-row plot zoomed out and in)",
+    )
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).exists():
         print(
@@ -146,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    for file in shoot_pages(args.out):
+    shots = shoot_large if args.large else lambda out: [*shoot_pages(out), *shoot_large(out)]
+    for file in shots(args.out):
         print(f"wrote {file.relative_to(ROOT) if file.is_relative_to(ROOT) else file}")
     if args.notebook:
         status = shoot_notebook()
