@@ -27,7 +27,10 @@ from typing import Any as _Any
 # Names are re-exported lazily, so that importing a pure submodule such as
 # ``livestream.protocol`` does not load tornado (STYLE.md rule 1).
 _EXPORTS = {
+    "AllServersFailed": "client",
     "AsyncClient": "client",
+    "Backoff": "client",
+    "ConnectionEvent": "client",
     "Client": "client",
     "Subscription": "client",
     "connect": "client",
@@ -59,7 +62,15 @@ _EXPORTS = {
 }
 
 if _TYPE_CHECKING:
-    from .client import AsyncClient, Client, Subscription, connect
+    from .client import (
+        AllServersFailed,
+        AsyncClient,
+        Backoff,
+        Client,
+        ConnectionEvent,
+        Subscription,
+        connect,
+    )
     from .columns import Batch, to_batch
     from .controls import Action, Bool, Choice, Float, Int
     from .errors import (
@@ -125,13 +136,16 @@ from .version import __version__  # noqa: E402
 
 __all__ = [
     "Action",
+    "AllServersFailed",
     "AsyncClient",
+    "Backoff",
     "Batch",
     "Bool",
     "Choice",
     "Client",
     "ConfigError",
     "ConnectionClosed",
+    "ConnectionEvent",
     "Controls",
     "Dashboard",
     "Float",

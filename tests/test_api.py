@@ -36,6 +36,8 @@ PUBLIC = {
     "Client",
     "AsyncClient",
     "Subscription",
+    "Backoff",
+    "ConnectionEvent",
     # notebook widgets
     "LivePlot",
     "LiveTable",
@@ -52,6 +54,7 @@ PUBLIC = {
     "SchemaMismatch",
     "ServerError",
     "ConnectionClosed",
+    "AllServersFailed",
     "ConfigError",
     "__version__",
 }
