@@ -226,6 +226,8 @@ export function viewPlot(conn, stream, handle, options = {}) {
   let grid = { lo: 0, bar: interval, n: 0 };
   /** @type {{lo: number, bar: number, n: number}} the grid of the view drawn */
   let drawnGrid = grid;
+  /** the x of the history's first row (OHLC: where the bars of a long window start) */
+  let firstX = NaN;
   let disposed = false;
   let following = true;
   /** @type {number | null} the x span kept while following a zoomed-in plot */
@@ -252,11 +254,19 @@ export function viewPlot(conn, stream, handle, options = {}) {
   const request = () => {
     /** @type {Record<string, unknown>} */
     const msg = { type: "view", stream, width: width(), columns: ys, read, key, format: "json" };
+    if (ohlc && !Number.isFinite(firstX)) {
+      // First, where the history starts (a view of one bucket: its first and last rows),
+      // so that a window longer than the history is not drawn as a sliver at its right.
+      msg.x = x;
+      msg.range = null;
+      msg.width = 1;
+      return msg;
+    }
     if (ohlc) {
       // Bars aligned to the grid, one bucket per bar; the range ends just before the bar
       // after the last (its high end is inclusive).
       const [x0, x1] = !following && range ? range
-        : [liveX - (span ?? windowRows * interval), liveX];
+        : [Math.max(firstX, liveX - (span ?? windowRows * interval)), liveX];
       grid = barGrid(x0, x1, interval, /** @type {number} */ (msg.width));
       const hi = grid.lo + grid.n * grid.bar;
       msg.x = x;
@@ -299,6 +309,12 @@ export function viewPlot(conn, stream, handle, options = {}) {
       }
       if (wasFollowing !== following) return; // the user zoomed meanwhile: its view follows
       const rows = viewRows(answer);
+      if (ohlc && !Number.isFinite(firstX)) {
+        const times = rows.columns[xName] ?? new Float64Array(0);
+        firstX = times.length ? Math.min(...Array.from(times).filter(Number.isFinite)) : NaN;
+        if (Number.isFinite(firstX)) ask(true);
+        return;
+      }
       views++;
       if (msg.range === null) historyRows = rows.stop - rows.first;
       view = rows;
@@ -357,6 +373,7 @@ export function viewPlot(conn, stream, handle, options = {}) {
       if (tailRows > TAIL_ROWS_PER_PIXEL * lastWidth && performance.now() - lastAsked > FOLLOW_MIN_MS) ask();
     },
     onReset: () => {
+      firstX = NaN;
       view = null;
       tail = [];
       tailRows = 0;

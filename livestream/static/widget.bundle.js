@@ -2773,12 +2773,11 @@ function renderStatus(el, conn, stream, { compact = false, connectionAlert = tru
     figures.rows.textContent = formatNumber(s.rows);
     figures.offset.textContent = s.lastOffset === null ? "—" : formatNumber(s.lastOffset);
   };
-  const offsets = paced(() => showOffset());
   if (stream) {
     subscription = conn.subscribe(stream, {
       last: 0,
       onData() {
-        if (!compact) offsets.request();
+        if (!compact) showOffset();
       },
       onState(s) {
         state = s;
@@ -2820,7 +2819,6 @@ function renderStatus(el, conn, stream, { compact = false, connectionAlert = tru
     dispose() {
       stopStatus();
       clearInterval(timer);
-      offsets.cancel();
       subscription?.unsubscribe();
       el.replaceChildren();
       el.classList.remove("ls-status");
@@ -3223,6 +3221,7 @@ function viewPlot(conn, stream, handle, options = {}) {
   const interval = Number(spec.interval ?? 1e3);
   let grid = { lo: 0, bar: interval, n: 0 };
   let drawnGrid = grid;
+  let firstX = NaN;
   let disposed = false;
   let following = true;
   let span = null;
@@ -3240,8 +3239,14 @@ function viewPlot(conn, stream, handle, options = {}) {
   let soon = null;
   const request = () => {
     const msg = { type: "view", stream, width: width(), columns: ys, read, key, format: "json" };
+    if (ohlc && !Number.isFinite(firstX)) {
+      msg.x = x;
+      msg.range = null;
+      msg.width = 1;
+      return msg;
+    }
     if (ohlc) {
-      const [x0, x1] = !following && range ? range : [liveX - (span ?? windowRows * interval), liveX];
+      const [x0, x1] = !following && range ? range : [Math.max(firstX, liveX - (span ?? windowRows * interval)), liveX];
       grid = barGrid(
         x0,
         x1,
@@ -3291,6 +3296,12 @@ function viewPlot(conn, stream, handle, options = {}) {
       }
       if (wasFollowing !== following) return;
       const rows = viewRows(answer);
+      if (ohlc && !Number.isFinite(firstX)) {
+        const times = rows.columns[xName] ?? new Float64Array(0);
+        firstX = times.length ? Math.min(...Array.from(times).filter(Number.isFinite)) : NaN;
+        if (Number.isFinite(firstX)) ask(true);
+        return;
+      }
       views++;
       if (msg.range === null) historyRows = rows.stop - rows.first;
       view = rows;
@@ -3349,6 +3360,7 @@ function viewPlot(conn, stream, handle, options = {}) {
       if (tailRows > TAIL_ROWS_PER_PIXEL * lastWidth && performance.now() - lastAsked > FOLLOW_MIN_MS) ask();
     },
     onReset: () => {
+      firstX = NaN;
       view = null;
       tail = [];
       tailRows = 0;

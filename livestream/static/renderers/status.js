@@ -2,7 +2,6 @@
 // renderers/status.js — renderStatus: connection and stream status pills and live figures.
 import { Connection, Subscription } from "../connection.js";
 import { STATUS_TEXT, formatDuration, formatNumber, formatRate, h, isConnectionError, isSharedError, pill, setPill } from "../dom.js";
-import { paced } from "../pace.js";
 /** @typedef {import("../codec.js").StreamState} StreamState */
 /** @typedef {import("../dom.js").Handle} Handle */
 
@@ -67,13 +66,11 @@ export function renderStatus(el, conn, stream, { compact = false, connectionAler
     figures.rows.textContent = formatNumber(s.rows);
     figures.offset.textContent = s.lastOffset === null ? "—" : formatNumber(s.lastOffset);
   };
-  // The figures follow rows at most ten times a second, in an animation frame.
-  const offsets = paced(() => showOffset());
   if (stream) {
     subscription = conn.subscribe(stream, {
       last: 0,
       onData() {
-        if (!compact) offsets.request();
+        if (!compact) showOffset();
       },
       onState(s) {
         state = s;
@@ -114,7 +111,6 @@ export function renderStatus(el, conn, stream, { compact = false, connectionAler
     dispose() {
       stopStatus();
       clearInterval(timer);
-      offsets.cancel();
       subscription?.unsubscribe();
       el.replaceChildren();
       el.classList.remove("ls-status");
