@@ -181,9 +181,20 @@ def _write_atomic(table: Any, folder: Path, name: str, *, rename: bool = True) -
     try:
         folder.mkdir(parents=True, exist_ok=True)
         # Dictionary encoding only where values repeat (the epoch, text): on numbers it
-        # costs a quarter of the write and saves nothing.
-        text = [f.name for f in table.schema if f.type == _pa().string()]
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=text)
+        # costs a quarter of the write and saves nothing. Floats are written byte-stream
+        # split and integers delta-packed (Parquet's encodings for them): on ticks this
+        # wrote 15 M rows/s instead of 6 M, in slightly fewer bytes (docs/recording.md).
+        pa = _pa()
+        text = [f.name for f in table.schema if f.type == pa.string()]
+        encoding = {}
+        for f in table.schema:
+            if pa.types.is_floating(f.type):
+                encoding[f.name] = "BYTE_STREAM_SPLIT"
+            elif pa.types.is_integer(f.type):
+                encoding[f.name] = "DELTA_BINARY_PACKED"
+        pq.write_table(
+            table, tmp, compression="zstd", use_dictionary=text, column_encoding=encoding or None
+        )
         if not rename:
             return tmp.stat().st_size
         os.replace(tmp, folder / name)
