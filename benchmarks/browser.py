@@ -558,7 +558,7 @@ def render(rows: list[dict[str, Any]], fmt: Any, table: Any) -> str:
             "drawn rows/s",
             "fps",
             "paints/s",
-            "views/s",
+            "data set/s",
             "lag p50 ms",
             "lag p99 ms",
             "load s",
@@ -597,7 +597,7 @@ def render(rows: list[dict[str, Any]], fmt: Any, table: Any) -> str:
     if any(r.get("lag_from") == "views" for r in rows):
         text += (
             "\nv: no rows were streamed in; the lag is that of the newest row of each view the "
-            "page set as its plot's data (views/s), at the end of the frame that drew it"
+            "page set as its plot's data (data set/s), at the end of the frame that drew it"
         )
     if any(r["page"] == "perspective" for r in rows):
         text += (

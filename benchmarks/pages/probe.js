@@ -11,8 +11,9 @@
 //   rendering step. Each streamed batch gives 8 stamps spread over its rows, each standing
 //   for a 1/8 of them (`lagWeights`), so the percentiles are over rows, not over batches;
 // * replaces: a source's whole `data` set anew (a plot that redraws a view of its rows
-//   rather than streaming them in, as a zoom-aware plot does); `viewLags`: for each, the
-//   lag of its newest row (the last `time`) at the end of the frame that drew it.
+//   rather than streaming them in, as a zoom-aware plot does; a plot emptied by a reset
+//   counts too); `viewLags`: for each, the lag of its newest row (the last `time`) at the
+//   end of the frame that drew it.
 () => {
   const w = window;
   if (w.__bench) return true;
