@@ -122,10 +122,11 @@ def test_the_whole_history_is_drawn_with_its_outlier_at_30_fps(
     wait_until(lambda: len(source(page)["time"]) > 0, message="the plot never drew rows")
     data = source(page)
     times = np.asarray(data["time"])
-    # From the first row of the history to the live edge, in a few thousand rows.
+    # From the first row of the history to the live edge, in a few thousand rows of view
+    # (at most 4 a pixel) and the rows that arrived since it was taken (100 a millisecond).
     assert times.min() == t[0]
     assert times.max() >= t[-1]
-    assert len(times) < 20 * 1280
+    assert len(times) < 100_000
     assert np.all(np.diff(times) >= 0)
     assert page.evaluate(f"{OVERVIEW}.stats().exact") is False
     # The one outlier among five million rows is drawn.
