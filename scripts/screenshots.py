@@ -132,10 +132,10 @@ LARGE_ROWS = 10_000_000
 OVERVIEW = "window.livestreamPage.dashboard.plot.overview()"
 
 
-def shoot_large(out_dir: Path) -> list[Path]:
-    """A server whose stream ``ticks`` holds LARGE_ROWS rows and grows by 20,000 rows/s,
-    its page with ``window=10000000``: the plot card zoomed out, then zoomed into one
-    second (exact rows, drawn as points)."""
+def shoot_large(out_dir: Path, rows: int = LARGE_ROWS) -> list[Path]:
+    """A server whose stream ``ticks`` holds ``rows`` rows and grows by 20,000 rows/s, its
+    page with ``window=10000000``: the plot card zoomed out, then zoomed into one second
+    (its raw rows). tests/test_large_plots.py runs it with fewer rows."""
     import time
 
     import numpy as np
@@ -143,7 +143,7 @@ def shoot_large(out_dir: Path) -> list[Path]:
 
     from livestream.server import Server
 
-    n = LARGE_ROWS
+    n = rows
     rng = np.random.default_rng(12)
     now = time.time() * 1000.0
     t = now - n + np.arange(n, dtype=np.float64)  # one row per ms: 2.8 hours

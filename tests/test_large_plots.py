@@ -346,3 +346,20 @@ def test_ohlc_candles_of_a_view_are_the_candles_of_every_tick(
         assert got == want
     finally:
         context.close()
+
+
+def test_the_screenshot_script_shoots_a_large_window_zoomed_out_and_in(tmp_path: Any) -> None:
+    """scripts/screenshots.py's large-window pictures (docs/images), with fewer rows."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "screenshots.py"
+    spec = importlib.util.spec_from_file_location("screenshots", script)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    written = module.shoot_large(tmp_path, rows=1_000_000)
+    assert [f.name for f in written] == ["large-window-out.png", "large-window-in.png"]
+    out, zoomed = (f.read_bytes() for f in written)
+    assert out[:8] == zoomed[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(out) > 10_000 and len(zoomed) > 10_000 and out != zoomed
