@@ -386,7 +386,9 @@ def plot_spec(
         kind: ``"line"``, ``"scatter"``, ``"step"``, ``"area"`` (filled down to 0),
             ``"bar"``, or ``"ohlc"`` (candlesticks built in the browser from ticks).
         window: how many of the newest rows the browser keeps (``rollover``); the x range
-            follows the data in this window. For ``"ohlc"``: how many bars.
+            follows the data in this window. For ``"ohlc"``: how many bars. Above 50,000
+            rows (line, step, area, scatter; ``"ohlc"``: 1,000 bars) the browser draws
+            views of the history instead of keeping the rows (static/overview.js).
         title: a title drawn above the plot; default none (the surrounding card or widget
             names the stream).
         webgl: draw with WebGL (the browser then also loads ``bokeh-gl.min.js``); worth it

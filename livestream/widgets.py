@@ -273,8 +273,12 @@ class LivePlot(LiveWidget):
     built in the browser from a tick stream, ``interval`` ms per bar, ``y`` the price
     column); ``x`` defaults to a time column (a datetime axis that follows the newest data),
     ``y`` to every numeric column; ``window`` is how many points (for ``ohlc``: bars) the
-    browser keeps (``rollover``); ``webgl`` defaults to on for windows over 20,000 points;
-    ``height`` is in pixels.
+    plot shows: up to 50,000 (``ohlc``: 1,000 bars) the browser keeps them all
+    (``rollover``), above it draws the server's views of the visible x-range at its pixel
+    width and the new rows after them, so ``window=10_000_000`` works (give the stream a
+    ``history`` that long; docs/explanation.md, "Large windows"); ``webgl`` defaults to on
+    for windows over 20,000 points (the browser draws with canvas where WebGL runs in
+    software); ``height`` is in pixels.
 
     Bring your own plot: pass ``figure`` (any Bokeh figure or layout) and ``source`` (the
     ColumnDataSource its glyphs draw from) and ``columns`` ({stream column: source
