@@ -363,3 +363,36 @@ def test_the_screenshot_script_shoots_a_large_window_zoomed_out_and_in(tmp_path:
     out, zoomed = (f.read_bytes() for f in written)
     assert out[:8] == zoomed[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(out) > 10_000 and len(zoomed) > 10_000 and out != zoomed
+
+
+def test_an_x_that_goes_back_is_drawn_by_views_by_offset(
+    browser: Browser, server_factory: Any
+) -> None:
+    """The server refuses a view of an x-range when x decreases somewhere; the plot then
+    asks views by offset and still draws the whole history, spike included."""
+    server = server_factory()
+    stream = server.stream("jitter", history=200_000)
+    n = 200_000
+    t = 1_700_000_000_000.0 + np.arange(n, dtype=np.float64)
+    t[100_000] -= 5_000.0  # one clock step back
+    y = np.sin(np.arange(n) / 1_000.0)
+    y[150_000] = 42.0
+    stream.append({"time": t, "y": y})
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    try:
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{server.base_url}/streams/jitter?window=1000000&y=y&token={server.token}")
+        page.wait_for_function(f"() => {OVERVIEW}?.stats().views >= 1", timeout=WAIT_MS)
+        data = wait_until(
+            lambda: (d := source(page)) and len(d["time"]) > 100 and d,
+            message="the plot never drew the history",
+        )
+        assert 42.0 in data["y"]
+        assert data["time"][0] == t[0] and data["time"][-1] == t[-1]
+        assert len(data["time"]) < n
+        assert page.evaluate(f"{OVERVIEW}.stats()")["first"] == 0
+    finally:
+        context.close()
+    assert not errors

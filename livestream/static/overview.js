@@ -226,6 +226,10 @@ export function viewPlot(conn, stream, handle, options = {}) {
   let grid = { lo: 0, bar: interval, n: 0 };
   /** @type {{lo: number, bar: number, n: number}} the grid of the view drawn */
   let drawnGrid = grid;
+  /** x decreases somewhere in the history: views are asked by offset */
+  let byOffset = false;
+  /** @type {[number, number] | null} the offsets shown while zoomed, by offset */
+  let offsetRange = null;
   /** the x of the history's first row (OHLC: where the bars of a long window start) */
   let firstX = NaN;
   let disposed = false;
@@ -274,7 +278,12 @@ export function viewPlot(conn, stream, handle, options = {}) {
       msg.range = [grid.lo, hi - Math.abs(hi) * Number.EPSILON];
       return msg;
     }
-    if (!following && range) {
+    if (byOffset) {
+      // x goes back somewhere in the history: views by offset, drawn against x as they are.
+      msg.x = null;
+      msg.range = !following && offsetRange ? offsetRange
+        : view && historyRows > windowRows ? [Math.max(0, view.end - windowRows), Number.MAX_SAFE_INTEGER] : null;
+    } else if (!following && range) {
       msg.x = x;
       msg.range = range;
     } else if (following && span !== null && Number.isFinite(liveX)) {
@@ -328,6 +337,11 @@ export function viewPlot(conn, stream, handle, options = {}) {
       inFlight--;
       if (disposed) return;
       console.warn(`livestream: the view of "${stream}" failed: ${err?.message ?? err}`);
+      if (!byOffset && x !== null && err?.code === "bad_message" && /decreases/.test(String(err?.message))) {
+        byOffset = true;
+        ask(true);
+        return;
+      }
       if (!soon) soon = setTimeout(() => { soon = null; ask(); }, FOLLOW_REFRESH_MS);
     });
   };
@@ -386,6 +400,24 @@ export function viewPlot(conn, stream, handle, options = {}) {
     if (following && performance.now() - lastAsked >= FOLLOW_REFRESH_MS) ask();
   }, FOLLOW_REFRESH_MS / 4);
 
+  /**
+   * By offset (x goes back): the offsets of the drawn rows whose x is within lo..hi.
+   * @param {number} lo @param {number} hi @returns {[number, number] | null}
+   */
+  const offsetsWithin = (lo, hi) => {
+    const { columns } = joinRows(view, tail, [xName, OFFSET_COLUMN]);
+    const xs = columns[xName];
+    const offs = columns[OFFSET_COLUMN];
+    let a = Infinity;
+    let b = -Infinity;
+    for (let i = 0; i < xs.length; i++) {
+      if (xs[i] >= lo && xs[i] <= hi) {
+        a = Math.min(a, offs[i]);
+        b = Math.max(b, offs[i]);
+      }
+    }
+    return a <= b ? [a, b] : null;
+  };
   /** @param {number} lo @param {number} hi */
   const zoom = (lo, hi) => {
     if (!(Number.isFinite(lo) && Number.isFinite(hi)) || hi < lo) return;
@@ -399,6 +431,7 @@ export function viewPlot(conn, stream, handle, options = {}) {
       following = false;
       span = null;
       range = [lo, hi];
+      if (byOffset) offsetRange = offsetsWithin(lo, hi);
       tail = [];
       tailRows = 0;
     }

@@ -3221,6 +3221,8 @@ function viewPlot(conn, stream, handle, options = {}) {
   const interval = Number(spec.interval ?? 1e3);
   let grid = { lo: 0, bar: interval, n: 0 };
   let drawnGrid = grid;
+  let byOffset = false;
+  let offsetRange = null;
   let firstX = NaN;
   let disposed = false;
   let following = true;
@@ -3260,7 +3262,10 @@ function viewPlot(conn, stream, handle, options = {}) {
       msg.range = [grid.lo, hi - Math.abs(hi) * Number.EPSILON];
       return msg;
     }
-    if (!following && range) {
+    if (byOffset) {
+      msg.x = null;
+      msg.range = !following && offsetRange ? offsetRange : view && historyRows > windowRows ? [Math.max(0, view.end - windowRows), Number.MAX_SAFE_INTEGER] : null;
+    } else if (!following && range) {
       msg.x = x;
       msg.range = range;
     } else if (following && span !== null && Number.isFinite(liveX)) {
@@ -3314,6 +3319,11 @@ function viewPlot(conn, stream, handle, options = {}) {
       inFlight--;
       if (disposed) return;
       console.warn(`livestream: the view of "${stream}" failed: ${err?.message ?? err}`);
+      if (!byOffset && x !== null && err?.code === "bad_message" && /decreases/.test(String(err?.message))) {
+        byOffset = true;
+        ask(true);
+        return;
+      }
       if (!soon) soon = setTimeout(() => {
         soon = null;
         ask();
@@ -3372,6 +3382,20 @@ function viewPlot(conn, stream, handle, options = {}) {
   const timer = setInterval(() => {
     if (following && performance.now() - lastAsked >= FOLLOW_REFRESH_MS) ask();
   }, FOLLOW_REFRESH_MS / 4);
+  const offsetsWithin = (lo, hi) => {
+    const { columns } = joinRows(view, tail, [xName, OFFSET_COLUMN]);
+    const xs = columns[xName];
+    const offs = columns[OFFSET_COLUMN];
+    let a = Infinity;
+    let b = -Infinity;
+    for (let i = 0; i < xs.length; i++) {
+      if (xs[i] >= lo && xs[i] <= hi) {
+        a = Math.min(a, offs[i]);
+        b = Math.max(b, offs[i]);
+      }
+    }
+    return a <= b ? [a, b] : null;
+  };
   const zoom = (lo, hi) => {
     if (!(Number.isFinite(lo) && Number.isFinite(hi)) || hi < lo) return;
     const edge = Number.isFinite(liveX) && hi >= liveX - 0.01 * (hi - lo);
@@ -3383,6 +3407,7 @@ function viewPlot(conn, stream, handle, options = {}) {
       following = false;
       span = null;
       range = [lo, hi];
+      if (byOffset) offsetRange = offsetsWithin(lo, hi);
       tail = [];
       tailRows = 0;
     }
