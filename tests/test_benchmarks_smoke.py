@@ -193,7 +193,11 @@ def test_large_window_pages_all_give_rows_frames_and_a_lag_after_drawing() -> No
         assert r["fps"] > 0 and r["load_s"] > 0, (key, r)
     for key in (("ceiling", "canvas"), ("ceiling", "webgl"), ("livestream page", "canvas")):
         r = rows[key]
-        assert r["rows_per_s"] > 1_000 and r["paints_per_s"] > 0, r  # streamed and painted
+        if key[0] == "ceiling":
+            assert r["rows_per_s"] > 1_000, r  # every row due was streamed into BokehJS
+        else:  # rows streamed in, or views of them set as the plot's data (issue 12)
+            assert r["rows_per_s"] > 1_000 or r["replaces_per_s"] > 0, r
+        assert r["paints_per_s"] > 0, r
         # A lag after drawing: positive, and not longer than the whole run.
         assert r["lag_p50"] is not None and 0 < r["lag_p50"] <= r["lag_p99"] < 60_000, (key, r)
     # Perspective's viewer renders about once a second on a busy machine: its first view
