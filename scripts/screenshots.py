@@ -132,10 +132,11 @@ LARGE_ROWS = 10_000_000
 OVERVIEW = "window.livestreamPage.dashboard.plot.overview()"
 
 
-def shoot_large(out_dir: Path, rows: int = LARGE_ROWS) -> list[Path]:
+def shoot_large(out_dir: Path, rows: int = LARGE_ROWS, browser: Any = None) -> list[Path]:
     """A server whose stream ``ticks`` holds ``rows`` rows and grows by 20,000 rows/s, its
     page with ``window=10000000``: the plot card zoomed out, then zoomed into one second
-    (its raw rows). tests/test_large_plots.py runs it with fewer rows."""
+    (its raw rows), in ``browser`` (default: a Chromium of its own).
+    tests/test_large_plots.py runs it with fewer rows."""
     import time
 
     import numpy as np
@@ -150,8 +151,8 @@ def shoot_large(out_dir: Path, rows: int = LARGE_ROWS) -> list[Path]:
     price = 100.0 + np.cumsum(rng.normal(0.0, 0.02, n))
     price[n // 3] += 25.0  # one spike among ten million rows
     out_dir.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+    def shoot(browser: Any) -> list[Path]:
         server = Server("127.0.0.1", 0).start()
         try:
             stream = server.stream("ticks", history=n + 2_000_000)
@@ -192,7 +193,15 @@ def shoot_large(out_dir: Path, rows: int = LARGE_ROWS) -> list[Path]:
                 context.close()
         finally:
             server.stop()
-            browser.close()
+
+    if browser is not None:
+        return shoot(browser)
+    with sync_playwright() as p:
+        own = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            return shoot(own)
+        finally:
+            own.close()
 
 
 def shoot_notebook() -> int:

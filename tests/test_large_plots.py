@@ -221,6 +221,7 @@ def test_the_wheel_zoom_asks_a_view_of_the_new_range_and_reset_follows_again(
         page.mouse.move(*middle)  # the toolbar shows on hover
         page.locator("[title='Wheel Zoom (x-axis)']").first.click()
         page.mouse.move(*middle)
+        before = page.evaluate(f"{OVERVIEW}.stats().views")
         for _ in range(6):
             page.mouse.wheel(0, -400)
         # One view for the steps together (debounced), of the range BokehJS shows.
@@ -246,7 +247,9 @@ def test_the_wheel_zoom_asks_a_view_of_the_new_range_and_reset_follows_again(
             message="no view of the range shown",
         )
         assert stats["range"] == pytest.approx(shown)
-        assert stats["views"] <= 4, stats
+        # Fewer views than wheel steps: those within 100 ms of the next were never asked
+        # (how many come together depends on how fast this machine sends them).
+        assert stats["views"] - before < 6, stats
         data = source(page)
         assert min(data["time"]) >= lo and max(data["time"]) <= hi
         # The reset tool shows the whole window and follows again.
@@ -348,7 +351,9 @@ def test_ohlc_candles_of_a_view_are_the_candles_of_every_tick(
         context.close()
 
 
-def test_the_screenshot_script_shoots_a_large_window_zoomed_out_and_in(tmp_path: Any) -> None:
+def test_the_screenshot_script_shoots_a_large_window_zoomed_out_and_in(
+    browser: Browser, tmp_path: Any
+) -> None:
     """scripts/screenshots.py's large-window pictures (docs/images), with fewer rows."""
     import importlib.util
     from pathlib import Path
@@ -358,7 +363,7 @@ def test_the_screenshot_script_shoots_a_large_window_zoomed_out_and_in(tmp_path:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    written = module.shoot_large(tmp_path, rows=1_000_000)
+    written = module.shoot_large(tmp_path, rows=1_000_000, browser=browser)
     assert [f.name for f in written] == ["large-window-out.png", "large-window-in.png"]
     out, zoomed = (f.read_bytes() for f in written)
     assert out[:8] == zoomed[:8] == b"\x89PNG\r\n\x1a\n"
