@@ -163,7 +163,8 @@ def test_zooming_into_one_second_shows_its_raw_rows_then_the_live_edge_is_follow
     page.wait_for_timeout(300)
     assert source(page)["time"] == data["time"]
 
-    # Pan back to the live edge (a range whose right end reaches the newest row): follow.
+    # Pan back to the live edge (a range whose right end reaches past the newest row, by
+    # 2 s: rows go on arriving while the page is told): follow.
     edge = page.evaluate(
         """() => new Promise((done) => {
           const sub = window.livestreamPage.conn.subscribe("big", {last: 1, columns: ["time"],
@@ -171,7 +172,7 @@ def test_zooming_into_one_second_shows_its_raw_rows_then_the_live_edge_is_follow
         })"""
     )
     assert edge > t[-1]
-    page.evaluate(f"{OVERVIEW}.zoom({edge - 10_000}, {edge})")
+    page.evaluate(f"{OVERVIEW}.zoom({edge - 8_000}, {edge + 2_000})")
     page.wait_for_function(f"() => {OVERVIEW}.following()", timeout=WAIT_MS)
 
     def newer() -> float | None:

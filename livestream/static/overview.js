@@ -422,7 +422,7 @@ export function viewPlot(conn, stream, handle, options = {}) {
   const zoom = (lo, hi) => {
     if (!(Number.isFinite(lo) && Number.isFinite(hi)) || hi < lo) return;
     // At the live edge (the range's right end reaches the newest row): follow, keeping the span.
-    const edge = Number.isFinite(liveX) && hi >= liveX - 0.01 * (hi - lo);
+    const edge = Number.isFinite(liveX) && hi >= liveX - 0.05 * (hi - lo);
     if (edge) {
       following = true;
       span = hi - lo;

@@ -3398,7 +3398,7 @@ function viewPlot(conn, stream, handle, options = {}) {
   };
   const zoom = (lo, hi) => {
     if (!(Number.isFinite(lo) && Number.isFinite(hi)) || hi < lo) return;
-    const edge = Number.isFinite(liveX) && hi >= liveX - 0.01 * (hi - lo);
+    const edge = Number.isFinite(liveX) && hi >= liveX - 0.05 * (hi - lo);
     if (edge) {
       following = true;
       span = hi - lo;
