@@ -236,15 +236,18 @@ def _launch(p: Any) -> Any:
     return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
-def _fill(page: Any, window: int, timeout: float) -> tuple[float, int]:
-    """Wait (bounded) until the page's plot holds ``window`` rows; seconds taken and rows
-    held at the end."""
+def _fill(page: Any, window: int, timeout: float, settle: float = 5.0) -> tuple[float, int]:
+    """Wait (bounded) until the page's plot holds ``window`` rows, or holds rows whose count
+    has not changed for ``settle`` seconds (a plot drawing a view of its rows at its width
+    holds about as many as it has pixels); seconds taken and rows held at the end."""
     t = time.monotonic()
     deadline = t + timeout
-    held = 0
+    held, since = 0, t
     while time.monotonic() < deadline:
-        held = int(page.evaluate(SOURCE_LENGTH))
-        if held >= window:
+        now_held = int(page.evaluate(SOURCE_LENGTH))
+        if now_held != held:
+            held, since = now_held, time.monotonic()
+        if held >= window or (held > 0 and time.monotonic() - since >= settle):
             break
         time.sleep(0.2)
     return time.monotonic() - t, held
