@@ -5,9 +5,9 @@ Real parts only: a real ``redis-server`` on a free port with its own folder, thr
 as the client (conftest's :class:`Peer`). Every test checks row by row: each value once,
 at the offset it was stored, nothing lost and nothing duplicated.
 
-Until the Python client's multi-URL failover lands (another helper's work), failover is
-driven here by hand: a viewer reconnects to another node with ``since`` and ``epoch``, and
-a publisher resends its unacknowledged batches with the same ``publisher`` and ``seq``.
+A client moving from a killed node to another one is tested in tests/test_redis_failover.py,
+with the Python client's own failover (a list of URLs); the resend of a batch with the same
+``publisher`` and ``seq`` by hand is tested here (``test_a_resent_batch_is_stored_once``).
 """
 
 from __future__ import annotations
@@ -341,29 +341,6 @@ async def test_fan_out_across_nodes_and_the_list_sums_viewers(
         assert entry["subscribers"] == 3 and entry["nodes"] == 3, entry
 
 
-async def test_resume_on_another_node(redis_factory: Any, nodes: Any) -> None:
-    redis = redis_factory()
-    a, b = nodes(redis.url, 2)
-    async with connect(a) as pub:
-        await publish(pub, "resume", np.arange(0, 500))
-        async with connect(a) as viewer:
-            sub = await viewer.subscribe("resume", since=0)
-            offsets, values = await read_until(viewer, "resume", 500)
-        cursor = offsets[-1] + 1
-        for i in range(5, 10):  # published while the viewer is away
-            await publish(pub, "resume", np.arange(i * 100, (i + 1) * 100))
-        async with connect(b) as viewer:
-            await asyncio.to_thread(
-                wait_until, lambda: b.offset("resume") == 1000, 10, "B has 1000"
-            )
-            again = await viewer.subscribe("resume", since=cursor, epoch=sub["epoch"])
-            assert again["epoch"] == sub["epoch"] and again["offset"] == cursor
-            more_offsets, more = await read_until(viewer, "resume", 500)
-        assert more_offsets == list(range(500, 1000))
-        assert_once(values + more, list(range(1000)))
-        assert not [m for m in viewer.backlog if m["type"] == "reset"]
-
-
 async def test_controls_across_nodes(redis_factory: Any, nodes: Any, running: Any) -> None:
     """A producer on node A (the demo's market feed); a control sent to node B reaches it,
     and the new state reaches a viewer on node C."""
@@ -408,78 +385,6 @@ async def test_controls_across_nodes(redis_factory: Any, nodes: Any, running: An
             assert msg["offset"] == len(offsets), "rows in order, none lost or doubled"
             offsets.extend(range(msg["offset"], msg["offset"] + msg["rows"]))
         assert offsets == list(range(count))
-
-
-async def test_sigkill_of_a_node_under_load(redis_factory: Any, nodes: Any) -> None:
-    """Node A is killed while a publisher and a viewer use it: both move to other nodes
-    (by hand until the client's failover lands) and nothing is lost or doubled."""
-    redis = redis_factory()
-    a, b, c = nodes(redis.url)
-    total, size = 200, 20
-    acked: set[int] = set()
-    seq_of = {i: i + 1 for i in range(total)}
-
-    async def publisher() -> None:
-        node, i = a, 0
-        while i < total:
-            try:
-                async with connect(node) as peer:
-                    # Resend everything not acknowledged: a batch already stored is
-                    # recognised by (publisher, seq) and stored once.
-                    i = min(set(range(total)) - acked, default=total)
-                    while i < total:
-                        values = np.arange(i * size, (i + 1) * size)
-                        ack = await publish(peer, "load", values, publisher="pub-1", seq=seq_of[i])
-                        assert ack["rows"] == size
-                        acked.add(i)
-                        i += 1
-                        await asyncio.sleep(0.002)
-            except (websockets.ConnectionClosed, OSError, TimeoutError):
-                node = b  # fail over
-
-    async def viewer() -> list[int]:
-        values: list[int] = []
-        cursor, epoch = 0, None
-        node = a
-        while len(values) < total * size:
-            try:
-                async with connect(node) as peer:
-                    request: dict[str, Any] = {"since": cursor}
-                    if epoch is not None:
-                        request["epoch"] = epoch
-                    for _ in range(100):
-                        reply = await peer.request(
-                            {"type": "subscribe", "stream": "load", **request}
-                        )
-                        if reply["type"] == "subscribed":
-                            break
-                        await asyncio.sleep(0.05)
-                    assert reply["type"] == "subscribed", reply
-                    epoch = reply["epoch"]
-                    while len(values) < total * size:
-                        msg = await peer.expect(lambda m: m["type"] in ("data", "reset"), 15)
-                        assert msg["type"] == "data", msg
-                        assert msg["offset"] == cursor, f"at {msg['offset']}, expected {cursor}"
-                        values.extend(int(v) for v in msg["columns"]["v"])
-                        cursor += msg["rows"]
-            except (websockets.ConnectionClosed, OSError, TimeoutError):
-                node = c  # fail over, resume from the cursor
-        return values
-
-    async def killer() -> None:
-        while len(acked) < total // 3:
-            await asyncio.sleep(0.01)
-        await asyncio.to_thread(a.kill)
-
-    _, values, _ = await asyncio.wait_for(asyncio.gather(publisher(), viewer(), killer()), 90)
-    assert a.running.proc.returncode == -signal.SIGKILL
-    assert_once(values, list(range(total * size)))
-    assert values == list(range(total * size)), "in order"
-    # A fresh viewer on B sees the same rows at the same offsets.
-    async with connect(b) as late:
-        await late.subscribe("load", since=0)
-        offsets, again = await read_until(late, "load", total * size)
-    assert again == values and offsets == list(range(total * size))
 
 
 async def test_a_redis_restart_without_persistence_resets_every_viewer(
