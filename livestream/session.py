@@ -42,6 +42,9 @@ BURST = 16
 #: Of a connection's outbound budget, what only replies and notices may use: data waits
 #: before it would fill this, so a slow viewer is not closed for a ``state`` notice.
 RESERVE_BYTES = 1024 * 1024
+#: Seconds a resume may wait for this node to read, from a shared backplane, rows another
+#: node already stored (a viewer that failed over from it).
+CATCH_UP_WAIT = 5.0
 #: ``view`` requests one connection may have being computed at once (beyond: rate_limited).
 VIEWS_IN_FLIGHT = 4
 #: View keys a connection keeps track of (the oldest is forgotten, its view cancelled).
@@ -265,6 +268,24 @@ class Session:
                     return asyncio.ensure_future(
                         self._later(found, lambda _: hub.subscribe(self, msg), msg.id)
                     )
+            stream = hub.streams.get(msg.stream)
+            if (
+                stream is not None
+                and hub.backplane.kind != "local"
+                and msg.since is not None
+                and msg.epoch == stream.epoch
+                and msg.since > stream.end
+            ):
+                # A viewer that failed over from another node of a shared service asks for
+                # rows this node has not read from the backplane yet: wait (bounded) for
+                # them, rather than answer with a gap and send rows it already has.
+                return asyncio.ensure_future(
+                    self._later(
+                        self._caught_up(stream, msg.since),
+                        lambda _: hub.subscribe(self, msg),
+                        msg.id,
+                    )
+                )
             hub.subscribe(self, msg)
         elif isinstance(msg, P.Unsubscribe):
             sub = self.subscriptions.pop(msg.stream, None)
@@ -309,6 +330,26 @@ class Session:
             self._need("view", "`view`", msg.id)
             self._view(hub.get(msg.stream, id=msg.id), msg)
         return None
+
+    async def _caught_up(self, stream: Any, offset: int) -> None:
+        """Wait until this node's copy of ``stream`` reaches ``offset`` (its epoch unchanged),
+        at most :data:`CATCH_UP_WAIT` seconds; past that the subscribe goes on and a row
+        range the node still lacks is a gap, as it would be without a backplane."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CATCH_UP_WAIT
+        epoch = stream.epoch
+        while stream.end < offset and stream.epoch == epoch and not self.closed:
+            if loop.time() >= deadline:
+                log.info(
+                    "%s resumes %r at %d; this node holds up to %d after %.0f s",
+                    self.peer,
+                    stream.name,
+                    offset,
+                    stream.end,
+                    CATCH_UP_WAIT,
+                )
+                return
+            await asyncio.sleep(0.005)
 
     # ------------------------------------------------------------------ views
 
