@@ -555,7 +555,7 @@ def render(results: dict[str, Any]) -> str:
         ]
         notes = "".join(f"\n{r['server']} not measured: {r['error']}" for r in br if "error" in r)
         parts.append(
-            "7. Browser: Chromium page, Bokeh plot with a 100,000-row window\n"
+            "7. Browser: Chromium page, Bokeh plot with a 50,000-row window (the largest it streams)\n"
             + _table(
                 [
                     "page",
