@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +36,10 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Running:
     """A ``python -m livestream`` process whose stdout lines are read on a helper thread."""
 
@@ -46,6 +51,9 @@ class Running:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # As from a terminal: a suite started in the background (`cmd &` in a script)
+            # ignores SIGINT, and a child inherits that, so Ctrl-C tests would hang.
+            preexec_fn=_default_sigint,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []
