@@ -5,6 +5,7 @@ column, computed here the slow obvious way over a plain copy of everything appen
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -190,34 +191,44 @@ def test_views_read_while_a_thread_laps_the_ring_are_still_right() -> None:
 
     stream = Stream("lapped", history=5_000)
     stream.append({"t": np.zeros(1), "k": np.zeros(1, dtype=np.int64)})
-    done = threading.Event()
+    enough = threading.Event()  # the reader has taken its views: the writer may stop
+    appended = threading.Event()  # the writer appended since the reader last looked
+    appends = [0]
 
     def write() -> None:
-        try:
-            for _ in range(3_000):
-                first = stream.end
-                k = np.arange(first, first + 700, dtype=np.int64)
-                stream.append({"t": k.astype(np.float64), "k": k})
-        finally:
-            done.set()
+        # Appends until the reader is done (bounded): however the two threads are
+        # scheduled on a loaded machine, every view is taken while the ring is lapped.
+        deadline = time.monotonic() + 30
+        while not enough.is_set() and time.monotonic() < deadline:
+            first = stream.end
+            k = np.arange(first, first + 700, dtype=np.int64)
+            stream.append({"t": k.astype(np.float64), "k": k})
+            appends[0] += 1
+            appended.set()
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-4)  # fine interleavings (see test_streams' torn-read test)
     writer = threading.Thread(target=write)
     writer.start()
-    views = 0
+    views = refused = 0
     try:
         overview = Overview(stream, block=16)
-        while not done.is_set():
+        while views < 30 and writer.is_alive():
+            # At least one append between two views, however the threads are scheduled.
+            assert appended.wait(10), "the writer appended nothing for 10 s"
+            appended.clear()
             try:
                 view = overview.view(x="t", x_range=None, width=50, columns=["k"])
             except BadMessage as exc:  # lapped four times in a row: said, never wrong
                 assert "appended faster than its history can be read" in str(exc)
+                refused += 1
                 continue
             views += 1
             assert np.array_equal(view.batch.columns["k"], view.offsets)
             assert np.array_equal(view.batch.columns["t"], view.offsets.astype(np.float64))
     finally:
+        enough.set()
         writer.join(60)
         sys.setswitchinterval(interval)
-    assert not writer.is_alive() and views > 10
+    assert not writer.is_alive() and views == 30, (views, refused, appends[0])
+    assert appends[0] > 30  # the ring was lapped many times over meanwhile
