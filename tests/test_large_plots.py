@@ -251,8 +251,11 @@ def test_the_wheel_zoom_asks_a_view_of_the_new_range_and_reset_follows_again(
         # Fewer views than wheel steps: those within 100 ms of the next were never asked
         # (how many come together depends on how fast this machine sends them).
         assert stats["views"] - before < 6, stats
-        data = source(page)
-        assert min(data["time"]) >= lo and max(data["time"]) <= hi
+        # The plot draws that view at its pace (at most 20 redraws a second): wait for it.
+        wait_until(
+            lambda: (d := source(page)) and min(d["time"]) >= lo and max(d["time"]) <= hi,
+            message="the plot does not draw the view of the range shown",
+        )
         # The reset tool shows the whole window and follows again.
         page.mouse.move(*middle)
         page.locator("[title='Reset']").first.click()
