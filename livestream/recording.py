@@ -308,6 +308,13 @@ class _Writer:
             with self._lock:
                 rows, self._rows, self._buffered = self._rows, [], 0
                 events, self._events = self._events, []
+            # Events first: a recorder killed mid-flush then never leaves rows on disk
+            # without the events that came before them (its `start`, a reset, a control).
+            if events:
+                pa = _pa()
+                table = pa.Table.from_pylist(events, schema=_event_schema())
+                name = f"events-{time.time_ns()}.parquet"
+                self.bytes += _write_atomic(table, self._events_dir, name)
             runs: list[list[tuple[str, int, Batch]]] = []
             for item in rows:
                 last = runs[-1][-1] if runs else None
@@ -361,11 +368,6 @@ class _Writer:
             self.bytes += sum(sizes)
             self.rows += sum(b.rows for p in pieces for b in p[2])
             self.files += len(pieces)
-            if events:
-                pa = _pa()
-                table = pa.Table.from_pylist(events, schema=_event_schema())
-                name = f"events-{time.time_ns()}.parquet"
-                self.bytes += _write_atomic(table, self._events_dir, name)
 
 
 def _json_or_none(value: Any) -> str | None:
