@@ -190,13 +190,21 @@ class Overview:
         if b.hi < b.lo:
             b.hi = b.lo
         target = end // B
+        laps = 0
         while b.hi < target:
             k0 = b.hi
             k1 = min(target, k0 + max(1, _CHUNK_ROWS // B))
             offsets = np.arange(k0 * B, k1 * B, dtype=np.int64)
             values = self._gather(name, offsets)
             if not self.stream.intact(k0 * B):  # lapped while read: skip what is gone
+                laps += 1
                 start, end = self.stream.window()
+                if laps > 4:
+                    # A producer that laps the ring faster than it can be summarised
+                    # would keep this loop going for as long as it appends: summarise
+                    # nothing more now; a view reads the rows themselves meanwhile.
+                    b.lo = b.hi = max(b.hi, end // B)
+                    return
                 b.lo = max(b.lo, -(-start // B))
                 b.hi = max(b.hi, b.lo)
                 target = end // B

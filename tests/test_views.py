@@ -205,6 +205,10 @@ def test_views_read_while_a_thread_laps_the_ring_are_still_right() -> None:
             stream.append({"t": k.astype(np.float64), "k": k})
             appends[0] += 1
             appended.set()
+            # Let go of the GIL between appends, as a producer doing anything else would:
+            # a thread that never does starves a view of it (each of its numpy calls lets
+            # the GIL go and waits to win it back), which is not what this test is about.
+            time.sleep(0)
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-4)  # fine interleavings (see test_streams' torn-read test)
