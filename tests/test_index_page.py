@@ -192,11 +192,15 @@ def test_the_header_sums_the_list_without_the_pages_own_sparklines(
             break
     else:
         pytest.fail(f"the server never counted the page's two sparklines: {listed}")
-    assert number(shown["streams"]) == len(listed) == 2
-    assert number(shown["viewers"]) == watching
+    assert len(listed) == 2
+    # The page draws the totals of that answer at its next frame: wait for them (bounded).
+    expect(totals.locator('[data-total="streams"] dd')).to_have_text("2", timeout=WAIT_MS)
+    expect(totals.locator('[data-total="viewers"] dd')).to_have_text(str(watching), timeout=WAIT_MS)
     rate = sum(s["rate"] for s in listed)
     assert rate > 10
-    assert abs(number(shown["rate"]) - rate) <= 0.5, (shown, rate)
+    shown["rate"] = totals.locator('[data-total="rate"] dd').inner_text()
+    # A refresh of its own may have come in between: the same feeds, a rate within 10 %.
+    assert abs(number(shown["rate"]) - rate) <= max(0.5, 0.1 * rate), (shown, rate)
     expect(card(page, "fast").locator('[data-stat="viewers"] dd')).to_have_text(str(watching))
     expect(card(page, "slow").locator('[data-stat="viewers"] dd')).to_have_text("0")
 
