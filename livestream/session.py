@@ -501,6 +501,8 @@ class Session:
         """Forget this session's subscriptions (the connection is gone)."""
         self.closed = True
         self.waiting.clear()
+        for task in list(self._view_tasks):  # views nobody will read (the loop may stop next)
+            task.cancel()
         for sub in self.subscriptions.values():
             self.hub.drop(sub)
         self.subscriptions.clear()
