@@ -44,6 +44,10 @@ STARVED_AFTER = 0.002
 YIELD_MAX = 0.005
 #: Streams described per loop turn when answering ``list`` (a few ms of work).
 LIST_SLICE = 200
+#: The longest a producer on the loop waits for a write of its viewers (see ``Hub.turn``).
+TURN_MAX = 0.005
+#: A frame in flight for longer than this is a stalled viewer's, which paces nobody.
+TURN_STALLED = 0.1
 
 
 class Transport(Protocol):
@@ -289,6 +293,7 @@ class Subscription:
         hub = self.hub_of()
         hub.loop_seen = hub.clock()
         self.busy_since = None
+        hub.turn_given(self.stream.name)
         if fut.cancelled() or fut.exception() is not None:
             self.closed = True
             return
@@ -334,6 +339,8 @@ class Hub:
         self.loop_seen = 0.0  # when the loop last ran fan-out code (a wake or a write done)
         self._cache: OrderedDict[tuple[Any, ...], tuple[str | bytes, int, int]] = OrderedDict()
         self._cache_bytes = 0
+        # Stream name -> the future a producer on the loop awaits: the next write done.
+        self._turns: dict[str, asyncio.Future[None]] = {}
         self._lock = threading.Lock()
         self._sweeper: asyncio.TimerHandle | None = None
         self._decoder: concurrent.futures.ThreadPoolExecutor | None = None
@@ -530,6 +537,55 @@ class Hub:
 
     def subscriber_count(self, name: str) -> int:
         return len(self.subscribers.get(name, ()))
+
+    # ------------------------------------------------------------------ fair turns
+
+    def lagging(self, stream: Stream) -> bool:
+        """Whether a viewer of ``stream`` that is moving lags by more than one chunk (it
+        has a frame in flight, started less than :data:`TURN_STALLED` ago, and more rows
+        wait behind it than one frame carries)."""
+        subs = self.subscribers.get(stream.name)
+        if not subs:
+            return False
+        end = stream.end
+        chunk = max(1, CHUNK_BYTES // stream.row_bytes)
+        now = self.clock()
+        for sub in list(subs):
+            since = sub.busy_since
+            if (
+                since is not None
+                and not sub.closed
+                and sub.credit != 0
+                and now - since < TURN_STALLED
+                and end - sub.cursor > chunk
+            ):
+                return True
+        return False
+
+    async def turn(self, stream: Stream) -> None:
+        """The fair turn of a producer on the loop, awaited after each of its steps.
+
+        A producer on the loop runs once per loop iteration. While the viewers' sockets
+        are full, an iteration has nothing else to do, so the producer's turns come faster
+        and faster, it outruns the viewers and takes the CPU their clients need, and they
+        fall out of the history (the bistability of issue 14). So while a viewer that is
+        moving lags by more than one frame, the producer waits for the next frame of this
+        stream to be written (at most :data:`TURN_MAX`): writes and the producer take
+        turns. A stalled viewer (its frame in flight for :data:`TURN_STALLED`) or a paused
+        one paces nobody, and a producer thread never waits here.
+        """
+        if self.loop is None or not self.lagging(stream):
+            return
+        fut = self._turns.get(stream.name)
+        if fut is None or fut.done():
+            fut = self._turns[stream.name] = self.loop.create_future()
+        await asyncio.wait((fut,), timeout=TURN_MAX)
+
+    def turn_given(self, name: str) -> None:
+        """A frame of stream ``name`` was written: a producer waiting for its turn goes on."""
+        fut = self._turns.pop(name, None) if self._turns else None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     # ------------------------------------------------------------------ fan-out
 

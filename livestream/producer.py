@@ -353,6 +353,10 @@ class Producer:
                     rows = to_batch(rows)
                     await self.stream.wait_for_room_async(rows.rows)
                 self._stepped(rows, schedule)
+                host = self.stream.host
+                if host is not None:
+                    # Share the loop fairly with the writes to the viewers (Hub.turn).
+                    await host.turn(self.stream)
         except asyncio.CancelledError:
             self._call_started = None
             return

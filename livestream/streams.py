@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, overload
 
 import numpy as np
@@ -50,6 +50,11 @@ class StreamHost(Protocol):
     @property
     def server(self) -> Any:
         """The server, for widgets (its ``base_url`` and ``token``)."""
+
+    def turn(self, stream: Stream) -> Awaitable[None]:
+        """Awaited by a producer on the loop after each step: returns at once unless a
+        viewer lags, then when a frame was written (bounded): writes and producer take
+        turns."""
 
 
 DEFAULT_HISTORY = 100_000

@@ -9,6 +9,7 @@ bad-message window are each checked step by step.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from typing import Any
 
@@ -16,8 +17,9 @@ import numpy as np
 import pytest
 
 from livestream import Limits
+from livestream import hub as hub_module
 from livestream import protocol as P
-from livestream.hub import Hub
+from livestream.hub import CHUNK_BYTES, TURN_MAX, TURN_STALLED, Hub
 from livestream.session import BAD_MESSAGE_LIMIT, BAD_MESSAGE_WINDOW, BURST, Session
 
 
@@ -267,3 +269,80 @@ async def test_control_listeners_hear_who_sent_what(hub: Hub) -> None:
         ("pause", "view,control", True),
         ("resume", "python", False),
     ]
+
+
+async def lagging_viewer(hub: Hub) -> tuple[Any, Session, RecordingTransport]:
+    """A stream whose only viewer has a frame on the wire and more than a chunk behind it."""
+    stream = hub.stream("s", history=200_000)
+    session, wire = connect(hub)
+    send(session, {"type": "subscribe", "stream": "s"})
+    stream.append({"x": [0.0]})
+    await turn()
+    assert [m["type"] for m in wire.messages()] == ["subscribed", "data"]
+    chunk = CHUNK_BYTES // stream.row_bytes
+    stream.append({"x": np.arange(chunk + 10.0)})
+    await turn()
+    assert wire.messages() == []  # the first frame is still on the wire
+    return stream, session, wire
+
+
+async def test_a_producer_on_the_loop_waits_for_a_write_while_a_viewer_lags(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "TURN_MAX", 60.0)  # only a write can end the wait
+    stream, _session, wire = await lagging_viewer(hub)
+    assert hub.lagging(stream)
+    waiting = asyncio.ensure_future(hub.turn(stream))
+    await turn()
+    assert not waiting.done()
+    wire.drain()  # the frame is written: the producer's turn comes
+    await turn()
+    assert waiting.done()
+    # The next frame (up to the first chunk boundary) is on the wire; the viewer now lags
+    # by less than a chunk.
+    assert [m["rows"] for m in wire.messages()] == [CHUNK_BYTES // stream.row_bytes - 1]
+    assert not hub.lagging(stream)
+
+
+async def test_a_producer_waits_at_most_turn_max_for_a_write(hub: Hub) -> None:
+    stream, _session, _wire = await lagging_viewer(hub)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(hub.turn(stream), 1.0)  # nobody drains
+    assert loop.time() - started >= TURN_MAX * 0.9
+    assert hub.lagging(stream)
+
+
+async def test_a_stalled_or_paused_viewer_paces_no_producer(hub: Hub) -> None:
+    stream, session, _wire = await lagging_viewer(hub)
+    hub.clock.now += TURN_STALLED  # type: ignore[attr-defined]
+    assert not hub.lagging(stream)  # stalled: its frame has been on the wire too long
+    hub.clock.now -= TURN_STALLED  # type: ignore[attr-defined]
+    assert hub.lagging(stream)
+    session.subscriptions["s"].credit = 0  # paused itself with credit
+    assert not hub.lagging(stream)
+    waiting = asyncio.ensure_future(hub.turn(stream))
+    await asyncio.sleep(0)
+    assert waiting.done()
+
+
+async def test_an_async_producer_takes_turns_with_the_writes(hub: Hub) -> None:
+    """Each step of a producer on the loop, while its viewer lags, waits for a write or
+    for TURN_MAX: its steps no longer come once per loop iteration."""
+    stream, _session, _wire = await lagging_viewer(hub)
+    loop = asyncio.get_running_loop()
+    steps: list[float] = []
+
+    async def flat_out() -> Any:
+        while True:
+            steps.append(loop.time())
+            yield {"x": np.arange(1000.0)}
+
+    producer = stream.producer(flat_out)
+    async with asyncio.timeout(10):
+        while len(steps) < 6:
+            await asyncio.sleep(0)
+    gaps = [b - a for a, b in itertools.pairwise(steps[1:])]
+    assert min(gaps) >= TURN_MAX * 0.9, gaps
+    producer.stop(wait=False)
+    await turn()
