@@ -718,3 +718,65 @@ async def test_a_publish_is_conformed_to_the_schema_as_on_one_server(
         assert "'v'" in bad["message"]
         offsets, values = await read_until(pb, "typed", 5)
         assert offsets == list(range(5)) and values == [0, 1, 2, 3, 4]
+
+
+# --------------------------------------------------------------------------- merging
+
+
+def test_a_producers_waiting_batches_are_stored_as_one_entry_each_stream_in_order() -> None:
+    """The writer joins a producer's batches of one stream that wait together (its own,
+    which no client awaits), in order, up to MERGE_BYTES; a client's publish is never
+    joined, nor are batches of another stream or schema."""
+    from livestream import protocol as P
+    from livestream.backplanes import redis as backplane
+    from livestream.columns import to_batch
+    from livestream.streams import Stream
+
+    a, b = Stream("a"), Stream("b")
+    loop = asyncio.new_event_loop()
+    seq = 0
+
+    def item(stream: Stream, values: np.ndarray, *, own: bool = True) -> Any:
+        nonlocal seq
+        seq += 1
+        data = to_batch(batch(values))
+        payload = P.encode_batch_frame({}, data)
+        it = backplane._Item(
+            stream, payload, data.rows, json.dumps(data.schema), "node:n" if own else "c", seq
+        )
+        if own:
+            it.buffered, it.held = True, len(payload)
+        else:
+            it.future = loop.create_future()
+        return it
+
+    def values(it: Any) -> list[int]:
+        return P.decode_batch_frame(it.payload)[1].columns["v"].tolist()  # type: ignore[no-any-return]
+
+    try:
+        items = [
+            item(a, np.arange(0, 10)),
+            item(b, np.arange(100, 105)),
+            item(a, np.arange(10, 30)),
+            item(a, np.arange(30, 31)),
+            item(a, np.arange(31, 40), own=False),  # a client's: stored as sent
+            item(a, np.arange(40, 50)),
+            item(b, np.arange(105, 110)),
+        ]
+        merged = backplane._merge(items)
+        assert [(it.stream.name, values(it), it.seq) for it in merged] == [
+            ("a", list(range(0, 31)), 4),
+            ("a", list(range(31, 40)), 5),
+            ("a", list(range(40, 50)), 6),
+            ("b", list(range(100, 110)), 7),
+        ]
+        assert [it.rows for it in merged] == [31, 9, 10, 10]
+        assert merged[0].held == items[0].held + items[2].held + items[3].held
+        assert merged[1].held == 0 and merged[1].future is items[4].future
+        # A run is cut before it would pass MERGE_BYTES: 144 KB batches, three an entry.
+        big = [item(a, np.arange(i * 9_000, (i + 1) * 9_000)) for i in range(4)]
+        parts = backplane._merge(big)
+        assert [it.rows for it in parts] == [27_000, 9_000]
+        assert [v for it in parts for v in values(it)] == list(range(36_000))
+    finally:
+        loop.close()

@@ -71,6 +71,9 @@ READ_COUNT = 256
 PIPELINE_MAX = 256
 #: Batches of one stream stored by one script call, at most (a call holds Redis).
 SCRIPT_BATCHES = 64
+#: A producer's batches waiting together for the writer are stored as one entry of at
+#: most this many bytes (Redis's work is per entry, and so is each reader's).
+MERGE_BYTES = 512 * 1024
 #: Bytes of batches a node holds for Redis, at most (the documented bound): appends
 #: from producer threads wait for room, and fail after the server's write timeout.
 BUFFER_BYTES = 64 * 1024 * 1024
@@ -203,8 +206,10 @@ class _Item:
     publisher: str
     seq: int
     future: asyncio.Future[tuple[int, bool]] | None = None
-    #: Set for a producer thread's batch: counted against BUFFER_BYTES until written.
+    #: Set for a producer's batch: counted against BUFFER_BYTES until written.
     buffered: bool = False
+    #: The bytes it holds of BUFFER_BYTES (the sum of its parts' when merged).
+    held: int = 0
 
 
 @dataclass
@@ -217,6 +222,51 @@ class _Mirror:
     controls: dict[str, Any] | None = None
     producer: str | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _merge(items: list[_Item]) -> list[_Item]:
+    """``items`` with each run of a producer's batches of one stream (this node's own,
+    which no client awaits) joined into one batch of at most :data:`MERGE_BYTES`: one
+    Redis entry, one script step and one read per node instead of one per batch. It
+    carries the last one's seq, so that a retry of it is stored once, as a batch's is."""
+    out: list[_Item] = []
+    run: list[_Item] = []
+
+    def close_run() -> None:
+        if len(run) == 1:
+            out.append(run[0])
+        elif run:
+            batch = Batch.concat([P.decode_batch_frame(it.payload)[1] for it in run])
+            last = run[-1]
+            merged = _Item(
+                last.stream,
+                P.encode_batch_frame({}, batch),
+                batch.rows,
+                last.schema,
+                last.publisher,
+                last.seq,
+                buffered=True,
+                held=sum(it.held for it in run),
+            )
+            out.append(merged)
+        run.clear()
+
+    # By stream, each in its order (the writer groups them so anyway).
+    for it in sorted(items, key=lambda it: it.stream.name):
+        if it.future is None and it.buffered:
+            head = run[0] if run else None
+            if head is not None and (
+                head.stream is not it.stream
+                or head.schema != it.schema
+                or sum(len(r.payload) for r in run) + len(it.payload) > MERGE_BYTES
+            ):
+                close_run()
+            run.append(it)
+            continue
+        close_run()
+        out.append(it)
+    close_run()
+    return out
 
 
 class RedisBackplane:
@@ -578,6 +628,7 @@ class RedisBackplane:
                         )
                     self._room.wait(min(left, 0.1))
             self._buffered += size
+        item.held = size
         self._enqueue(item)
         return stream.end
 
@@ -586,7 +637,7 @@ class RedisBackplane:
             items: list[_Item] = []
             while self._queue and len(items) < PIPELINE_MAX:
                 items.append(self._queue.popleft())
-            return items
+        return _merge(items)
 
     async def _write_loop(self) -> None:
         delay = BACKOFF[0]
@@ -660,8 +711,7 @@ class RedisBackplane:
     def _done(self, items: list[_Item], results: list[Any]) -> None:
         freed = 0
         for it, result in zip(items, results, strict=True):
-            if it.buffered:
-                freed += len(it.payload)
+            freed += it.held
             name = it.stream.name
             if isinstance(result, Exception):
                 err: ProtocolError = ProtocolError(
@@ -684,12 +734,29 @@ class RedisBackplane:
             if epoch != it.stream.epoch:
                 self._need_sync = True  # the stream started over in Redis: read it anew
                 self._wake_reader()
+            elif code == 0:
+                self._apply_own(it, int(first))
             if it.future is not None and not it.future.done():
                 it.future.set_result((int(first), code == 1))
         if freed:
             with self._room:
                 self._buffered -= freed
                 self._room.notify_all()
+
+    def _apply_own(self, it: _Item, first: int) -> None:
+        """A batch this node stored goes into its own history at once when it is the next
+        one the node needs, rather than coming back through the reader: this node's viewers
+        get it one round trip sooner, and the reader skips it (unread, undecoded) when it
+        sees it. A batch behind another node's, still unread, is left to the reader."""
+        stream = it.stream
+        mirror = self._mirrors.get(stream.name)
+        if mirror is None or not mirror.ready.is_set() or first != mirror.next:
+            return
+        try:
+            _, batch = P.decode_batch_frame(it.payload)
+        except Exception:  # the reader meets it again, and says why
+            return
+        mirror.next = stream.append_at(first, batch)
 
     def _fail(self, it: _Item, err: ProtocolError) -> None:
         if it.future is not None:
@@ -783,6 +850,9 @@ class RedisBackplane:
                         self._need_sync = True  # started over: read it from the start
                         break
                     stream.restart(epoch)
+                    mirror.next = 0
+                if first < mirror.next:
+                    continue  # held already: a batch of this node's (_apply_own)
                 try:
                     _, batch = P.decode_batch_frame(fields["b"])
                     mirror.next = stream.append_at(first, batch)
