@@ -63,6 +63,9 @@ _ROW_BYTES = {"float64": 8, "int64": 8, "float32": 4, "int32": 4, "uint8": 1, "b
 
 #: Copies up to this many bytes into the ring hold the GIL (see :func:`_copy`).
 _HOLD_GIL_BYTES = 4 << 20
+#: numpy lets go of the GIL only for copies of more values than this (its
+#: ``NPY_BEGIN_THREADS_THRESHOLDED``): a smaller copy is numpy's, quickest as it is.
+_NUMPY_HOLDS_GIL = 500
 
 
 def _copy(dst: np.ndarray, src: np.ndarray) -> None:
@@ -71,7 +74,9 @@ def _copy(dst: np.ndarray, src: np.ndarray) -> None:
     up to a switch interval (5 ms) when busy: a copy of microseconds costing milliseconds.
     A plain memory copy through ``memoryview`` keeps the GIL; above a few MiB numpy's
     release pays, and is kept."""
-    if (
+    if src.size <= _NUMPY_HOLDS_GIL:
+        dst[...] = src
+    elif (
         src.dtype == dst.dtype
         and dst.dtype.kind != "O"
         and src.nbytes <= _HOLD_GIL_BYTES
