@@ -203,7 +203,7 @@ def measure_page(page: Any, seconds: float) -> dict[str, Any]:
     page.evaluate(
         "([t0, t1]) => { const b = window.__bench; b.rows = 0; b.events = 0; b.frames = 0; "
         "b.paints = 0; b.replaces = 0; b.lags = []; b.lagWeights = []; b.streamLags = []; "
-        "b.viewLags = []; "
+        "b.viewLags = []; b.viewDrawn = []; "
         "b.t0 = t0; "
         "b.t1 = t1; }",
         [t0, t1],
@@ -212,15 +212,21 @@ def measure_page(page: Any, seconds: float) -> dict[str, Any]:
     got = page.evaluate(
         "() => { const b = window.__bench; b.t1 = 0; return {rows: b.rows, events: b.events, "
         "frames: b.frames, paints: b.paints, replaces: b.replaces, lags: b.lags, "
-        "weights: b.lagWeights, viewLags: b.viewLags}; }",
+        "weights: b.lagWeights, viewLags: b.viewLags, viewDrawn: b.viewDrawn}; }",
     )
     lags, weights = got["lags"], got["weights"]
     views = got["viewLags"]
     lag_from = "rows"
     if not lags and views:  # a page that redraws views of its rows rather than streaming
         lags, weights, lag_from = views, [1.0] * len(views), "views"
+    drawn = got["viewDrawn"]
+    advance = float("nan")
+    if len(drawn) >= 4 and drawn[-2] > drawn[0]:
+        # How many seconds of rows the newest row drawn moved on per second of the clock.
+        advance = (drawn[-1] - drawn[1]) / (drawn[-2] - drawn[0])
     return {
         "lag_from": lag_from,
+        "view_advance": advance,
         "view_lag_p50": percentile(views, 50),
         "view_lag_p99": percentile(views, 99),
         "rows_per_s": got["rows"] / seconds,
@@ -376,6 +382,15 @@ def livestream_large(
                         held_at_load=held,
                         drawn_with=drawn_with,
                     )
+                    if r["lag_from"] == "views" and r["rows_per_s"] == 0:
+                        # No rows streamed: the page draws views, each holding every row up
+                        # to its newest; the rows it takes in are the appended rows its
+                        # newest row drawn moved over (appended rows/s x its advance).
+                        r["streamed_per_s"] = r["rows_per_s"]
+                        advance = r["view_advance"]
+                        advance = min(1.0, advance) if advance == advance else 0.0  # NaN: none
+                        r["rows_per_s"] = r["appended_per_s"] * advance
+                        r["rows_from"] = "views"
                     if note:
                         r["note"] = note
                     rows.append(r)
@@ -542,7 +557,9 @@ def render(rows: list[dict[str, Any]], fmt: Any, table: Any) -> str:
                 name,
                 fmt(r["window"]),
                 fmt(r["offered"]),
-                fmt(r["rows_per_s"]) + spread(r, "rows_per_s"),
+                fmt(r["rows_per_s"])
+                + spread(r, "rows_per_s")
+                + ("v" if r.get("rows_from") == "views" else ""),
                 fmt(r["fps"], 1) + spread(r, "fps", 1),
                 fmt(r["paints_per_s"], 1),
                 fmt(r.get("replaces_per_s"), 1),
@@ -602,7 +619,9 @@ def render(rows: list[dict[str, Any]], fmt: Any, table: Any) -> str:
     if any(r.get("lag_from") == "views" for r in rows):
         text += (
             "\nv: no rows were streamed in; the lag is that of the newest row of each view the "
-            "page set as its plot's data (data set/s), at the end of the frame that drew it"
+            "page set as its plot's data (data set/s), at the end of the frame that drew it, "
+            "and the rows/s are the rows the newest row drawn moved over (the server's "
+            "appended rows/s times how fast that row advanced against the clock, at most 1)"
         )
     if any(r["page"] == "perspective" for r in rows):
         text += (

@@ -159,6 +159,12 @@ rows = browser.large_windows(
     backends=("canvas", "webgl"), pages=("ceiling", "livestream", "perspective"),
     log=lambda m: print(m, file=sys.stderr, flush=True),
 )
+# Past 50,000 points the livestream page draws views: rows taken in are measured apart.
+rows += browser.large_windows(
+    windows=[60_000], rates=[20_000], seconds=1.5, warmup=1.0, load_timeout=60.0,
+    backends=("canvas",), pages=("livestream",),
+    log=lambda m: print(m, file=sys.stderr, flush=True),
+)
 print(json.dumps({"rows": rows, "text": browser.render(rows, run._fmt, run._table)},
                  default=lambda v: None if isinstance(v, float) and math.isnan(v) else v))
 """
@@ -180,7 +186,13 @@ def test_large_window_pages_all_give_rows_frames_and_a_lag_after_drawing() -> No
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.splitlines()[-1])
-    rows = {(r["page"], r["backend"]): r for r in out["rows"]}
+    views = [r for r in out["rows"] if r["window"] == 60_000]
+    assert len(views) == 1 and "error" not in views[0], views
+    # The views path: no rows streamed in, but the newest row drawn follows the appends,
+    # so the rows taken in (appended rows/s x its advance) are most of those appended.
+    assert views[0]["rows_from"] == "views" and views[0]["streamed_per_s"] == 0, views[0]
+    assert views[0]["rows_per_s"] > 0.5 * views[0]["appended_per_s"] > 0, views[0]
+    rows = {(r["page"], r["backend"]): r for r in out["rows"] if r["window"] == 10_000}
     assert set(rows) == {
         ("ceiling", "canvas"),
         ("ceiling", "webgl"),

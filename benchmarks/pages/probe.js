@@ -13,7 +13,9 @@
 // * replaces: a source's whole `data` set anew (a plot that redraws a view of its rows
 //   rather than streaming them in, as a zoom-aware plot does; a plot emptied by a reset
 //   counts too); `viewLags`: for each, the lag of its newest row (the last `time`) at the
-//   end of the frame that drew it.
+//   end of the frame that drew it; `viewDrawn`: [end of that frame, newest row's `time`]
+//   pairs, from which the harness reads how fast the newest row drawn advances (rows the
+//   page takes in on that path: every row up to the newest is in the view it draws).
 () => {
   const w = window;
   if (w.__bench) return true;
@@ -23,7 +25,7 @@
   if (!plots.length) return false;
   const b = (w.__bench = {
     rows: 0, events: 0, replaces: 0, frames: 0, paints: 0, t0: Infinity, t1: Infinity,
-    lags: [], lagWeights: [], streamLags: [], viewLags: [],
+    lags: [], lagWeights: [], streamLags: [], viewLags: [], viewDrawn: [],
   });
   const SAMPLES = 8;
   let undrawn = []; // [stamp, weight] of rows streamed and not yet painted
@@ -56,7 +58,10 @@
   let drawnViews = [];
   channel.port1.onmessage = () => {
     const now = Date.now();
-    for (const stamp of drawnViews) b.viewLags.push(now - stamp);
+    for (const stamp of drawnViews) {
+      b.viewLags.push(now - stamp);
+      b.viewDrawn.push(now, stamp);
+    }
     drawnViews = [];
     const batch = drawn;
     drawn = [];
