@@ -547,23 +547,21 @@ class Hub:
         subs = self.subscribers.get(stream.name)
         if not subs:
             return False
-        end = stream.end
-        chunk = max(1, CHUNK_BYTES // stream.row_bytes)
-        now = self.clock()
-        for sub in list(subs):
+        now = behind = -1.0
+        for sub in subs:  # no await in here: the set cannot change meanwhile
             since = sub.busy_since
-            if (
-                since is not None
-                and not sub.closed
-                and sub.credit != 0
-                and now - since < TURN_STALLED
-                and end - sub.cursor > chunk
-            ):
+            if since is None or sub.closed or sub.credit == 0:
+                continue
+            if behind < 0:
+                now = self.clock()
+                behind = stream.end - max(1, CHUNK_BYTES // stream.row_bytes)
+            if now - since < TURN_STALLED and sub.cursor < behind:
                 return True
         return False
 
-    async def turn(self, stream: Stream) -> None:
-        """The fair turn of a producer on the loop, awaited after each of its steps.
+    def turn(self, stream: Stream) -> Awaitable[Any] | None:
+        """The fair turn of a producer on the loop, taken after each of its steps: None
+        (go on at once), or something to await first.
 
         A producer on the loop runs once per loop iteration. While the viewers' sockets
         are full, an iteration has nothing else to do, so the producer's turns come faster
@@ -575,11 +573,11 @@ class Hub:
         one paces nobody, and a producer thread never waits here.
         """
         if self.loop is None or not self.lagging(stream):
-            return
+            return None
         fut = self._turns.get(stream.name)
         if fut is None or fut.done():
             fut = self._turns[stream.name] = self.loop.create_future()
-        await asyncio.wait((fut,), timeout=TURN_MAX)
+        return asyncio.wait((fut,), timeout=TURN_MAX)
 
     def turn_given(self, name: str) -> None:
         """A frame of stream ``name`` was written: a producer waiting for its turn goes on."""

@@ -356,7 +356,9 @@ class Producer:
                 host = self.stream.host
                 if host is not None:
                     # Share the loop fairly with the writes to the viewers (Hub.turn).
-                    await host.turn(self.stream)
+                    waiting = host.turn(self.stream)
+                    if waiting is not None:
+                        await waiting
         except asyncio.CancelledError:
             self._call_started = None
             return

@@ -51,10 +51,10 @@ class StreamHost(Protocol):
     def server(self) -> Any:
         """The server, for widgets (its ``base_url`` and ``token``)."""
 
-    def turn(self, stream: Stream) -> Awaitable[None]:
-        """Awaited by a producer on the loop after each step: returns at once unless a
-        viewer lags, then when a frame was written (bounded): writes and producer take
-        turns."""
+    def turn(self, stream: Stream) -> Awaitable[Any] | None:
+        """Taken by a producer on the loop after each step: None unless a viewer lags,
+        else something to await, done when a frame was written (bounded): writes and
+        producer take turns."""
 
 
 DEFAULT_HISTORY = 100_000
