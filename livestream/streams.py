@@ -142,7 +142,17 @@ class History:
         # (size, columns), replaced as a whole when the ring grows, so that a reader that
         # takes no lock never pairs one ring's size with another's arrays.
         self._ring: tuple[int, dict[str, np.ndarray]] = (size, self._allocate(size))
+        self._bytes = self._byte_views(self._ring[1])
         self._stamps = np.zeros(size, dtype="<f8") if max_age is not None else None
+
+    @staticmethod
+    def _byte_views(cols: dict[str, np.ndarray]) -> dict[str, memoryview]:
+        """The writer's byte views of the numeric ring arrays, made once per ring."""
+        return {
+            n: memoryview(a).cast("B")  # type: ignore[arg-type]
+            for n, a in cols.items()
+            if a.dtype.kind != "O"
+        }
 
     def _allocate(self, size: int) -> dict[str, np.ndarray]:
         return {
@@ -195,6 +205,7 @@ class History:
         if stamps is not None:
             self._stamps = np.zeros(size, dtype="<f8")
             self._put(self._stamps, pos, stamps, len(stamps))
+        self._bytes = self._byte_views(cols)
         self._ring = (size, cols)  # filled first: a reader sees the old ring or this one
 
     def append(self, batch: Batch, now: float) -> int:
@@ -214,8 +225,27 @@ class History:
         pos = (first + skip) % size
         count = n - skip
         self.start = max(self.start, first + n - size)
+        head = min(count, size - pos)
+        views = self._bytes
         for name, ring in cols.items():
-            self._put(ring, pos, batch.columns[name][skip:], count)
+            src = batch.columns[name]
+            if skip:
+                src = src[skip:]
+            view = views.get(name)
+            if (
+                view is not None
+                and src.dtype == ring.dtype
+                and src.nbytes <= _HOLD_GIL_BYTES
+                and src.flags.c_contiguous
+            ):
+                # A plain memory copy into the ring's bytes keeps the GIL (see _copy).
+                item = ring.itemsize
+                data = memoryview(src).cast("B")  # type: ignore[arg-type]
+                view[pos * item : (pos + head) * item] = data[: head * item]
+                if count > head:
+                    view[: (count - head) * item] = data[head * item : count * item]
+            else:
+                self._put(ring, pos, src, count)
         if self._stamps is not None:
             self._put(self._stamps, pos, now, count)
         self.end = first + n
