@@ -47,7 +47,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import protocol as P
@@ -305,7 +305,7 @@ class RedisBackplane:
         self._nodes_alive: set[str] = set()
         self._last_own: dict[str, int] = {}
         self._stopping = False
-        self._append: Any = None
+        self._append_sha = ""
         self._ensure: Any = None
 
     def __repr__(self) -> str:
@@ -340,7 +340,7 @@ class RedisBackplane:
         except (RedisError, OSError, TimeoutError, ValueError) as exc:
             await self._close_clients()
             raise ConfigError(f"cannot reach Redis at {self.shown} ({_why(exc)})") from None
-        self._append = self._client.register_script(APPEND)
+        self._append_sha = await self._client.script_load(APPEND)
         self._ensure = self._client.register_script(ENSURE)
         self.connected = True
         names = await self._client.smembers(self._k("streams"))
@@ -672,6 +672,29 @@ class RedisBackplane:
         groups: dict[str, list[int]] = {}
         for i, it in enumerate(items):
             groups.setdefault(it.stream.name, []).append(i)
+        for attempt in (1, 2):
+            calls, replies = await self._send(client, items, groups)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                # Redis lost its scripts (restarted): load it again; NOSCRIPT ran nothing.
+                await client.script_load(APPEND)
+                continue
+            break
+        results: list[Any] = [None] * len(items)
+        for chunk, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, Exception):
+                for i in chunk:
+                    results[i] = reply
+                continue
+            epoch = reply[0]
+            for j, i in enumerate(chunk):
+                results[i] = (epoch, *reply[1 + 3 * j : 4 + 3 * j])
+        return results
+
+    async def _send(
+        self, client: aioredis.Redis, items: list[_Item], groups: dict[str, list[int]]
+    ) -> tuple[list[list[int]], list[Any]]:
+        """One pipelined round trip of ``EVALSHA`` calls (not redis-py's script objects,
+        whose pipeline asks ``SCRIPT EXISTS`` first: a round trip more per write)."""
         calls: list[list[int]] = []
         events = self._k("events")
         async with client.pipeline(transaction=False) as pipe:
@@ -694,19 +717,10 @@ class RedisBackplane:
                         self._k("pub", name),
                         self._k("streams"),
                     ]
-                    await self._append(keys=keys, args=args, client=pipe)
+                    pipe.evalsha(self._append_sha, len(keys), *keys, *args)
                     calls.append(chunk)
             replies = await pipe.execute(raise_on_error=False)
-        results: list[Any] = [None] * len(items)
-        for chunk, reply in zip(calls, replies, strict=True):
-            if isinstance(reply, Exception):
-                for i in chunk:
-                    results[i] = reply
-                continue
-            epoch = reply[0]
-            for j, i in enumerate(chunk):
-                results[i] = (epoch, *reply[1 + 3 * j : 4 + 3 * j])
-        return results
+        return calls, replies
 
     def _done(self, items: list[_Item], results: list[Any]) -> None:
         freed = 0
