@@ -15,6 +15,9 @@ Fixtures:
 * ``http(server, method, path, body=None, token=..., headers=None)``: a blocking HTTP
   request returning (status, JSON body); run it with ``asyncio.to_thread``.
 * ``live_server``: a started server with :data:`TOKEN`, stopped at teardown.
+* ``running(*args)``: starts ``python -m livestream ARGS`` (support's :class:`Running`);
+  every process it started is stopped at teardown.
+* ``browser`` (per module): Debian's Chromium through Playwright, closed after the module.
 
 For every test (autouse): ``no_thread_leaks`` fails a test that leaves a ``livestream-*``
 thread running, and ``no_stray_errors`` one during which an ERROR was logged that the
@@ -41,6 +44,7 @@ from typing import Any
 import numpy as np
 import pytest
 import websockets
+from support import CHROMIUM, CHROMIUM_ARGS, Running, livestream_threads
 from websockets.asyncio.client import ClientConnection
 
 from livestream.server import Server
@@ -274,15 +278,11 @@ def _http(
 # --------------------------------------------------------------------------- fixtures
 
 
-def _livestream_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith("livestream-")}
-
-
 def _wait_threads_gone(before: set[threading.Thread], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    for thread in _livestream_threads() - before:
+    for thread in livestream_threads() - before:
         thread.join(max(0.0, deadline - time.monotonic()))
-    leaked = [t.name for t in _livestream_threads() - before if t.is_alive()]
+    leaked = [t.name for t in livestream_threads() - before if t.is_alive()]
     assert not leaked, f"threads still running after the server stopped: {leaked}"
 
 
@@ -290,7 +290,7 @@ def _wait_threads_gone(before: set[threading.Thread], timeout: float = 10.0) -> 
 def no_thread_leaks() -> Iterator[None]:
     """Every test: a ``livestream-*`` thread the test started must be gone after it (a
     bounded wait for threads that are stopping)."""
-    before = _livestream_threads()
+    before = livestream_threads()
     yield
     _wait_threads_gone(before)
 
@@ -346,7 +346,7 @@ def live_server() -> Iterator[Server]:
 @pytest.fixture
 def server_factory() -> Iterator[Callable[..., Server]]:
     """Start servers with given options; stops them all and checks for leaked threads."""
-    before = _livestream_threads()
+    before = livestream_threads()
     started: list[Server] = []
 
     def make(**options: Any) -> Server:
@@ -379,3 +379,31 @@ def http() -> Callable[..., tuple[int, Any]]:
 def ws_connect() -> Callable[..., contextlib.AbstractAsyncContextManager[Peer]]:
     """``async with ws_connect(server, token=TOKEN, **websockets_kwargs) as peer: ...``"""
     return _connect
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[..., Running]]:
+    """``proc = running("serve", "--port", "0")``: a ``python -m livestream`` process;
+    every one started is stopped at teardown."""
+    started: list[Running] = []
+
+    def start(*args: str) -> Running:
+        started.append(Running(*args))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium (never a downloaded one), driven by Playwright, for one module."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

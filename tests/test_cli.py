@@ -3,127 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
 import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import wait_until
+from support import ROOT, livestream_cli, wait_until
 
 from livestream.demo import market
 from livestream.errors import InvalidParam
 from livestream.streams import Stream
 
 TOKEN = "sometoken123"
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVESTREAM_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-class Running:
-    """A ``python -m livestream`` process whose stdout lines are read on a helper thread."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "livestream", *args],
-            cwd=ROOT,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            # As from a terminal: a suite started in the background (`cmd &` in a script)
-            # ignores SIGINT, and a child inherits that, so Ctrl-C tests would hang.
-            preexec_fn=_default_sigint,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.output: list[str] = []
-        self._reader = threading.Thread(target=self._read, name="cli-test-reader", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def expect(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
-        """The first output line matching ``pattern`` (bounded wait)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                line = self.lines.get(timeout=max(left, 0.0))
-            except queue.Empty:
-                pytest.fail(f"no line matching {pattern!r} within {timeout} s; got {self.output}")
-            if line is None:
-                pytest.fail(
-                    f"the process ended (rc {self.proc.poll()}) without a line matching "
-                    f"{pattern!r}; output: {self.output}"
-                )
-            self.output.append(line)
-            match = re.search(pattern, line)
-            if match:
-                return match
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-@pytest.fixture
-def running() -> Iterator[Any]:
-    """Start ``python -m livestream ARGS``; every process is terminated at teardown."""
-    started: list[Running] = []
-
-    def start(*args: str) -> Running:
-        proc = Running(*args)
-        started.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            proc.stop()
-
-
-def livestream_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "livestream", *args],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def get_json(url: str) -> Any:

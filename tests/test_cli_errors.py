@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import ROOT, TOKEN, Running, _env
+from support import ROOT, WS_URL, Running, livestream_env
+from test_cli import TOKEN
 
 from livestream import ConfigError, Server
 
@@ -33,7 +34,7 @@ def run(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = Non
     return subprocess.run(
         [sys.executable, "-m", "livestream", *args],
         cwd=ROOT,
-        env={**_env(), **(env or {})},
+        env={**livestream_env(), **(env or {})},
         input=stdin,
         capture_output=True,
         timeout=TIMEOUT,
@@ -45,7 +46,7 @@ def server() -> Iterator[str]:
     """The websocket URL of one ``livestream serve --token TOKEN`` for the client cases."""
     proc = Running("serve", "--port", "0", "--token", TOKEN)
     try:
-        url = proc.expect(r"websocket: (ws://127\.0\.0\.1:\d+/ws)").group(1)
+        url = proc.expect(WS_URL).group(1)
         done = run("publish", "known", "-", "--url", url, "--token", TOKEN, stdin=b'{"x": 1.5}\n')
         assert done.returncode == 0, done.stderr
         yield url
@@ -108,6 +109,13 @@ class Case:
 
 
 T = ["--token", TOKEN]
+
+
+def publish_file(name: str) -> list[str]:
+    """``livestream publish s FILE`` of the input file ``name`` to the module's server."""
+    return ["publish", "s", "{dir}/" + name, "--url", "{url}", *T]
+
+
 CASES: dict[str, Case] = {
     # serve and demo
     "serve port in use": Case(
@@ -145,43 +153,41 @@ CASES: dict[str, Case] = {
     ),
     # publish: the input
     "publish missing file": Case(
-        ["publish", "s", "{dir}/missing.jsonl", "--url", "{url}", *T],
+        publish_file("missing.jsonl"),
         ["cannot read", "missing.jsonl", "pass a JSON-lines or CSV file"],
     ),
     "publish non-UTF-8 file": Case(
-        ["publish", "s", "{dir}/latin1.csv", "--url", "{url}", *T],
+        publish_file("latin1.csv"),
         ["line 2 of", "not UTF-8", "0xe9", "save it as UTF-8"],
     ),
     "publish CSV short row": Case(
-        ["publish", "s", "{dir}/short.csv", "--url", "{url}", *T],
+        publish_file("short.csv"),
         ["line 3 of", "has 1 field but the header names 2 (t, temp)", "add the missing"],
     ),
     "publish CSV extra field": Case(
-        ["publish", "s", "{dir}/extra.csv", "--url", "{url}", *T],
+        publish_file("extra.csv"),
         ["line 3 of", "has 3 fields but the header names 2", "quote a value that holds a comma"],
     ),
     "publish CSV unterminated quote": Case(
-        ["publish", "s", "{dir}/quote.csv", "--url", "{url}", *T],
+        publish_file("quote.csv"),
         ["line 2 of", "never closes", "close the quote"],
         not_says=["published"],
     ),
     "publish CSV unterminated quote in a large file": Case(
-        ["publish", "s", "{dir}/quote-big.csv", "--url", "{url}", *T],
+        publish_file("quote-big.csv"),
         ["line 2 of", "a quote that never closes", "close the quote"],
     ),
-    "publish CSV empty": Case(
-        ["publish", "s", "{dir}/empty.csv", "--url", "{url}", *T], ["is empty", "header line"]
-    ),
+    "publish CSV empty": Case(publish_file("empty.csv"), ["is empty", "header line"]),
     "publish CSV column named twice": Case(
-        ["publish", "s", "{dir}/twice.csv", "--url", "{url}", *T],
+        publish_file("twice.csv"),
         ["column 't' more than once", "its own name"],
     ),
     "publish JSON lines bad line": Case(
-        ["publish", "s", "{dir}/bad.jsonl", "--url", "{url}", *T],
+        publish_file("bad.jsonl"),
         ["line 2 of", "is not JSON", "one JSON object per line"],
     ),
     "publish JSON lines not an object": Case(
-        ["publish", "s", "{dir}/list.jsonl", "--url", "{url}", *T],
+        publish_file("list.jsonl"),
         ["line 2 of", "is a list, not an object", "one JSON object per line"],
     ),
     "publish JSON lines NaN inside a list": Case(
@@ -195,7 +201,7 @@ CASES: dict[str, Case] = {
         stdin=b'{"x": [1]}\n{"x": [1, NaN]}\n',
     ),
     "publish CSV without .csv": Case(
-        ["publish", "s", "{dir}/table.txt", "--url", "{url}", *T],
+        publish_file("table.txt"),
         ["line 1 of", "not JSON", "--format csv"],
     ),
     "publish stdin bad line": Case(
@@ -327,23 +333,25 @@ def test_a_text_in_a_float_column_is_shown_with_its_line(server: str, tmp_path: 
     assert "published 1 rows before stopping" in stderr, stderr
 
 
-def test_ctrl_c_stops_serve_quietly_with_status_130() -> None:
-    proc = Running("serve", "--port", "0", "--token", TOKEN)
+@pytest.mark.parametrize(
+    ("argv", "ready"),
+    [
+        # serve: it says it is listening
+        (["serve", "--port", "0", *T], "Ctrl-C to stop"),
+        # tail: the table's header, it is subscribed and waiting
+        (["tail", "known", "--url", "{url}", *T], r"^\s+x$"),
+    ],
+    ids=["serve", "tail"],
+)
+def test_ctrl_c_stops_quietly_with_status_130(
+    argv: list[str], ready: str, request: pytest.FixtureRequest
+) -> None:
+    if "{url}" in argv:
+        url = request.getfixturevalue("server")
+        argv = [a.replace("{url}", url) for a in argv]
+    proc = Running(*argv)
     try:
-        proc.expect("Ctrl-C to stop")
-        proc.proc.send_signal(signal.SIGINT)
-        assert proc.proc.wait(TIMEOUT) == 130
-    finally:
-        proc.stop()
-    assert not any("Traceback" in line for line in proc.output), proc.output
-    rest = [line for line in iter(proc.lines.get, None)]
-    assert not any("Traceback" in line for line in rest), rest
-
-
-def test_ctrl_c_stops_tail_quietly_with_status_130(server: str) -> None:
-    proc = Running("tail", "known", "--url", server, *T)
-    try:
-        proc.expect(r"^\s+x$")  # the table's header: it is subscribed and waiting
+        proc.expect(ready)
         proc.proc.send_signal(signal.SIGINT)
         assert proc.proc.wait(TIMEOUT) == 130
     finally:
@@ -361,7 +369,7 @@ def test_ls_serve_on_a_port_in_use_raises_config_error_alone(busy_port: int) -> 
     done = subprocess.run(
         [sys.executable, "-c", f"import livestream as ls; ls.serve(port={busy_port})"],
         cwd=ROOT,
-        env=_env(),
+        env=livestream_env(),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
