@@ -54,16 +54,23 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     # The one module that imports redis (checked below): imported only when a server is
     # given a Redis URL.
     "backplanes/redis": {"columns", "errors", "hub", "protocol", "streams"},
-    "server": {
-        "backplanes/__init__",
+    "handlers": {
         "columns",
         "errors",
-        "hub",
         "limits",
         "plots",
         "protocol",
         "security",
         "session",
+        "streams",
+    },
+    "server": {
+        "backplanes/__init__",
+        "errors",
+        "handlers",
+        "hub",
+        "limits",
+        "security",
         "streams",
     },
     "relay": {"errors", "protocol", "security", "server", "session"},
