@@ -77,9 +77,9 @@ from .common import (
     TOKEN,
     ServerProcess,
     child_setup,
-    error_reply,
     percentile,
     read_header,
+    serve_commands,
     start_process,
 )
 
@@ -331,26 +331,21 @@ def bystander(conn: Any, options: dict[str, Any]) -> None:
     child_setup()
     b = _Bystander(options.get("ping_ms", 20.0))
     conn.send({"kind": "bystander", "port": 0, "pid": os.getpid()})
+
+    def disconnect(msg: dict[str, Any]) -> dict[str, Any]:
+        b.run(b.disconnect(), 10)
+        return {"ok": True}
+
     try:
-        for _ in range(100_000):
-            msg = conn.recv()
-            cmd = msg["cmd"]
-            if cmd == "quit":
-                break
-            try:
-                if cmd == "connect":
-                    conn.send(b.run(b.connect(msg["kind"], msg["port"]), 60))
-                elif cmd == "stats":
-                    conn.send(b.stats(msg["t0"], msg["t1"], msg["t2"], msg["rate"]))
-                elif cmd == "disconnect":
-                    b.run(b.disconnect(), 10)
-                    conn.send({"ok": True})
-                else:
-                    conn.send({"error": f"unknown command {cmd!r}"})
-            except Exception as exc:
-                conn.send(error_reply(exc))
-    except (EOFError, KeyboardInterrupt):
-        pass
+        serve_commands(
+            conn,
+            {
+                "connect": lambda msg: b.run(b.connect(msg["kind"], msg["port"]), 60),
+                "stats": lambda msg: b.stats(msg["t0"], msg["t1"], msg["t2"], msg["rate"]),
+                "disconnect": disconnect,
+            },
+            limit=100_000,
+        )
     finally:
         with contextlib.suppress(Exception):
             b.run(b.disconnect(), 5)
@@ -802,23 +797,14 @@ def attacker(conn: Any) -> None:
     child_setup()
     a = _Attacker()
     conn.send({"kind": "attacker", "port": 0, "pid": os.getpid()})
-    try:
-        for _ in range(100_000):
-            msg = conn.recv()
-            cmd = msg["cmd"]
-            if cmd == "quit":
-                break
-            try:
-                if cmd == "prepare":
-                    conn.send(a.prepare(msg["kind"], msg["port"], msg["cfg"]))
-                elif cmd == "go":
-                    conn.send(a.go(msg["duration"]))
-                else:
-                    conn.send({"error": f"unknown command {cmd!r}"})
-            except Exception as exc:
-                conn.send(error_reply(exc))
-    except (EOFError, KeyboardInterrupt):
-        pass
+    serve_commands(
+        conn,
+        {
+            "prepare": lambda msg: a.prepare(msg["kind"], msg["port"], msg["cfg"]),
+            "go": lambda msg: a.go(msg["duration"]),
+        },
+        limit=100_000,
+    )
 
 
 # =========================================================================== the scenario

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from .common import HOST, Batches, child_setup, error_reply
+from .common import HOST, Batches, child_setup, error_reply, serve_commands
 
 STATE: dict[str, Any] = {
     "active": False,
@@ -108,41 +108,31 @@ def serve(conn: Any, options: dict[str, Any]) -> None:
     me = psutil.Process()
     conn.send({"kind": "bokeh", "port": holder["port"], "pid": me.pid})
     started = 0.0
+
+    def produce(msg: dict[str, Any]) -> dict[str, Any]:
+        nonlocal started
+        STATE.update(
+            batch=msg.get("batch", 1000),
+            shape=msg.get("shape", "arrays"),
+            rollover=msg.get("rollover", 10_000),
+            streamed=0,
+            deadline=time.monotonic() + msg.get("duration", 120.0),
+        )
+        STATE["active"] = True
+        started = time.monotonic()
+        return {"ok": True, "end": 0}
+
+    def stop(msg: dict[str, Any]) -> dict[str, Any]:
+        STATE["active"] = False
+        return {"appended": STATE["streamed"], "elapsed": time.monotonic() - started}
+
+    def info(msg: dict[str, Any]) -> dict[str, Any]:
+        server = holder["server"]
+        sessions = sum(len(ctx.sessions) for ctx in server._tornado._applications.values())
+        return {"rss": me.memory_info().rss, "subscribers": sessions}
+
     try:
-        while True:
-            msg = conn.recv()
-            cmd = msg["cmd"]
-            if cmd == "quit":
-                break
-            try:
-                if cmd == "produce":
-                    STATE.update(
-                        batch=msg.get("batch", 1000),
-                        shape=msg.get("shape", "arrays"),
-                        rollover=msg.get("rollover", 10_000),
-                        streamed=0,
-                        deadline=time.monotonic() + msg.get("duration", 120.0),
-                    )
-                    STATE["active"] = True
-                    started = time.monotonic()
-                    conn.send({"ok": True, "end": 0})
-                elif cmd == "stop":
-                    STATE["active"] = False
-                    conn.send(
-                        {"appended": STATE["streamed"], "elapsed": time.monotonic() - started}
-                    )
-                elif cmd == "info":
-                    server = holder["server"]
-                    sessions = sum(
-                        len(ctx.sessions) for ctx in server._tornado._applications.values()
-                    )
-                    conn.send({"rss": me.memory_info().rss, "subscribers": sessions})
-                else:
-                    conn.send({"error": f"unknown command {cmd!r}"})
-            except Exception as exc:
-                conn.send(error_reply(exc))
-    except (EOFError, KeyboardInterrupt):
-        pass
+        serve_commands(conn, {"produce": produce, "stop": stop, "info": info})
     finally:
         STATE["active"] = False
         loop.call_soon_threadsafe(loop.stop)

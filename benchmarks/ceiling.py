@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from .common import HOST, child_setup, error_reply
+from .common import ServerThread, child_setup, error_reply, serve_commands
 
 PAGES = Path(__file__).resolve().parent / "pages"
 
@@ -31,71 +31,46 @@ def bokeh_static() -> str:
     return str(Path(bokeh.__file__).parent / "server" / "static" / "js")
 
 
-def app(extra: list[Any] | None = None) -> Any:
-    """The Tornado application: ``/`` is the ceiling page, ``/bench/`` the page files,
-    ``/static/js/`` BokehJS. ``extra`` routes go first (benchmarks.perspective adds its
-    own)."""
+def page_handler(name: str) -> Any:
+    """A handler answering ``GET`` with the page ``pages/<name>`` (never cached)."""
     import tornado.web
 
     class Page(tornado.web.RequestHandler):
         def get(self) -> None:
             self.set_header("Content-Type", "text/html; charset=utf-8")
             self.set_header("Cache-Control", "no-cache")
-            self.finish((PAGES / "ceiling.html").read_bytes())
+            self.finish((PAGES / name).read_bytes())
+
+    return Page
+
+
+def app(extra: list[Any] | None = None, **settings: Any) -> Any:
+    """The Tornado application: ``/`` is the ceiling page, ``/bench/`` the page files,
+    ``/static/js/`` BokehJS. ``extra`` routes go first (benchmarks.perspective adds its
+    own, and its ``/`` page); ``settings`` go to the application."""
+    import tornado.web
 
     return tornado.web.Application(
         [
             *(extra or []),
-            (r"/", Page),
+            (r"/", page_handler("ceiling.html")),
             (r"/bench/(.*)", tornado.web.StaticFileHandler, {"path": str(PAGES)}),
             (r"/static/js/(.*)", tornado.web.StaticFileHandler, {"path": bokeh_static()}),
-        ]
+        ],
+        **settings,
     )
 
 
 def serve(conn: Any, options: dict[str, Any]) -> None:
     """Process entry point: serve the ceiling page until ``quit``."""
     child_setup()
-    import asyncio
-    import threading
-
-    import tornado.httpserver
-    import tornado.netutil
-
-    started = threading.Event()
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        async def main() -> None:
-            sockets = tornado.netutil.bind_sockets(0, HOST)
-            server = tornado.httpserver.HTTPServer(app())
-            server.add_sockets(sockets)
-            box["port"] = sockets[0].getsockname()[1]
-            box["stop"] = asyncio.Event()
-            box["loop"] = asyncio.get_running_loop()
-            started.set()
-            await box["stop"].wait()
-            server.stop()
-
-        asyncio.run(main())
-
-    thread = threading.Thread(target=run, name="ceiling-server", daemon=True)
     try:
-        thread.start()
-        if not started.wait(30):
-            raise TimeoutError("the ceiling page server did not start within 30 s")
+        server = ServerThread(app, "the ceiling page server")
     except Exception as exc:
         conn.send(error_reply(exc))
         return
-    conn.send({"kind": "ceiling", "port": box["port"], "pid": psutil.Process().pid})
+    conn.send({"kind": "ceiling", "port": server.port, "pid": psutil.Process().pid})
     try:
-        while True:
-            msg = conn.recv()
-            if msg["cmd"] == "quit":
-                break
-            conn.send({"error": f"unknown command {msg['cmd']!r}"})
-    except (EOFError, KeyboardInterrupt):
-        pass
+        serve_commands(conn, {})
     finally:
-        box["loop"].call_soon_threadsafe(box["stop"].set)
-        thread.join(10)
+        server.stop()

@@ -11,6 +11,7 @@ Servers run in their own process (:func:`start_process`) and are steered over a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -18,8 +19,9 @@ import multiprocessing as mp
 import os
 import resource
 import struct
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -28,11 +30,16 @@ __all__ = [
     "HOST",
     "TOKEN",
     "Batches",
+    "PacedProducer",
+    "ProducerSlot",
     "ServerProcess",
+    "ServerThread",
     "percentile",
     "raise_nofile",
     "read_header",
     "read_times",
+    "serve_commands",
+    "serve_commands_async",
     "start_process",
 ]
 
@@ -69,6 +76,86 @@ class Pace:
             if self.next_at < now - 1.0:
                 self.next_at = now
         return 0.0
+
+    def beats(self, stop: threading.Event) -> Iterator[None]:
+        """For a producer on a thread: yields each time a batch is due, waiting on ``stop``
+        in between, until the run is over or ``stop`` is set."""
+        while not stop.is_set():
+            wait = self.wait()
+            if wait is None:
+                return
+            if wait:
+                stop.wait(wait)
+                continue
+            yield
+
+    async def abeats(self, stopped: Callable[[], bool]) -> AsyncIterator[None]:
+        """For a producer on an asyncio loop: :meth:`beats`, sleeping on the loop in
+        between, until the run is over or ``stopped()``."""
+        while not stopped():
+            wait = self.wait()
+            if wait is None:
+                return
+            if wait:
+                await asyncio.sleep(wait)
+                continue
+            yield
+
+
+class PacedProducer:
+    """What every producer of the benchmarks shares (livestream's thread and loop ones, raw
+    Tornado's, Perspective's): its schedule's parameters, the rows it appended, when it
+    started and stopped, and the figures a ``stop`` command answers from them."""
+
+    def __init__(self, batch: int, rate: float | None, duration: float) -> None:
+        self.batch = batch
+        self.rate = rate
+        self.duration = duration
+        self.appended = 0
+        self.started = 0.0
+        self.stopped = 0.0
+
+    def pace(self) -> Pace:
+        """A :class:`Pace` for this producer's run, starting now (the run's start)."""
+        pace = Pace(self.batch, self.rate, self.duration)
+        self.started = pace.start
+        return pace
+
+    def figures(self) -> dict[str, Any]:
+        """``{"appended", "elapsed"}``: rows appended, seconds from start to stop (to now
+        while it runs)."""
+        return {
+            "appended": self.appended,
+            "elapsed": (self.stopped or time.monotonic()) - self.started,
+        }
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop (bounded): when it returns, :meth:`figures` are final."""
+        raise NotImplementedError
+
+
+class ProducerSlot:
+    """The one producer a server process runs at a time, for its ``produce`` and ``stop``
+    commands: :meth:`run` stops the current one and starts the next, :meth:`stop` answers
+    the figures of the one that ran (zeros when none did)."""
+
+    def __init__(self) -> None:
+        self.current: PacedProducer | None = None
+
+    def run(self, producer: PacedProducer) -> None:
+        self.stop()
+        producer.start()
+        self.current = producer
+
+    def stop(self) -> dict[str, Any]:
+        producer, self.current = self.current, None
+        if producer is None:
+            return {"appended": 0, "elapsed": 0.0}
+        producer.stop()
+        return producer.figures()
 
 
 class Batches:
@@ -237,3 +324,112 @@ def child_setup() -> None:
 
 def error_reply(exc: BaseException) -> dict[str, str]:
     return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+#: A child's answer to one pipe command: what the command's handler returns is sent back.
+Handler = Callable[[dict[str, Any]], Any]
+
+
+def _answer(handlers: Mapping[str, Handler], msg: dict[str, Any]) -> Any:
+    handler = handlers.get(msg["cmd"])
+    if handler is None:
+        return {"error": f"unknown command {msg['cmd']!r}"}
+    try:
+        return handler(msg)
+    except Exception as exc:
+        return error_reply(exc)
+
+
+def serve_commands(conn: Any, handlers: Mapping[str, Handler], limit: int = 10_000_000) -> None:
+    """A child's command loop: answer each ``{"cmd": name, ...}`` read from ``conn`` with
+    what ``handlers[name](msg)`` returns, until ``quit`` or the parent's end of the pipe
+    closes (at most ``limit`` commands). An unknown name, or a handler that raises, is
+    answered with an error reply (see :func:`error_reply`) and the loop goes on."""
+    try:
+        for _ in range(limit):
+            msg = conn.recv()
+            if msg["cmd"] == "quit":
+                return
+            conn.send(_answer(handlers, msg))
+    except (EOFError, KeyboardInterrupt):
+        pass
+
+
+async def serve_commands_async(
+    conn: Any, handlers: Mapping[str, Callable[[dict[str, Any]], Awaitable[Any]]]
+) -> None:
+    """:func:`serve_commands` for a child whose work runs on its asyncio loop (the
+    subscriber processes): the pipe is read in an executor thread, so the loop goes on
+    receiving frames meanwhile, and each handler is a coroutine function."""
+    loop = asyncio.get_running_loop()
+    for _ in range(10_000_000):
+        msg = await loop.run_in_executor(None, conn.recv)
+        cmd = msg["cmd"]
+        if cmd == "quit":
+            return
+        handler = handlers.get(cmd)
+        if handler is None:
+            conn.send({"error": f"unknown command {cmd!r}"})
+            continue
+        try:
+            reply = await handler(msg)
+        except Exception as exc:
+            reply = error_reply(exc)
+        conn.send(reply)
+
+
+class ServerThread:
+    """A Tornado HTTP server on a thread of its own, with its own asyncio loop (``loop``,
+    for ``asyncio.run_coroutine_threadsafe``), on ``HOST`` at a free ``port``: how the
+    raw Tornado, ceiling and Perspective servers run in their processes.
+
+    ``make_app()`` is called on that loop and returns the ``tornado.web.Application``;
+    ``backlog`` is the listening socket's, ``http_options`` go to ``HTTPServer``. Raises
+    when the server has not started within ``timeout`` seconds (``what`` names it)."""
+
+    def __init__(
+        self,
+        make_app: Callable[[], Any],
+        what: str,
+        *,
+        backlog: int = 128,
+        timeout: float = 30.0,
+        **http_options: Any,
+    ) -> None:
+        self.port = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        started = threading.Event()
+        failed: list[BaseException] = []
+
+        async def main() -> None:
+            import tornado.httpserver
+            import tornado.netutil
+
+            try:
+                sockets = tornado.netutil.bind_sockets(0, HOST, backlog=backlog)
+                http = tornado.httpserver.HTTPServer(make_app(), **http_options)
+                http.add_sockets(sockets)
+            except BaseException as exc:
+                failed.append(exc)
+                started.set()
+                return
+            self.port = sockets[0].getsockname()[1]
+            self._stop = asyncio.Event()
+            self.loop = asyncio.get_running_loop()
+            started.set()
+            await self._stop.wait()
+            http.stop()
+
+        self.thread = threading.Thread(target=asyncio.run, args=(main(),), name=what, daemon=True)
+        self.thread.start()
+        if not started.wait(timeout):
+            raise TimeoutError(f"{what} did not start within {timeout:g} s")
+        if failed:
+            raise failed[0]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server and its loop; wait (bounded) for the thread to end."""
+        if self.loop is not None and self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(timeout)

@@ -33,12 +33,22 @@ from typing import Any
 
 import psutil
 
-from .common import HOST, STREAM, TOKEN, Batches, Pace, child_setup, error_reply
+from .common import (
+    HOST,
+    STREAM,
+    TOKEN,
+    Batches,
+    PacedProducer,
+    ProducerSlot,
+    child_setup,
+    error_reply,
+    serve_commands,
+)
 
 SCHEMA = {"time": "float64", "price": "float64", "volume": "int64"}
 
 
-class _Producer:
+class _Producer(PacedProducer):
     def __init__(
         self,
         stream: Any,
@@ -50,17 +60,12 @@ class _Producer:
         max_lag: int | None = None,
         on: str = "thread",
     ) -> None:
+        super().__init__(batch, rate, duration)
         self.stream = stream
         self.hub = hub
         self.max_lag = max_lag
-        self.batch = batch
-        self.rate = rate
         self.shape = shape
-        self.duration = duration
         self.stop_event = threading.Event()
-        self.appended = 0
-        self.started = 0.0
-        self.stopped = 0.0
         self.on = on
         self.thread = threading.Thread(target=self._run, name="bench-producer", daemon=True)
         self.registered: Any = None  # the livestream Producer, when on the loop
@@ -94,17 +99,10 @@ class _Producer:
 
         source = Batches(self.batch)
         scalars = self.shape == "scalars"
-        pace = Pace(self.batch, self.rate, self.duration)
-        self.started = pace.start
+        pace = self.pace()
         n = 0
         try:
-            while not self.stop_event.is_set():
-                wait = pace.wait()
-                if wait is None:
-                    break
-                if wait:
-                    await asyncio.sleep(wait)
-                    continue
+            async for _ in pace.abeats(self.stop_event.is_set):
                 await asyncio.sleep(0)
                 yield source.row() if scalars else source.columns()
                 n += self.batch
@@ -115,18 +113,10 @@ class _Producer:
     def _run(self) -> None:
         source = Batches(self.batch)
         append = self.stream.append
-        stop = self.stop_event
-        pace = Pace(self.batch, self.rate, self.duration)
-        self.started = pace.start
+        pace = self.pace()
         n = 0
         scalars = self.shape == "scalars"
-        while not stop.is_set():
-            wait = pace.wait()
-            if wait is None:
-                break
-            if wait:
-                stop.wait(wait)
-                continue
+        for _ in pace.beats(self.stop_event):
             if self.max_lag is not None and not self._wait_for_slowest(pace.deadline):
                 break
             append(source.row() if scalars else source.columns())
@@ -273,60 +263,43 @@ def serve(conn: Any, options: dict[str, Any]) -> None:
         return
     me = psutil.Process()
     conn.send({"kind": "livestream", "port": server.port, "pid": me.pid, "fixtures": made})
-    producer: _Producer | None = None
+    producer = ProducerSlot()
+
+    def produce(msg: dict[str, Any]) -> dict[str, Any]:
+        producer.run(
+            _Producer(
+                stream,
+                msg.get("batch", 1000),
+                msg.get("rate"),
+                msg.get("shape", "arrays"),
+                msg.get("duration", 120.0),
+                server.hub,
+                msg.get("max_lag"),
+                msg.get("on", "thread"),
+            )
+        )
+        return {"ok": True, "end": stream.end}
+
+    def info(msg: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "rss": me.memory_info().rss,
+            "end": stream.end,
+            "subscribers": server.hub.subscriber_count(STREAM),
+            "sessions": len(server.hub.sessions),
+            "errors_logged": errors.count,
+            "first_errors": errors.first,
+        }
+
     try:
-        while True:
-            msg = conn.recv()
-            cmd = msg["cmd"]
-            if cmd == "quit":
-                break
-            try:
-                if cmd == "produce":
-                    if producer is not None:
-                        producer.stop()
-                    producer = _Producer(
-                        stream,
-                        msg.get("batch", 1000),
-                        msg.get("rate"),
-                        msg.get("shape", "arrays"),
-                        msg.get("duration", 120.0),
-                        server.hub,
-                        msg.get("max_lag"),
-                        msg.get("on", "thread"),
-                    )
-                    producer.start()
-                    conn.send({"ok": True, "end": stream.end})
-                elif cmd == "prefill":
-                    conn.send(_prefill(stream, int(msg["rows"]), float(msg["spacing_ms"])))
-                elif cmd == "stop":
-                    out: dict[str, Any] = {"appended": 0, "elapsed": 0.0}
-                    if producer is not None:
-                        producer.stop()
-                        out = {
-                            "appended": producer.appended,
-                            "elapsed": (producer.stopped or time.monotonic()) - producer.started,
-                        }
-                        producer = None
-                    out["end"] = stream.end
-                    conn.send(out)
-                elif cmd == "info":
-                    conn.send(
-                        {
-                            "rss": me.memory_info().rss,
-                            "end": stream.end,
-                            "subscribers": server.hub.subscriber_count(STREAM),
-                            "sessions": len(server.hub.sessions),
-                            "errors_logged": errors.count,
-                            "first_errors": errors.first,
-                        }
-                    )
-                else:
-                    conn.send({"error": f"unknown command {cmd!r}"})
-            except Exception as exc:
-                conn.send(error_reply(exc))
-    except (EOFError, KeyboardInterrupt):
-        pass
+        serve_commands(
+            conn,
+            {
+                "produce": produce,
+                "prefill": lambda msg: _prefill(stream, int(msg["rows"]), float(msg["spacing_ms"])),
+                "stop": lambda msg: {**producer.stop(), "end": stream.end},
+                "info": info,
+            },
+        )
     finally:
-        if producer is not None:
-            producer.stop()
+        producer.stop()
         server.stop()

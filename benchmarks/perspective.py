@@ -31,7 +31,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import HOST, Batches, Pace, child_setup, error_reply, start_process
+from .common import (
+    HOST,
+    Batches,
+    PacedProducer,
+    ProducerSlot,
+    ServerThread,
+    child_setup,
+    error_reply,
+    serve_commands,
+    start_process,
+)
 
 UNAVAILABLE = "perspective-python is not installed (pip install perspective-python)"
 
@@ -62,57 +72,37 @@ def _arrow(columns: dict[str, Any]) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-class _Producer:
+class _Producer(PacedProducer):
     def __init__(self, table: Any, batch: int, rate: float | None, duration: float) -> None:
+        super().__init__(batch, rate, duration)
         self.table = table
-        self.batch = batch
-        self.rate = rate
-        self.duration = duration
         self.stop_event = threading.Event()
-        self.appended = 0
-        self.started = 0.0
-        self.stopped = 0.0
         self.thread = threading.Thread(target=self._run, name="psp-producer", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
 
     def _run(self) -> None:
         source = Batches(self.batch)
-        pace = Pace(self.batch, self.rate, self.duration)
-        self.started = pace.start
-        while not self.stop_event.is_set():
-            wait = pace.wait()
-            if wait is None:
-                break
-            if wait:
-                self.stop_event.wait(wait)
-                continue
+        for _ in self.pace().beats(self.stop_event):
             self.table.update(_arrow(source.columns()))
             self.appended += self.batch
         self.stopped = time.monotonic()
 
-    def stop(self) -> dict[str, Any]:
+    def stop(self) -> None:
         self.stop_event.set()
         self.thread.join(30)
-        return {
-            "appended": self.appended,
-            "elapsed": (self.stopped or time.monotonic()) - self.started,
-        }
 
 
 def serve(conn: Any, options: dict[str, Any]) -> None:
     """Process entry point: Perspective's Tornado handler, the page, and a producer."""
     child_setup()
-    import asyncio
-
     import psutil
 
-    box: dict[str, Any] = {}
-    started = threading.Event()
     try:
         from concurrent.futures import ThreadPoolExecutor
 
         import perspective
-        import tornado.httpserver
-        import tornado.netutil
         import tornado.web
         from perspective.handlers.tornado import PerspectiveTornadoHandler
 
@@ -139,83 +129,42 @@ def serve(conn: Any, options: dict[str, Any]) -> None:
         table = client.table(
             {"time": "float", "price": "float"}, name="bench", limit=int(options["window"])
         )
-
-        class Page(tornado.web.RequestHandler):
-            def get(self) -> None:
-                self.set_header("Content-Type", "text/html; charset=utf-8")
-                self.finish((ceiling.PAGES / "perspective.html").read_bytes())
-
-        def run() -> None:
-            async def main() -> None:
-                app = tornado.web.Application(
-                    [
-                        (r"/", Page),
-                        (
-                            r"/websocket",
-                            PerspectiveTornadoHandler,
-                            {"perspective_server": server},
-                        ),
-                        (r"/psp/(.*)", tornado.web.StaticFileHandler, {"path": _static()}),
-                        (
-                            r"/bench/(.*)",
-                            tornado.web.StaticFileHandler,
-                            {"path": str(ceiling.PAGES)},
-                        ),
-                    ],
-                    websocket_max_message_size=1 << 30,
-                )
-                sockets = tornado.netutil.bind_sockets(0, HOST)
-                http = tornado.httpserver.HTTPServer(app, max_buffer_size=1 << 30)
-                http.add_sockets(sockets)
-                box["port"] = sockets[0].getsockname()[1]
-                box["stop"] = asyncio.Event()
-                box["loop"] = asyncio.get_running_loop()
-                started.set()
-                await box["stop"].wait()
-                http.stop()
-
-            asyncio.run(main())
-
-        thread = threading.Thread(target=run, name="psp-server", daemon=True)
-        thread.start()
-        if not started.wait(30):
-            raise TimeoutError("the Perspective server did not start within 30 s")
+        http = ServerThread(
+            lambda: ceiling.app(
+                [
+                    (r"/", ceiling.page_handler("perspective.html")),
+                    (r"/websocket", PerspectiveTornadoHandler, {"perspective_server": server}),
+                    (r"/psp/(.*)", tornado.web.StaticFileHandler, {"path": _static()}),
+                ],
+                websocket_max_message_size=1 << 30,
+            ),
+            "the Perspective server",
+            max_buffer_size=1 << 30,
+        )
     except Exception as exc:
         conn.send(error_reply(exc))
         return
-    conn.send({"kind": "perspective", "port": box["port"], "pid": psutil.Process().pid})
-    producer: _Producer | None = None
+    conn.send({"kind": "perspective", "port": http.port, "pid": psutil.Process().pid})
+    producer = ProducerSlot()
+
+    def produce(msg: dict[str, Any]) -> dict[str, Any]:
+        producer.run(
+            _Producer(table, msg.get("batch", 1000), msg.get("rate"), msg.get("duration", 60.0))
+        )
+        return {"ok": True}
+
     try:
-        while True:
-            msg = conn.recv()
-            cmd = msg["cmd"]
-            if cmd == "quit":
-                break
-            try:
-                if cmd == "produce":
-                    if producer is not None:
-                        producer.stop()
-                    producer = _Producer(
-                        table, msg.get("batch", 1000), msg.get("rate"), msg.get("duration", 60.0)
-                    )
-                    producer.thread.start()
-                    conn.send({"ok": True})
-                elif cmd == "stop":
-                    conn.send(producer.stop() if producer else {"appended": 0, "elapsed": 0.0})
-                    producer = None
-                elif cmd == "info":
-                    conn.send({"size": table.size()})
-                else:
-                    conn.send({"error": f"unknown command {cmd!r}"})
-            except Exception as exc:
-                conn.send(error_reply(exc))
-    except (EOFError, KeyboardInterrupt):
-        pass
+        serve_commands(
+            conn,
+            {
+                "produce": produce,
+                "stop": lambda msg: producer.stop(),
+                "info": lambda msg: {"size": table.size()},
+            },
+        )
     finally:
-        if producer is not None:
-            producer.stop()
-        box["loop"].call_soon_threadsafe(box["stop"].set)
-        thread.join(10)
+        producer.stop()
+        http.stop()
 
 
 def measure(page: Any, seconds: float) -> dict[str, Any]:

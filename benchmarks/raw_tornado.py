@@ -23,18 +23,24 @@ import asyncio
 import contextlib
 import json
 import struct
-import threading
 import time
 from typing import Any
 
 import numpy as np
 import psutil
-import tornado.httpserver
-import tornado.netutil
 import tornado.web
 import tornado.websocket
 
-from .common import HOST, STREAM, Batches, Pace, child_setup, error_reply
+from .common import (
+    STREAM,
+    Batches,
+    PacedProducer,
+    ProducerSlot,
+    ServerThread,
+    child_setup,
+    error_reply,
+    serve_commands,
+)
 
 _DTYPES = {"float64": "<f8", "int64": "<i8"}
 _SCHEMA = {"time": "float64", "price": "float64", "volume": "int64"}
@@ -99,33 +105,37 @@ def _retrieve(fut: Any) -> None:
         fut.exception()
 
 
-class _Producer:
+class _Producer(PacedProducer):
     def __init__(
-        self, clients: set[_Broadcast], batch: int, rate: float | None, mode: str, duration: float
+        self,
+        loop: Any,
+        clients: set[_Broadcast],
+        batch: int,
+        rate: float | None,
+        mode: str,
+        duration: float,
     ) -> None:
+        super().__init__(batch, rate, duration)
+        self.loop = loop
         self.clients = clients
-        self.batch = batch
-        self.rate = rate
         self.mode = mode
-        self.duration = duration
         self.stopping = False
-        self.appended = 0
-        self.started = 0.0
-        self.stopped = 0.0
+        self.task: Any = None
+
+    def start(self) -> None:
+        self.task = asyncio.run_coroutine_threadsafe(self.run(), self.loop)
+
+    def stop(self) -> None:
+        self.stopping = True
+        with contextlib.suppress(Exception):
+            self.task.result(20)
 
     async def run(self) -> None:
         source = Batches(self.batch)
-        pace = Pace(self.batch, self.rate, self.duration)
-        self.started = pace.start
+        pace = self.pace()
         interval = pace.interval
         offset = 0
-        while not self.stopping:
-            wait = pace.wait()
-            if wait is None:
-                break
-            if wait:
-                await asyncio.sleep(wait)
-                continue
+        async for _ in pace.abeats(lambda: self.stopping):
             frame = encode_frame(offset, source.columns())
             offset += self.batch
             self.appended = offset
@@ -152,80 +162,43 @@ def serve(conn: Any, options: dict[str, Any]) -> None:
     """Process entry point: run the raw broadcast server and obey pipe commands."""
     child_setup()
     clients: set[_Broadcast] = set()
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    port: list[int] = []
-
-    def run_loop() -> None:
-        asyncio.set_event_loop(loop)
-
-        async def start() -> None:
-            app = tornado.web.Application(
+    try:
+        server = ServerThread(
+            lambda: tornado.web.Application(
                 [(r"/ws", _Broadcast, {"clients": clients})], websocket_max_message_size=1 << 20
-            )
-            sockets = tornado.netutil.bind_sockets(0, HOST, backlog=1024)
-            port.append(sockets[0].getsockname()[1])
-            server = tornado.httpserver.HTTPServer(app)
-            server.add_sockets(sockets)
-
-        loop.run_until_complete(start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run_loop, name="raw-tornado", daemon=True)
-    thread.start()
-    if not ready.wait(20):
-        conn.send({"error": "raw Tornado server did not start"})
+            ),
+            "raw Tornado server",
+            backlog=1024,
+            timeout=20,
+        )
+    except Exception as exc:
+        conn.send(error_reply(exc))
         return
     me = psutil.Process()
-    conn.send({"kind": "raw", "port": port[0], "pid": me.pid})
-    producer: _Producer | None = None
-    task: Any = None
+    conn.send({"kind": "raw", "port": server.port, "pid": me.pid})
+    producer = ProducerSlot()
 
-    def stop_producer() -> dict[str, Any]:
-        nonlocal producer, task
-        if producer is None:
-            return {"appended": 0, "elapsed": 0.0}
-        producer.stopping = True
-        with contextlib.suppress(Exception):
-            task.result(20)
-        out = {
-            "appended": producer.appended,
-            "elapsed": (producer.stopped or time.monotonic()) - producer.started,
-        }
-        producer, task = None, None
-        return out
+    def produce(msg: dict[str, Any]) -> dict[str, Any]:
+        producer.run(
+            _Producer(
+                server.loop,
+                clients,
+                msg.get("batch", 1000),
+                msg.get("rate"),
+                msg.get("mode", "await"),
+                msg.get("duration", 120.0),
+            )
+        )
+        return {"ok": True, "end": 0}
 
     try:
-        while True:
-            msg = conn.recv()
-            cmd = msg["cmd"]
-            if cmd == "quit":
-                break
-            try:
-                if cmd == "produce":
-                    stop_producer()
-                    producer = _Producer(
-                        clients,
-                        msg.get("batch", 1000),
-                        msg.get("rate"),
-                        msg.get("mode", "await"),
-                        msg.get("duration", 120.0),
-                    )
-                    task = asyncio.run_coroutine_threadsafe(producer.run(), loop)
-                    conn.send({"ok": True, "end": 0})
-                elif cmd == "stop":
-                    conn.send(stop_producer())
-                elif cmd == "info":
-                    conn.send({"rss": me.memory_info().rss, "subscribers": len(clients)})
-                else:
-                    conn.send({"error": f"unknown command {cmd!r}"})
-            except Exception as exc:
-                conn.send(error_reply(exc))
-    except (EOFError, KeyboardInterrupt):
-        pass
+        serve_commands(
+            conn,
+            {
+                "produce": produce,
+                "stop": lambda msg: producer.stop(),
+                "info": lambda msg: {"rss": me.memory_info().rss, "subscribers": len(clients)},
+            },
+        )
     finally:
-        if producer is not None:
-            producer.stopping = True
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
+        server.stop(5)  # its loop ends, cancelling a producer still running
