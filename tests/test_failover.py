@@ -9,22 +9,17 @@ unanswered), the others are in-process servers stopped with ``stop()``.
 
 from __future__ import annotations
 
-import os
-import queue
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
-from support import wait_until
+from support import Running, Serving, wait_until
 
 import livestream
 from conftest import TOKEN
@@ -33,7 +28,6 @@ from livestream.client import AllServersFailed, AsyncClient, Backoff, Client, Co
 from livestream.errors import ConfigError, ConnectionClosed
 from livestream.server import Server
 
-ROOT = Path(__file__).resolve().parent.parent
 FAST = Backoff(first=0.05, cap=0.3, reset_after=5.0)
 
 
@@ -69,79 +63,10 @@ def take(sub: livestream.Subscription, rows: int, timeout: float = 10.0) -> Batc
     return Batch.concat(got)
 
 
-class ServeProcess:
-    """``python -m livestream serve --port 0`` in its own process (so it can be SIGKILLed)."""
-
-    def __init__(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVESTREAM_")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        env["PYTHONUNBUFFERED"] = "1"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "livestream", "serve", "--port", "0", "--token", TOKEN],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, name="failover-serve-out", daemon=True)
-        self._reader.start()
-        self.ws_url = self._expect(r"websocket: (ws://127\.0\.0\.1:\d+/ws)")
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def _expect(self, pattern: str, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        seen: list[str] = []
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                pytest.fail(f"`livestream serve` printed no {pattern!r} in {timeout} s: {seen}")
-            if line is None:
-                pytest.fail(f"`livestream serve` ended (rc {self.proc.poll()}): {seen}")
-            seen.append(line)
-            match = re.search(pattern, line)
-            if match:
-                return match.group(1)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # a frozen process cannot end on SIGTERM
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
 @pytest.fixture
-def serve_process() -> Iterator[Callable[[], ServeProcess]]:
-    started: list[ServeProcess] = []
-
-    def start() -> ServeProcess:
-        proc = ServeProcess()
-        started.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            proc.stop()
+def serve_process(running: Callable[..., Running]) -> Callable[[], Serving]:
+    """``python -m livestream serve --port 0`` in its own process (so it can be SIGKILLed)."""
+    return lambda: Serving(running("serve", "--port", "0", "--token", TOKEN))
 
 
 # --------------------------------------------------------------------------- connecting
@@ -281,7 +206,7 @@ def test_a_stopped_server_fails_over_resubscribes_from_its_offset_and_resets(
 
 
 def test_sigkill_of_the_node_in_use_fails_over_and_resends_the_unanswered_publish(
-    serve_process: Callable[[], ServeProcess], server_factory: Callable[..., Server]
+    serve_process: Callable[[], Serving], server_factory: Callable[..., Server]
 ) -> None:
     node = serve_process()
     other = server_factory()
@@ -453,101 +378,95 @@ PAGE_SETUP = """async ([urls, token]) => {
 
 @pytest.mark.browser
 def test_the_browser_module_fails_over_resends_and_gives_up_naming_every_server(
-    serve_process: Callable[[], ServeProcess], server_factory: Callable[..., Server]
+    serve_process: Callable[[], Serving], server_factory: Callable[..., Server], browser: Any
 ) -> None:
-    from playwright.sync_api import sync_playwright
-    from support import CHROMIUM, CHROMIUM_ARGS
-
     node = serve_process()
     other = server_factory()
     other.stream("feed").append({"i": np.arange(1000, 1005)})
     with livestream.connect(node.ws_url, token=TOKEN) as c:
         c.publish("feed", {"i": np.arange(10)})
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        # The dashboard pages allow sockets to their own server only (connect-src 'self');
-        # a page of the user's, such as a notebook, has no such policy.
-        context = browser.new_context(bypass_csp=True)
-        errors: list[str] = []
-        page = context.new_page()
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        try:
-            page.goto(other.url)
-            page.evaluate(PAGE_SETUP, [[node.ws_url, other.ws_url], TOKEN])
+    # The dashboard pages allow sockets to their own server only (connect-src 'self');
+    # a page of the user's, such as a notebook, has no such policy.
+    context = browser.new_context(bypass_csp=True)
+    errors: list[str] = []
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(other.url)
+        page.evaluate(PAGE_SETUP, [[node.ws_url, other.ws_url], TOKEN])
 
-            def state() -> Any:
-                return page.evaluate(
-                    "() => { const t = window.failover; return {url: t.conn.url, "
-                    "status: t.conn.status, message: t.conn.message, events: t.events, "
-                    "rows: t.rows, resets: t.resets, errors: t.errors, publisher: t.conn.publisher}; }"
-                )
-
-            wait_until(lambda: len(state()["rows"]) == 10, 10, "the node's 10 rows")
-            first = state()
-            assert first["url"] == node.ws_url
-            assert first["rows"] == [[k, k] for k in range(10)]
-            assert re.fullmatch(r"[0-9a-f]{32}", first["publisher"])
-            assert [(e["kind"], e["url"], e["detail"]) for e in first["events"]] == [
-                ("connected", node.ws_url, "first")
-            ]
-
-            # Freeze the node, publish from the page (never answered), then kill the node.
-            node.proc.send_signal(signal.SIGSTOP)
-            page.evaluate(
-                "() => { window.failover.ack = window.failover.conn.publish('feed', {i: [777, 778]})"
-                ".then((a) => (window.failover.acked = a), (e) => (window.failover.nack = e.message)); }"
+        def state() -> Any:
+            return page.evaluate(
+                "() => { const t = window.failover; return {url: t.conn.url, "
+                "status: t.conn.status, message: t.conn.message, events: t.events, "
+                "rows: t.rows, resets: t.resets, errors: t.errors, publisher: t.conn.publisher}; }"
             )
-            node.kill()
 
-            wait_until(
-                lambda: page.evaluate("() => window.failover.acked || window.failover.nack"),
-                10,
-                "the publish to be answered",
-            )
-            assert page.evaluate("() => window.failover.nack") is None
-            ack = page.evaluate("() => window.failover.acked")
-            assert ack["offset"] == 5  # sent again to the other node, once
-            assert other.hub.get("feed").read(0).columns["i"].tolist() == [
-                1000, 1001, 1002, 1003, 1004, 777, 778,
-            ]  # fmt: skip
-            wait_until(lambda: len(state()["rows"]) == 17, 10, "the other node's window")
-            after = state()
-            assert after["url"] == other.ws_url
-            assert after["status"] == "open"
-            kinds_seen = [(e["kind"], e["url"]) for e in after["events"]]
-            assert kinds_seen[:3] == [
-                ("connected", node.ws_url),
-                ("disconnected", node.ws_url),
-                ("connected", other.ws_url),
-            ], after["events"]
-            assert after["events"][2]["detail"] == f"failed over from {node.ws_url}"
-            resub = next(e for e in after["events"] if e["kind"] == "resubscribed")
-            assert (resub["url"], resub["stream"], resub["offset"]) == (other.ws_url, "feed", 10)
-            epoch = other.hub.get("feed").epoch
-            assert resub["epoch"] != epoch  # the node's epoch, which the other does not know
-            # Without Redis the other node's `feed` is another stream: a reset, then its window.
-            assert after["resets"] == [
-                {"epoch": epoch, "offset": 0, "reason": after["resets"][0]["reason"]}
-            ]
-            assert after["rows"][10:] == [
-                [0, 1000], [1, 1001], [2, 1002], [3, 1003], [4, 1004], [5, 777], [6, 778],
-            ]  # fmt: skip
-            assert after["errors"] == []
+        wait_until(lambda: len(state()["rows"]) == 10, 10, "the node's 10 rows")
+        first = state()
+        assert first["url"] == node.ws_url
+        assert first["rows"] == [[k, k] for k in range(10)]
+        assert re.fullmatch(r"[0-9a-f]{32}", first["publisher"])
+        assert [(e["kind"], e["url"], e["detail"]) for e in first["events"]] == [
+            ("connected", node.ws_url, "first")
+        ]
 
-            # Now every server is gone: within giveUpAfter (1.5 s) the page says so, naming both.
-            start = time.monotonic()
-            other.stop()
-            wait_until(lambda: state()["errors"], 10, "the subscriber's onError")
-            assert time.monotonic() - start < 6
-            end = state()
-            assert end["status"] == "error"
-            message = end["message"]
-            assert message.startswith("Cannot reach any of the 2 servers (tried for ")
-            assert f"{node.ws_url} (" in message and f"{other.ws_url} (" in message
-            assert TOKEN not in message
-            assert end["errors"][-1] == {"code": "unreachable", "message": message}
-            assert end["events"][-1]["kind"] == "gave_up"
-            assert not errors, errors
-        finally:
-            context.close()
-            browser.close()
+        # Freeze the node, publish from the page (never answered), then kill the node.
+        node.proc.send_signal(signal.SIGSTOP)
+        page.evaluate(
+            "() => { window.failover.ack = window.failover.conn.publish('feed', {i: [777, 778]})"
+            ".then((a) => (window.failover.acked = a), (e) => (window.failover.nack = e.message)); }"
+        )
+        node.kill()
+
+        wait_until(
+            lambda: page.evaluate("() => window.failover.acked || window.failover.nack"),
+            10,
+            "the publish to be answered",
+        )
+        assert page.evaluate("() => window.failover.nack") is None
+        ack = page.evaluate("() => window.failover.acked")
+        assert ack["offset"] == 5  # sent again to the other node, once
+        assert other.hub.get("feed").read(0).columns["i"].tolist() == [
+            1000, 1001, 1002, 1003, 1004, 777, 778,
+        ]  # fmt: skip
+        wait_until(lambda: len(state()["rows"]) == 17, 10, "the other node's window")
+        after = state()
+        assert after["url"] == other.ws_url
+        assert after["status"] == "open"
+        kinds_seen = [(e["kind"], e["url"]) for e in after["events"]]
+        assert kinds_seen[:3] == [
+            ("connected", node.ws_url),
+            ("disconnected", node.ws_url),
+            ("connected", other.ws_url),
+        ], after["events"]
+        assert after["events"][2]["detail"] == f"failed over from {node.ws_url}"
+        resub = next(e for e in after["events"] if e["kind"] == "resubscribed")
+        assert (resub["url"], resub["stream"], resub["offset"]) == (other.ws_url, "feed", 10)
+        epoch = other.hub.get("feed").epoch
+        assert resub["epoch"] != epoch  # the node's epoch, which the other does not know
+        # Without Redis the other node's `feed` is another stream: a reset, then its window.
+        assert after["resets"] == [
+            {"epoch": epoch, "offset": 0, "reason": after["resets"][0]["reason"]}
+        ]
+        assert after["rows"][10:] == [
+            [0, 1000], [1, 1001], [2, 1002], [3, 1003], [4, 1004], [5, 777], [6, 778],
+        ]  # fmt: skip
+        assert after["errors"] == []
+
+        # Now every server is gone: within giveUpAfter (1.5 s) the page says so, naming both.
+        start = time.monotonic()
+        other.stop()
+        wait_until(lambda: state()["errors"], 10, "the subscriber's onError")
+        assert time.monotonic() - start < 6
+        end = state()
+        assert end["status"] == "error"
+        message = end["message"]
+        assert message.startswith("Cannot reach any of the 2 servers (tried for ")
+        assert f"{node.ws_url} (" in message and f"{other.ws_url} (" in message
+        assert TOKEN not in message
+        assert end["errors"][-1] == {"code": "unreachable", "message": message}
+        assert end["events"][-1]["kind"] == "gave_up"
+        assert not errors, errors
+    finally:
+        context.close()

@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from support import wait_until
+from support import ROOT, livestream_cli, livestream_env, wait_until
 
 import livestream as ls
 from conftest import TOKEN
@@ -30,77 +27,6 @@ from livestream.recording import RecordingError, finished, read_events, replay
 
 ROWS = 1_000_000
 BATCH = 10_000
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class Running:
-    """A ``python -m livestream`` process; its output lines are read on a helper thread."""
-
-    def __init__(self, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVESTREAM_")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        env["PYTHONUNBUFFERED"] = "1"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "livestream", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.output: list[str] = []
-        self._reader = threading.Thread(target=self._read, name="recording-test-reader")
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def expect(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
-        """The first output line matching ``pattern`` (bounded wait)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.0))
-            except queue.Empty:
-                pytest.fail(f"no line matching {pattern!r} within {timeout} s: {self.output}")
-            if line is None:
-                pytest.fail(f"ended (rc {self.proc.poll()}) before {pattern!r}: {self.output}")
-            self.output.append(line)
-            match = re.search(pattern, line)
-            if match:
-                return match
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-@pytest.fixture
-def cli() -> Iterator[Any]:
-    """Start ``python -m livestream ARGS``; every process is stopped at teardown."""
-    started: list[Running] = []
-
-    def start(*args: str) -> Running:
-        started.append(Running(*args))
-        return started[-1]
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            proc.stop()
 
 
 def _source(first: int, rows: int) -> dict[str, np.ndarray]:
@@ -126,14 +52,14 @@ def _check_against_source(frame: pd.DataFrame) -> None:
 
 @pytest.mark.timeout(60)
 def test_record_survives_sigkill_and_resumes_without_duplicates(
-    server_factory: Any, cli: Any, tmp_path: Path
+    server_factory: Any, running: Any, tmp_path: Path
 ) -> None:
     live_server = server_factory(history=ROWS)  # the restarted recorder finds every row
     out = tmp_path / "rec"
     url = live_server.ws_url
     with ls.connect(url, token=TOKEN) as client:
         client.publish("feed", _source(0, BATCH))  # the stream exists before the recorder
-        recorder = cli("record", "feed", "--out", str(out), "--url", url, "--token", TOKEN,
+        recorder = running("record", "feed", "--out", str(out), "--url", url, "--token", TOKEN,
                            "--flush", "0.1")  # fmt: skip
         recorder.expect("recording feed")
         for first in range(BATCH, ROWS // 2, BATCH):
@@ -150,7 +76,7 @@ def test_record_survives_sigkill_and_resumes_without_duplicates(
 
         for first in range(ROWS // 2, ROWS, BATCH):
             client.publish("feed", _source(first, BATCH))
-        again = cli("record", "feed", "--out", str(out), "--url", url, "--token", TOKEN,
+        again = running("record", "feed", "--out", str(out), "--url", url, "--token", TOKEN,
                         "--flush", "0.1")  # fmt: skip
         again.expect("recording feed")
         client.control("feed", "pause")  # state changes the recording must show
@@ -293,13 +219,13 @@ def test_playback_controls_over_the_protocol(live_server: Any) -> None:
         assert sub.resets[0].epoch == stream.epoch
 
 
-def test_replay_command_serves_a_recording(live_server: Any, cli: Any, tmp_path: Path) -> None:
+def test_replay_command_serves_a_recording(live_server: Any, running: Any, tmp_path: Path) -> None:
     stream = live_server.stream("feed")
     rec = stream.record(tmp_path / "rec", flush=0.05)
     stream.append(_source(0, 1_000))
     wait_until(lambda: rec.rows == 1_000, 5, "the rows on disk")
     rec.stop()
-    served = cli("replay", str(tmp_path / "rec"), "--stream", "feed", "--speed", "max",
+    served = running("replay", str(tmp_path / "rec"), "--stream", "feed", "--speed", "max",
                      "--port", "0", "--token", TOKEN)  # fmt: skip
     url = served.expect(r"websocket: (\S+)")[1]
     with ls.connect(url, token=TOKEN) as client:
@@ -398,35 +324,22 @@ def test_a_restarted_stream_starts_a_new_part(live_server: Any, tmp_path: Path) 
     assert (reset["reason"], reset["epoch"], reset["offset"]) == ("restart", new, 0)
 
 
-def _livestream(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVESTREAM_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-m", "livestream", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_record_command_says_what_went_wrong(live_server: Any, tmp_path: Path) -> None:
     live_server.stream("feed").append(_source(0, 3))
     url = live_server.ws_url
     blocker = tmp_path / "file"
     blocker.write_text("")
-    done = _livestream("record", "feed", "--out", str(blocker / "rec"), "--url", url,
-                       "--token", TOKEN)  # fmt: skip
+    done = livestream_cli("record", "feed", "--out", str(blocker / "rec"), "--url", url,
+                          "--token", TOKEN, timeout=60)  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith("livestream: cannot write the recording at "), done.stderr
     assert "Traceback" not in done.stderr
 
-    done = _livestream("record", "nope", "--out", str(tmp_path / "rec"), "--url", url,
-                       "--token", TOKEN)  # fmt: skip
+    done = livestream_cli("record", "nope", "--out", str(tmp_path / "rec"), "--url", url,
+                          "--token", TOKEN, timeout=60)  # fmt: skip
     assert done.returncode == 1 and "unknown stream 'nope'" in done.stderr, done.stderr
 
-    done = _livestream("replay", str(blocker), "--port", "0")
+    done = livestream_cli("replay", str(blocker), "--port", "0", timeout=60)
     assert done.returncode == 1, done.stderr
     assert "is not a readable Parquet file" in done.stderr and str(blocker) in done.stderr
 
@@ -476,8 +389,7 @@ def test_a_full_disk_stops_the_recorder_with_a_clear_error_and_the_viewers_carry
         '"$2" -m livestream record feed --out "$1/rec" --url "$3" --token "$4" --flush 0.1; '
         'rc=$?; "$2" -c "$5" "$1/rec"; exit $rc'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVESTREAM_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env = livestream_env()
     with ls.connect(url, token=TOKEN) as client:
         client.publish("feed", _noisy(0, batch))
         viewer = client.subscribe("feed", since=0)
@@ -531,8 +443,7 @@ def test_a_folder_it_may_not_write_gives_permission_denied_and_the_stream_carrie
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVESTREAM_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env = livestream_env()
     drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
     record = ["record", "feed", "--out", str(locked / "rec"), "--url", url, "--token", TOKEN]
     command = [*(drop if os.geteuid() == 0 else []), sys.executable, "-m", "livestream", *record]

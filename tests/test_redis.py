@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,8 +28,7 @@ from typing import Any
 import numpy as np
 import pytest
 import websockets
-from support import wait_until
-from test_cli import Running, livestream_cli
+from support import Running, Serving, livestream_cli, wait_until
 
 from conftest import Peer, decode, encode_publish
 
@@ -125,17 +123,8 @@ def redis_factory(tmp_path: Path) -> Iterator[Any]:
             proc.kill()
 
 
-class Node:
+class Node(Serving):
     """A ``livestream serve --redis`` process."""
-
-    def __init__(self, running: Running) -> None:
-        self.running = running
-        self.ws_url = running.expect(r"websocket: (ws://127\.0\.0\.1:\d+/ws)").group(1)
-        self.base = self.ws_url.replace("ws://", "http://").removesuffix("/ws")
-
-    def kill(self) -> None:
-        self.running.proc.send_signal(signal.SIGKILL)
-        self.running.proc.wait(10)
 
     def offset(self, stream: str) -> int:
         """The stream's offset on this node; -1 while the node does not know it."""
@@ -162,22 +151,6 @@ def nodes(running: Any) -> Any:
         return [Node(p) for p in procs]
 
     return start
-
-
-@pytest.fixture
-def running() -> Iterator[Any]:
-    started: list[Running] = []
-
-    def start(*args: str) -> Running:
-        proc = Running(*args)
-        started.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            proc.stop()
 
 
 class _Connect:

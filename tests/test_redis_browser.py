@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from support import CHROMIUM, CHROMIUM_ARGS
 from test_browser_dashboard import WAIT_MS, source_length, wait_plot_rows
-from test_redis import TOKEN, Node, redis_factory, running  # noqa: F401  (fixtures)
+from test_redis import TOKEN, Node, redis_factory  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def chromium() -> Iterator[Browser]:
 
 def test_the_demo_on_two_nodes_moves_on_both_pages(
     redis_factory: Any,  # noqa: F811
-    running: Any,  # noqa: F811
+    running: Any,
     chromium: Browser,
 ) -> None:
     redis = redis_factory()

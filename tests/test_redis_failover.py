@@ -36,7 +36,6 @@ from test_redis import (  # noqa: F401  (fixtures)
     nodes,
     read_until,
     redis_factory,
-    running,
 )
 
 import livestream

@@ -30,7 +30,6 @@ from test_redis import (  # noqa: F401  (fixtures)
     nodes,
     publish,
     redis_factory,
-    running,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
