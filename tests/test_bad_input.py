@@ -78,155 +78,89 @@ async def refused(peer, msg, code: str, *needles: str):
     return reply
 
 
-# --------------------------------------------------------------------------- malformed
+# --------------------------------------------------------------------------- malformed, unknown names
+
+#: A publish frame whose 4-byte length prefix promises more header than the frame holds.
+_HEAD = json.dumps({"type": "publish", "stream": "feed", "rows": 1}).encode()
+_TRUNCATED = struct.pack("<I", len(_HEAD)) + _HEAD[:10]
 
 
-async def test_not_json(feed, ws_connect):
+def _control(id: int, **fields: Any) -> dict[str, Any]:
+    return {"type": "control", "stream": "feed", "id": id, **fields}
+
+
+#: name → (message, the error code, words its message must hold).
+REFUSALS: dict[str, tuple[str | bytes | dict[str, Any], str, list[str]]] = {
+    # malformed
+    "not JSON": ("{this is not json", "bad_message", ["JSON"]),
+    "JSON that is not an object": ("[1, 2, 3]", "bad_message", ["JSON object", "array"]),
+    "unknown type": (
+        {"type": "subscribbe", "id": 1},
+        "bad_message",
+        ["subscribbe", "subscribe", "publish"],
+    ),
+    "subscribe without stream": ({"type": "subscribe", "id": 2}, "bad_message", ["`stream`"]),
+    "control without action": (_control(3), "bad_message", ["`action`", "pause"]),
+    "binary frame with a truncated header": (
+        _TRUNCATED,
+        "bad_message",
+        [f"{len(_HEAD)}-byte header"],
+    ),
+    "binary frame shorter than its length prefix": (b"\x01\x00", "bad_message", ["4-byte"]),
+    # unknown names
+    "subscribe to an unknown stream": (
+        {"type": "subscribe", "stream": "nope", "id": 4},
+        "unknown_stream",
+        ["'nope'", "feed"],
+    ),
+    "control of an unknown stream": (
+        {**_control(5, action="pause"), "stream": "nope"},
+        "unknown_stream",
+        ["'nope'", "feed"],
+    ),
+    "unknown action": (
+        _control(6, action="explode"),
+        "unknown_action",
+        ["'explode'", "pause, resume, set"],
+    ),
+    "unknown parameter": (
+        _control(7, action="set", params={"gian": 2}),
+        "invalid_param",
+        ["'gian'", "gain"],
+    ),
+    "value out of range": (
+        _control(8, action="set", params={"gain": 99}),
+        "invalid_param",
+        ["'gain'", "between 0 and 10", "99"],
+    ),
+    "value not a number": (
+        _control(9, action="set", params={"gain": "high"}),
+        "invalid_param",
+        ["'gain'", "number"],
+    ),
+    "publish a text into a float column": (
+        {"type": "publish", "stream": "feed", "id": 10, "columns": {"n": [3], "x": ["three"]}},
+        "schema_mismatch",
+        ["'x'", "float64"],
+    ),
+    "publish without a column of the schema": (
+        {"type": "publish", "stream": "feed", "id": 11, "columns": {"n": [3]}},
+        "schema_mismatch",
+        ["'x'"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSALS))
+async def test_a_bad_message_is_refused_and_changes_nothing(name, feed, ws_connect):
+    message, code, needles = REFUSALS[name]
     async with ws_connect(feed.server) as peer:
-        await refused(peer, "{this is not json", "bad_message", "JSON")
-        await feed.check(peer)
-
-
-async def test_json_that_is_not_an_object(feed, ws_connect):
-    async with ws_connect(feed.server) as peer:
-        await refused(peer, "[1, 2, 3]", "bad_message", "JSON object", "array")
-        await feed.check(peer)
-
-
-async def test_unknown_type(feed, ws_connect):
-    async with ws_connect(feed.server) as peer:
-        await refused(
-            peer,
-            {"type": "subscribbe", "id": 1},
-            "bad_message",
-            "subscribbe",
-            "subscribe",
-            "publish",
-        )
-        await feed.check(peer)
-
-
-async def test_subscribe_without_stream(feed, ws_connect):
-    async with ws_connect(feed.server) as peer:
-        await refused(peer, {"type": "subscribe", "id": 2}, "bad_message", "`stream`")
-        await feed.check(peer)
-
-
-async def test_control_without_action(feed, ws_connect):
-    async with ws_connect(feed.server) as peer:
-        await refused(
-            peer, {"type": "control", "stream": "feed", "id": 3}, "bad_message", "`action`", "pause"
-        )
-        assert feed.stream.paused is False
-        await feed.check(peer)
-
-
-async def test_binary_frame_with_truncated_header(feed, ws_connect):
-    async with ws_connect(feed.server) as peer:
-        head = json.dumps({"type": "publish", "stream": "feed", "rows": 1}).encode()
-        frame = struct.pack("<I", len(head)) + head[:10]
-        await refused(peer, frame, "bad_message", f"{len(head)}-byte header")
-        await refused(peer, b"\x01\x00", "bad_message", "4-byte")
-        assert feed.stream.end == 2
-        await feed.check(peer)
-
-
-# --------------------------------------------------------------------------- unknown names
-
-
-async def test_subscribe_unknown_stream(feed, ws_connect):
-    async with ws_connect(feed.server) as peer:
-        await refused(
-            peer,
-            {"type": "subscribe", "stream": "nope", "id": 4},
-            "unknown_stream",
-            "'nope'",
-            "feed",
-        )
-        await feed.check(peer)
-
-
-async def test_control_unknown_stream(feed, ws_connect):
-    async with ws_connect(feed.server) as peer:
-        await refused(
-            peer,
-            {"type": "control", "stream": "nope", "action": "pause", "id": 5},
-            "unknown_stream",
-            "'nope'",
-            "feed",
-        )
-        assert "nope" not in feed.server.hub.streams
-        await feed.check(peer)
-
-
-async def test_unknown_action(feed, ws_connect):
-    async with ws_connect(feed.server) as peer:
-        await refused(
-            peer,
-            {"type": "control", "stream": "feed", "action": "explode", "id": 6},
-            "unknown_action",
-            "'explode'",
-            "pause, resume, set",
-        )
-        await feed.check(peer)
-
-
-async def test_unknown_parameter(feed, ws_connect):
-    async with ws_connect(feed.server) as peer:
-        await refused(
-            peer,
-            {"type": "control", "stream": "feed", "action": "set", "params": {"gian": 2}, "id": 7},
-            "invalid_param",
-            "'gian'",
-            "gain",
-        )
-        assert feed.stream.params == {"gain": 1.0}
-        await feed.check(peer)
-
-
-async def test_out_of_range_value(feed, ws_connect):
-    async with ws_connect(feed.server) as peer:
-        await refused(
-            peer,
-            {"type": "control", "stream": "feed", "action": "set", "params": {"gain": 99}, "id": 8},
-            "invalid_param",
-            "'gain'",
-            "between 0 and 10",
-            "99",
-        )
-        await refused(
-            peer,
-            {
-                "type": "control",
-                "stream": "feed",
-                "action": "set",
-                "params": {"gain": "high"},
-                "id": 9,
-            },
-            "invalid_param",
-            "'gain'",
-            "number",
-        )
-        assert feed.stream.params == {"gain": 1.0}
-        await feed.check(peer)
-
-
-async def test_publish_wrong_column_type(feed, ws_connect):
-    async with ws_connect(feed.server) as peer:
-        await refused(
-            peer,
-            {"type": "publish", "stream": "feed", "id": 10, "columns": {"n": [3], "x": ["three"]}},
-            "schema_mismatch",
-            "'x'",
-            "float64",
-        )
-        await refused(
-            peer,
-            {"type": "publish", "stream": "feed", "id": 11, "columns": {"n": [3]}},
-            "schema_mismatch",
-            "'x'",
-        )
+        await refused(peer, message, code, *needles)
+        # Nothing the message asked for happened: no row, no parameter, no pause, no stream.
         assert feed.stream.end == 2, "a refused batch must not be appended"
+        assert feed.stream.params == {"gain": 1.0}
+        assert feed.stream.paused is False
+        assert set(feed.server.hub.streams) == {"feed"}
         await feed.check(peer)
 
 
