@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
+
+from livestream.streams import Stream
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -15,6 +18,17 @@ pytestmark = pytest.mark.timeout(30)
 def rows_of(n0: int, n1: int) -> dict[str, np.ndarray]:
     i = np.arange(n0, n1, dtype=np.int64)
     return {"i": i, "x": i * 0.5}
+
+
+def reset_of(stream: Stream, offset: int, reason: str) -> dict[str, Any]:
+    """The ``reset`` message the protocol document gives for ``stream`` at ``offset``."""
+    return {
+        "type": "reset",
+        "stream": stream.name,
+        "epoch": stream.epoch,
+        "offset": offset,
+        "reason": reason,
+    }
 
 
 async def read_frames(peer, stream: str, frames: int) -> list[dict]:
@@ -111,13 +125,7 @@ async def test_since_older_than_history_gets_gap_reset(server_factory, ws_connec
             sub = await peer.subscribe("g", since=since, epoch=stream.epoch)
             assert sub["offset"] == 4000
             reset = await peer.recv()
-            assert reset == {
-                "type": "reset",
-                "stream": "g",
-                "epoch": stream.epoch,
-                "offset": 4000,
-                "reason": "gap",
-            }, since
+            assert reset == reset_of(stream, 4000, "gap"), since
             got = await peer.rows("g", 4000, 5000)
             assert got["i"].tolist() == list(range(4000, 5000))
 
@@ -129,13 +137,7 @@ async def test_another_epoch_gets_restart_reset(server, ws_connect):
         sub = await peer.subscribe("ep", since=5, epoch="an-old-epoch")
         assert sub["offset"] == 0 and sub["epoch"] == stream.epoch != "an-old-epoch"
         reset = await peer.recv()
-        assert reset == {
-            "type": "reset",
-            "stream": "ep",
-            "epoch": stream.epoch,
-            "offset": 0,
-            "reason": "restart",
-        }
+        assert reset == reset_of(stream, 0, "restart")
         assert (await peer.rows("ep", 0, 20))["i"].tolist() == list(range(20))
 
 
@@ -154,11 +156,5 @@ async def test_subscriber_that_falls_out_of_history_gets_gap_reset(server_factor
         assert stream.start == 4100
         await peer.send({"type": "credit", "stream": "fall", "frames": 5})
         reset = await peer.recv()
-        assert reset == {
-            "type": "reset",
-            "stream": "fall",
-            "epoch": stream.epoch,
-            "offset": 4100,
-            "reason": "gap",
-        }
+        assert reset == reset_of(stream, 4100, "gap")
         assert (await peer.rows("fall", 4100, 5100))["i"].tolist() == list(range(4100, 5100))
