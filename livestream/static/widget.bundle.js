@@ -1140,6 +1140,388 @@ function quietInitialRanges(views) {
   }
 }
 
+// livestream/static/channel.js
+var RATE_WINDOW_MS = 5e3;
+var INITIAL_CREDIT = 2;
+var Channel = class {
+  /** @param {Connection} conn @param {string} stream */
+  constructor(conn, stream) {
+    this.conn = conn;
+    this.stream = stream;
+    this.subs = /* @__PURE__ */ new Set();
+    this.wire = "idle";
+    this.ready = false;
+    this.requestId = null;
+    this.epoch = null;
+    this.schema = null;
+    this.info = null;
+    this.state = null;
+    this.wireNext = null;
+    this.wireColumns = null;
+    this.queue = [];
+    this.syncQueued = false;
+    this.retryTimer = null;
+    this.flush = () => this._flush();
+  }
+  /** @param {Subscription} sub */
+  add(sub) {
+    this.subs.add(sub);
+    this.scheduleSync();
+  }
+  /** @param {Subscription} sub */
+  remove(sub) {
+    this.subs.delete(sub);
+    if (this.subs.size === 0) {
+      if (this.wire !== "idle") this.conn._send({ type: "unsubscribe", stream: this.stream });
+      this.dispose();
+      if (this.conn._channels.get(this.stream) === this) this.conn._channels.delete(this.stream);
+    }
+  }
+  dispose() {
+    clearTimeout(this.retryTimer);
+    this.wire = "idle";
+    this.ready = false;
+    this.queue = [];
+  }
+  scheduleSync() {
+    if (this.syncQueued) return;
+    this.syncQueued = true;
+    queueMicrotask(() => {
+      this.syncQueued = false;
+      this.sync();
+    });
+  }
+  /**
+   * Bring the server subscription in line with the local subscribers.
+   * @returns {({type: string} & Record<string, unknown>) | null} the subscribe sent, if any
+   */
+  sync() {
+    if (this.subs.size === 0 || this.conn.status !== "open" || this.wire === "pending") return null;
+    const unjoined = [...this.subs].filter((s) => s._request === null);
+    const columns = this._wantedColumns();
+    const covered = this.wireColumns === null || columns !== null && columns.every((c) => this.wireColumns?.includes(c));
+    if (this.wire === "active" && unjoined.length === 0 && covered) return null;
+    const msg = { type: "subscribe", stream: this.stream, credit: INITIAL_CREDIT, format: this._format() };
+    if (columns !== null) msg.columns = columns;
+    let back;
+    if (this.wireNext !== null && this.epoch !== null) {
+      let since = this.wireNext;
+      for (const s of unjoined) since = Math.min(since, s.options.last === void 0 ? 0 : Math.max(0, this.wireNext - s.options.last));
+      back = this.wireNext - since;
+      msg.since = since;
+      msg.epoch = this.epoch;
+    } else {
+      const lasts = [...this.subs].map((s) => s.options.last);
+      if (!lasts.includes(void 0)) {
+        back = Math.max(...lasts.map((n) => (
+          /** @type {number} */
+          n
+        )));
+        msg.last = back;
+      }
+    }
+    if (this.wire === "active") this.conn._send({ type: "unsubscribe", stream: this.stream });
+    const id = this.conn._nextId++;
+    msg.id = id;
+    if (!this.conn._send(msg)) return null;
+    this.requestId = id;
+    this.wire = "pending";
+    this.ready = false;
+    this.wireColumns = columns;
+    for (const s of unjoined) {
+      s._request = id;
+      s._trim = s.options.last !== void 0 && (back === void 0 || s.options.last < back) ? s.options.last : null;
+    }
+    return msg;
+  }
+  /** @returns {string[] | null} the union of the subscribers' columns, or null for all */
+  _wantedColumns() {
+    const wanted = /* @__PURE__ */ new Set();
+    for (const s of this.subs) {
+      if (!s.options.columns) return null;
+      for (const c of s.options.columns) wanted.add(c);
+    }
+    return wanted.size ? [...wanted] : null;
+  }
+  _format() {
+    for (const s of this.subs) if (s.options.format === "json") return "json";
+    return "binary";
+  }
+  onSocketOpen() {
+    this.wire = "idle";
+    this.ready = false;
+    for (const s of this.subs) if (s._request !== null && s.nextOffset === null) s._request = null;
+    const msg = this.sync();
+    if (msg && msg.since !== void 0) {
+      this.conn._event("resubscribed", this.conn.url, "", { stream: this.stream, offset: (
+        /** @type {number} */
+        msg.since
+      ), epoch: (
+        /** @type {string} */
+        msg.epoch
+      ) });
+    }
+  }
+  onSocketClosed() {
+    this.wire = "idle";
+    this.ready = false;
+    clearTimeout(this.retryTimer);
+  }
+  /** @param {Batch} batch @param {number} generation */
+  onData(batch, generation) {
+    const end = batch.offset + batch.rows;
+    this.wireNext = this.wireNext === null ? end : Math.max(this.wireNext, end);
+    this.queue.push({ kind: "data", batch, request: this.ready ? this.requestId : null, generation });
+    requestFrame(this.flush);
+  }
+  /** @param {SubscribedInfo & {id?: number}} msg */
+  onSubscribed(msg) {
+    if (msg.id !== void 0 && msg.id !== this.requestId) return;
+    const request = this.requestId ?? -1;
+    this.wire = "active";
+    this.ready = true;
+    if (this.epoch !== null && msg.epoch !== this.epoch) this.wireNext = null;
+    this.epoch = msg.epoch;
+    this.schema = msg.schema ?? {};
+    this.info = msg;
+    this.state = msg.state ?? this.state;
+    if (this.wireNext === null) this.wireNext = msg.offset;
+    this.queue.push({ kind: "subscribed", msg, request });
+    requestFrame(this.flush);
+    this.scheduleSync();
+  }
+  /** @param {ResetMessage} msg */
+  onReset(msg) {
+    this.conn._event("reset", this.conn.url, msg.reason, { stream: this.stream, offset: msg.offset, epoch: msg.epoch });
+    if (this.epoch !== msg.epoch) this.wireNext = null;
+    this.epoch = msg.epoch;
+    if (this.wire === "pending") {
+      this.wire = "active";
+      this.ready = true;
+    }
+    this.wireNext = this.wireNext === null ? msg.offset : Math.max(msg.offset, this.wireNext);
+    this.queue.push({ kind: "reset", msg });
+    requestFrame(this.flush);
+  }
+  /** @param {StreamState} state */
+  onState(state) {
+    if (!isObject(state)) return;
+    this.state = state;
+    if (this.info) this.info = { ...this.info, state };
+    for (const s of this.subs) if (s.nextOffset !== null || s._info) s._emit("onState", state);
+  }
+  /** @param {LivestreamError} err */
+  onSubscribeError(err) {
+    this.wire = "idle";
+    this.ready = false;
+    const request = this.requestId;
+    for (const s of this.subs) {
+      if (s._request === request) {
+        s._request = null;
+        s._emit("onError", err);
+      }
+    }
+    if (err.code === "unknown_stream") {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = setTimeout(() => this.sync(), 3e3);
+    }
+  }
+  /** @param {LivestreamError} err */
+  fail(err) {
+    for (const s of this.subs) s._emit("onError", err);
+  }
+  _flush() {
+    const events = this.queue;
+    this.queue = [];
+    if (events.length === 0) return;
+    const pending = /* @__PURE__ */ new Map();
+    let credit = 0;
+    const deliver = (s) => {
+      const parts = pending.get(s);
+      if (parts && parts.length) s._deliver(mergeBatches(parts.splice(0)));
+    };
+    for (const ev of events) {
+      if (ev.kind === "subscribed") {
+        const msg = this.state ? { ...ev.msg, state: this.state } : ev.msg;
+        for (const s of this.subs) {
+          if (s._request === ev.request && s.nextOffset === null) {
+            s.nextOffset = msg.offset;
+            s.epoch = msg.epoch;
+            s._info = msg;
+            s._emit("onSubscribed", msg);
+            if (msg.state) s._emit("onState", msg.state);
+          } else if (s.nextOffset !== null) {
+            if (s.epoch !== msg.epoch) {
+              deliver(s);
+              s.nextOffset = msg.offset;
+              s.epoch = msg.epoch;
+              s._emit("onReset", { type: "reset", stream: this.stream, epoch: msg.epoch, offset: msg.offset, reason: "restart" });
+            }
+            const changed = JSON.stringify([s._info?.schema, s._info?.controls]) !== JSON.stringify([msg.schema, msg.controls]);
+            s._info = msg;
+            if (changed) s._emit("onSubscribed", msg);
+            if (msg.state) s._emit("onState", msg.state);
+          }
+        }
+      } else if (ev.kind === "reset") {
+        const { msg } = ev;
+        for (const s of this.subs) {
+          if (s.nextOffset === null) {
+            if (s._request === this.requestId) {
+              s.nextOffset = msg.offset;
+              s.epoch = msg.epoch;
+            }
+            continue;
+          }
+          if (s.epoch !== msg.epoch || s.nextOffset < msg.offset) {
+            deliver(s);
+            s.nextOffset = msg.offset;
+            s.epoch = msg.epoch;
+            s._trim = null;
+            s._emit("onReset", msg);
+          }
+        }
+      } else {
+        const { batch } = ev;
+        if (ev.request !== null && ev.request === this.requestId && ev.generation === this.conn._socketGeneration) credit++;
+        const end = batch.offset + batch.rows;
+        for (const s of this.subs) {
+          if (s.nextOffset === null || end <= s.nextOffset) continue;
+          if (batch.offset > s.nextOffset) {
+            console.warn(`livestream: rows ${s.nextOffset}..${batch.offset - 1} of "${this.stream}" never arrived`);
+            deliver(s);
+          }
+          let part = sliceBatch(batch, Math.max(0, s.nextOffset - batch.offset));
+          if (s._trim !== null) {
+            part = sliceBatch(part, part.rows - s._trim);
+            s._trim = null;
+          }
+          s.nextOffset = end;
+          if (part.rows === 0) continue;
+          let parts = pending.get(s);
+          if (!parts) pending.set(s, parts = []);
+          const prev = parts[parts.length - 1];
+          if (prev && prev.offset + prev.rows !== part.offset) deliver(s);
+          parts.push(part);
+        }
+      }
+    }
+    for (const s of pending.keys()) deliver(s);
+    if (credit > 0 && this.wire === "active" && this.subs.size > 0) {
+      this.conn._send({ type: "credit", stream: this.stream, frames: credit });
+    }
+  }
+};
+var Subscription = class {
+  /** @param {Channel} channel @param {SubscribeOptions} options */
+  constructor(channel, options) {
+    this._channel = channel;
+    this.stream = channel.stream;
+    this.options = { ...options };
+    this.nextOffset = null;
+    this.epoch = null;
+    this._request = null;
+    this._trim = null;
+    this._info = null;
+    this._closed = false;
+    this._rows = 0;
+    this._lastOffset = null;
+    this._lastFrameAt = null;
+    this._lastTime = null;
+    this._recent = [];
+    this._firstAt = null;
+  }
+  /** The `subscribed` reply (schema, controls, state, epoch), once it arrived. */
+  get info() {
+    return this._info;
+  }
+  /** @returns {Record<string, string> | null} */
+  get schema() {
+    return this._info?.schema ?? null;
+  }
+  /** @returns {ControlsSpec | null} */
+  get controls() {
+    return this._info?.controls ?? null;
+  }
+  /** @returns {StreamState | null} the latest broadcast state */
+  get state() {
+    return this._channel.state;
+  }
+  /** The connection this subscription runs on. */
+  get connection() {
+    return this._channel.conn;
+  }
+  /** @returns {SubscriptionStats} */
+  stats() {
+    const now = Date.now();
+    while (this._recent.length && now - this._recent[0][0] > RATE_WINDOW_MS) this._recent.shift();
+    let rate = 0;
+    if (this._recent.length) {
+      const rows = this._recent.reduce((n, [, r]) => n + r, 0);
+      const span = Math.max(1e3, Math.min(RATE_WINDOW_MS, now - (this._firstAt ?? now)));
+      rate = rows * 1e3 / span;
+    }
+    const lag = this._lastTime !== null ? now - this._lastTime : this._lastFrameAt !== null ? now - this._lastFrameAt : null;
+    return { rows: this._rows, rate, lastOffset: this._lastOffset, lag, lastFrameAt: this._lastFrameAt };
+  }
+  /** Control this subscription's stream (see {@link Connection.control}). */
+  /** @param {string} action @param {Record<string, unknown>} [params] */
+  control(action, params = {}) {
+    return this._channel.conn.control(this.stream, action, params);
+  }
+  /** Stop receiving; the server subscription ends with the page's last subscriber. */
+  unsubscribe() {
+    if (this._closed) return;
+    this._closed = true;
+    this._channel.remove(this);
+  }
+  /** @param {Batch} batch */
+  _deliver(batch) {
+    if (this._closed) return;
+    const wanted = this.options.columns;
+    if (wanted) {
+      const columns = {};
+      for (const c of wanted) if (c in batch.columns) columns[c] = batch.columns[c];
+      batch = { ...batch, columns };
+    }
+    const now = Date.now();
+    this._rows += batch.rows;
+    this._lastOffset = batch.offset + batch.rows - 1;
+    this._lastFrameAt = now;
+    this._firstAt ??= now;
+    this._recent.push([now, batch.rows]);
+    for (const name of TIME_COLUMNS) {
+      const col = batch.columns[name];
+      if (col && !Array.isArray(col) && col.length && col instanceof Float64Array) {
+        const t = col[col.length - 1];
+        this._lastTime = t > 1e12 ? t : null;
+        break;
+      }
+    }
+    this._emit("onData", batch);
+  }
+  /**
+   * @template {keyof SubscribeOptions & `on${string}`} K
+   * @param {K} name @param {any} arg
+   */
+  _emit(name, arg) {
+    if (this._closed) return;
+    const cb = (
+      /** @type {((arg: any, sub: Subscription) => void) | undefined} */
+      this.options[name]
+    );
+    if (!cb) {
+      if (name === "onError") console.warn(`livestream: ${this.stream}: ${arg?.message ?? arg}`);
+      return;
+    }
+    try {
+      cb(arg, this);
+    } catch (err) {
+      console.error(`livestream: ${name} callback for "${this.stream}" failed`, err);
+    }
+  }
+};
+
 // livestream/static/relay.js
 function randomId() {
   const c = (
@@ -1239,14 +1621,12 @@ var registry = (
   /** @type {any} */
   globalThis[REGISTRY_KEY] ??= /* @__PURE__ */ new Map()
 );
-var RATE_WINDOW_MS = 5e3;
 var BACKOFF_START_MS = 250;
 var BACKOFF_MAX_MS = 5e3;
 var BACKOFF_RESET_MS = 1e4;
 var MAX_EVENTS = 1e3;
 var REQUEST_TIMEOUT_MS = 1e4;
 var HEARTBEAT_MS = 2e4;
-var INITIAL_CREDIT = 2;
 function connect(options = {}) {
   const given = Array.isArray(options.url) ? options.url : [options.url];
   if (given.length === 0) throw new LivestreamError("connect() needs at least one server URL in `url`", "bad_url");
@@ -2043,384 +2423,6 @@ function closeReason(event) {
   );
   return event.reason ? `${text}: ${event.reason}` : `${text}, code ${event.code}`;
 }
-var Channel = class {
-  /** @param {Connection} conn @param {string} stream */
-  constructor(conn, stream) {
-    this.conn = conn;
-    this.stream = stream;
-    this.subs = /* @__PURE__ */ new Set();
-    this.wire = "idle";
-    this.ready = false;
-    this.requestId = null;
-    this.epoch = null;
-    this.schema = null;
-    this.info = null;
-    this.state = null;
-    this.wireNext = null;
-    this.wireColumns = null;
-    this.queue = [];
-    this.syncQueued = false;
-    this.retryTimer = null;
-    this.flush = () => this._flush();
-  }
-  /** @param {Subscription} sub */
-  add(sub) {
-    this.subs.add(sub);
-    this.scheduleSync();
-  }
-  /** @param {Subscription} sub */
-  remove(sub) {
-    this.subs.delete(sub);
-    if (this.subs.size === 0) {
-      if (this.wire !== "idle") this.conn._send({ type: "unsubscribe", stream: this.stream });
-      this.dispose();
-      if (this.conn._channels.get(this.stream) === this) this.conn._channels.delete(this.stream);
-    }
-  }
-  dispose() {
-    clearTimeout(this.retryTimer);
-    this.wire = "idle";
-    this.ready = false;
-    this.queue = [];
-  }
-  scheduleSync() {
-    if (this.syncQueued) return;
-    this.syncQueued = true;
-    queueMicrotask(() => {
-      this.syncQueued = false;
-      this.sync();
-    });
-  }
-  /**
-   * Bring the server subscription in line with the local subscribers.
-   * @returns {({type: string} & Record<string, unknown>) | null} the subscribe sent, if any
-   */
-  sync() {
-    if (this.subs.size === 0 || this.conn.status !== "open" || this.wire === "pending") return null;
-    const unjoined = [...this.subs].filter((s) => s._request === null);
-    const columns = this._wantedColumns();
-    const covered = this.wireColumns === null || columns !== null && columns.every((c) => this.wireColumns?.includes(c));
-    if (this.wire === "active" && unjoined.length === 0 && covered) return null;
-    const msg = { type: "subscribe", stream: this.stream, credit: INITIAL_CREDIT, format: this._format() };
-    if (columns !== null) msg.columns = columns;
-    let back;
-    if (this.wireNext !== null && this.epoch !== null) {
-      let since = this.wireNext;
-      for (const s of unjoined) since = Math.min(since, s.options.last === void 0 ? 0 : Math.max(0, this.wireNext - s.options.last));
-      back = this.wireNext - since;
-      msg.since = since;
-      msg.epoch = this.epoch;
-    } else {
-      const lasts = [...this.subs].map((s) => s.options.last);
-      if (!lasts.includes(void 0)) {
-        back = Math.max(...lasts.map((n) => (
-          /** @type {number} */
-          n
-        )));
-        msg.last = back;
-      }
-    }
-    if (this.wire === "active") this.conn._send({ type: "unsubscribe", stream: this.stream });
-    const id = this.conn._nextId++;
-    msg.id = id;
-    if (!this.conn._send(msg)) return null;
-    this.requestId = id;
-    this.wire = "pending";
-    this.ready = false;
-    this.wireColumns = columns;
-    for (const s of unjoined) {
-      s._request = id;
-      s._trim = s.options.last !== void 0 && (back === void 0 || s.options.last < back) ? s.options.last : null;
-    }
-    return msg;
-  }
-  /** @returns {string[] | null} the union of the subscribers' columns, or null for all */
-  _wantedColumns() {
-    const wanted = /* @__PURE__ */ new Set();
-    for (const s of this.subs) {
-      if (!s.options.columns) return null;
-      for (const c of s.options.columns) wanted.add(c);
-    }
-    return wanted.size ? [...wanted] : null;
-  }
-  _format() {
-    for (const s of this.subs) if (s.options.format === "json") return "json";
-    return "binary";
-  }
-  onSocketOpen() {
-    this.wire = "idle";
-    this.ready = false;
-    for (const s of this.subs) if (s._request !== null && s.nextOffset === null) s._request = null;
-    const msg = this.sync();
-    if (msg && msg.since !== void 0) {
-      this.conn._event("resubscribed", this.conn.url, "", { stream: this.stream, offset: (
-        /** @type {number} */
-        msg.since
-      ), epoch: (
-        /** @type {string} */
-        msg.epoch
-      ) });
-    }
-  }
-  onSocketClosed() {
-    this.wire = "idle";
-    this.ready = false;
-    clearTimeout(this.retryTimer);
-  }
-  /** @param {Batch} batch @param {number} generation */
-  onData(batch, generation) {
-    const end = batch.offset + batch.rows;
-    this.wireNext = this.wireNext === null ? end : Math.max(this.wireNext, end);
-    this.queue.push({ kind: "data", batch, request: this.ready ? this.requestId : null, generation });
-    requestFrame(this.flush);
-  }
-  /** @param {SubscribedInfo & {id?: number}} msg */
-  onSubscribed(msg) {
-    if (msg.id !== void 0 && msg.id !== this.requestId) return;
-    const request = this.requestId ?? -1;
-    this.wire = "active";
-    this.ready = true;
-    if (this.epoch !== null && msg.epoch !== this.epoch) this.wireNext = null;
-    this.epoch = msg.epoch;
-    this.schema = msg.schema ?? {};
-    this.info = msg;
-    this.state = msg.state ?? this.state;
-    if (this.wireNext === null) this.wireNext = msg.offset;
-    this.queue.push({ kind: "subscribed", msg, request });
-    requestFrame(this.flush);
-    this.scheduleSync();
-  }
-  /** @param {ResetMessage} msg */
-  onReset(msg) {
-    this.conn._event("reset", this.conn.url, msg.reason, { stream: this.stream, offset: msg.offset, epoch: msg.epoch });
-    if (this.epoch !== msg.epoch) this.wireNext = null;
-    this.epoch = msg.epoch;
-    if (this.wire === "pending") {
-      this.wire = "active";
-      this.ready = true;
-    }
-    this.wireNext = this.wireNext === null ? msg.offset : Math.max(msg.offset, this.wireNext);
-    this.queue.push({ kind: "reset", msg });
-    requestFrame(this.flush);
-  }
-  /** @param {StreamState} state */
-  onState(state) {
-    if (!isObject(state)) return;
-    this.state = state;
-    if (this.info) this.info = { ...this.info, state };
-    for (const s of this.subs) if (s.nextOffset !== null || s._info) s._emit("onState", state);
-  }
-  /** @param {LivestreamError} err */
-  onSubscribeError(err) {
-    this.wire = "idle";
-    this.ready = false;
-    const request = this.requestId;
-    for (const s of this.subs) {
-      if (s._request === request) {
-        s._request = null;
-        s._emit("onError", err);
-      }
-    }
-    if (err.code === "unknown_stream") {
-      clearTimeout(this.retryTimer);
-      this.retryTimer = setTimeout(() => this.sync(), 3e3);
-    }
-  }
-  /** @param {LivestreamError} err */
-  fail(err) {
-    for (const s of this.subs) s._emit("onError", err);
-  }
-  _flush() {
-    const events = this.queue;
-    this.queue = [];
-    if (events.length === 0) return;
-    const pending = /* @__PURE__ */ new Map();
-    let credit = 0;
-    const deliver = (s) => {
-      const parts = pending.get(s);
-      if (parts && parts.length) s._deliver(mergeBatches(parts.splice(0)));
-    };
-    for (const ev of events) {
-      if (ev.kind === "subscribed") {
-        const msg = this.state ? { ...ev.msg, state: this.state } : ev.msg;
-        for (const s of this.subs) {
-          if (s._request === ev.request && s.nextOffset === null) {
-            s.nextOffset = msg.offset;
-            s.epoch = msg.epoch;
-            s._info = msg;
-            s._emit("onSubscribed", msg);
-            if (msg.state) s._emit("onState", msg.state);
-          } else if (s.nextOffset !== null) {
-            if (s.epoch !== msg.epoch) {
-              deliver(s);
-              s.nextOffset = msg.offset;
-              s.epoch = msg.epoch;
-              s._emit("onReset", { type: "reset", stream: this.stream, epoch: msg.epoch, offset: msg.offset, reason: "restart" });
-            }
-            const changed = JSON.stringify([s._info?.schema, s._info?.controls]) !== JSON.stringify([msg.schema, msg.controls]);
-            s._info = msg;
-            if (changed) s._emit("onSubscribed", msg);
-            if (msg.state) s._emit("onState", msg.state);
-          }
-        }
-      } else if (ev.kind === "reset") {
-        const { msg } = ev;
-        for (const s of this.subs) {
-          if (s.nextOffset === null) {
-            if (s._request === this.requestId) {
-              s.nextOffset = msg.offset;
-              s.epoch = msg.epoch;
-            }
-            continue;
-          }
-          if (s.epoch !== msg.epoch || s.nextOffset < msg.offset) {
-            deliver(s);
-            s.nextOffset = msg.offset;
-            s.epoch = msg.epoch;
-            s._trim = null;
-            s._emit("onReset", msg);
-          }
-        }
-      } else {
-        const { batch } = ev;
-        if (ev.request !== null && ev.request === this.requestId && ev.generation === this.conn._socketGeneration) credit++;
-        const end = batch.offset + batch.rows;
-        for (const s of this.subs) {
-          if (s.nextOffset === null || end <= s.nextOffset) continue;
-          if (batch.offset > s.nextOffset) {
-            console.warn(`livestream: rows ${s.nextOffset}..${batch.offset - 1} of "${this.stream}" never arrived`);
-            deliver(s);
-          }
-          let part = sliceBatch(batch, Math.max(0, s.nextOffset - batch.offset));
-          if (s._trim !== null) {
-            part = sliceBatch(part, part.rows - s._trim);
-            s._trim = null;
-          }
-          s.nextOffset = end;
-          if (part.rows === 0) continue;
-          let parts = pending.get(s);
-          if (!parts) pending.set(s, parts = []);
-          const prev = parts[parts.length - 1];
-          if (prev && prev.offset + prev.rows !== part.offset) deliver(s);
-          parts.push(part);
-        }
-      }
-    }
-    for (const s of pending.keys()) deliver(s);
-    if (credit > 0 && this.wire === "active" && this.subs.size > 0) {
-      this.conn._send({ type: "credit", stream: this.stream, frames: credit });
-    }
-  }
-};
-var Subscription = class {
-  /** @param {Channel} channel @param {SubscribeOptions} options */
-  constructor(channel, options) {
-    this._channel = channel;
-    this.stream = channel.stream;
-    this.options = { ...options };
-    this.nextOffset = null;
-    this.epoch = null;
-    this._request = null;
-    this._trim = null;
-    this._info = null;
-    this._closed = false;
-    this._rows = 0;
-    this._lastOffset = null;
-    this._lastFrameAt = null;
-    this._lastTime = null;
-    this._recent = [];
-    this._firstAt = null;
-  }
-  /** The `subscribed` reply (schema, controls, state, epoch), once it arrived. */
-  get info() {
-    return this._info;
-  }
-  /** @returns {Record<string, string> | null} */
-  get schema() {
-    return this._info?.schema ?? null;
-  }
-  /** @returns {ControlsSpec | null} */
-  get controls() {
-    return this._info?.controls ?? null;
-  }
-  /** @returns {StreamState | null} the latest broadcast state */
-  get state() {
-    return this._channel.state;
-  }
-  /** The connection this subscription runs on. */
-  get connection() {
-    return this._channel.conn;
-  }
-  /** @returns {SubscriptionStats} */
-  stats() {
-    const now = Date.now();
-    while (this._recent.length && now - this._recent[0][0] > RATE_WINDOW_MS) this._recent.shift();
-    let rate = 0;
-    if (this._recent.length) {
-      const rows = this._recent.reduce((n, [, r]) => n + r, 0);
-      const span = Math.max(1e3, Math.min(RATE_WINDOW_MS, now - (this._firstAt ?? now)));
-      rate = rows * 1e3 / span;
-    }
-    const lag = this._lastTime !== null ? now - this._lastTime : this._lastFrameAt !== null ? now - this._lastFrameAt : null;
-    return { rows: this._rows, rate, lastOffset: this._lastOffset, lag, lastFrameAt: this._lastFrameAt };
-  }
-  /** Control this subscription's stream (see {@link Connection.control}). */
-  /** @param {string} action @param {Record<string, unknown>} [params] */
-  control(action, params = {}) {
-    return this._channel.conn.control(this.stream, action, params);
-  }
-  /** Stop receiving; the server subscription ends with the page's last subscriber. */
-  unsubscribe() {
-    if (this._closed) return;
-    this._closed = true;
-    this._channel.remove(this);
-  }
-  /** @param {Batch} batch */
-  _deliver(batch) {
-    if (this._closed) return;
-    const wanted = this.options.columns;
-    if (wanted) {
-      const columns = {};
-      for (const c of wanted) if (c in batch.columns) columns[c] = batch.columns[c];
-      batch = { ...batch, columns };
-    }
-    const now = Date.now();
-    this._rows += batch.rows;
-    this._lastOffset = batch.offset + batch.rows - 1;
-    this._lastFrameAt = now;
-    this._firstAt ??= now;
-    this._recent.push([now, batch.rows]);
-    for (const name of TIME_COLUMNS) {
-      const col = batch.columns[name];
-      if (col && !Array.isArray(col) && col.length && col instanceof Float64Array) {
-        const t = col[col.length - 1];
-        this._lastTime = t > 1e12 ? t : null;
-        break;
-      }
-    }
-    this._emit("onData", batch);
-  }
-  /**
-   * @template {keyof SubscribeOptions & `on${string}`} K
-   * @param {K} name @param {any} arg
-   */
-  _emit(name, arg) {
-    if (this._closed) return;
-    const cb = (
-      /** @type {((arg: any, sub: Subscription) => void) | undefined} */
-      this.options[name]
-    );
-    if (!cb) {
-      if (name === "onError") console.warn(`livestream: ${this.stream}: ${arg?.message ?? arg}`);
-      return;
-    }
-    try {
-      cb(arg, this);
-    } catch (err) {
-      console.error(`livestream: ${name} callback for "${this.stream}" failed`, err);
-    }
-  }
-};
 
 // livestream/static/pace.js
 var CARD_INTERVAL_MS = 100;
