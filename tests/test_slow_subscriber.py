@@ -14,6 +14,8 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import psutil
@@ -109,38 +111,61 @@ def close_code_after_draining(sock: socket.socket, timeout: float = 10.0) -> int
             return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
 
 
+class Producer:
+    """Appends ``batch(end)`` to ``stream`` on a thread as fast as it can, but never more than
+    half the history (50,000 rows) ahead of a normal reader, who reports its progress with
+    :meth:`read_up_to`: that reader must see every row (it is never reset), whereas a
+    stalled peer falls behind the history again and again."""
+
+    def __init__(self, stream: Any, batch: Callable[[int], dict[str, Any]], name: str) -> None:
+        self.stream = stream
+        self.batch = batch
+        self.read = 0
+        self.stop = threading.Event()
+        self.advanced = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            n = self.stream.end
+            if n - self.read > 50_000:
+                self.advanced.wait(1.0)
+                self.advanced.clear()
+                continue
+            self.stream.append(self.batch(n))
+
+    def read_up_to(self, offset: int) -> None:
+        self.read = offset
+        self.advanced.set()
+
+    def finish(self) -> None:
+        """Stop appending; the thread is gone within 5 s (asserted)."""
+        self.stop.set()
+        self.advanced.set()
+        if self.thread.is_alive():
+            self.thread.join(5)
+        assert not self.thread.is_alive()
+
+
+async def both_subscribed(server: Any, stream: str) -> None:
+    await wait_until(lambda: server.hub.subscriber_count(stream) == 2, 5, "both subscriptions")
+
+
 async def test_stalled_subscriber_does_not_cost_memory_or_rows(server_factory, ws_connect):
     server = server_factory()  # default history: 100k rows; default write_timeout: 30 s
     stream = server.stream("soak", schema={"i": "int64", "t": "float64", "v": "float64"})
     stalled = stalled_subscriber(server.port, "soak")
-    stop = threading.Event()
-    advanced = threading.Event()
-    read_upto = [0]
-
-    def produce() -> None:
-        # Appends as fast as it can, but never more than half the history ahead of the
-        # normal reader: the reader must see every row, whereas the stalled peer falls
-        # behind the history again and again.
-        base = np.arange(BATCH, dtype=np.int64)
-        noise = np.random.default_rng(0).random(BATCH)
-        while not stop.is_set():
-            n = stream.end
-            if n - read_upto[0] > 50_000:
-                advanced.wait(1.0)
-                advanced.clear()
-                continue
-            i = base + n
-            stream.append({"i": i, "t": i * 1e-3, "v": noise})
-
-    producer = threading.Thread(target=produce, name="test-soak-producer", daemon=True)
+    base = np.arange(BATCH, dtype=np.int64)
+    noise = np.random.default_rng(0).random(BATCH)
+    producer = Producer(
+        stream, lambda n: {"i": base + n, "t": (base + n) * 1e-3, "v": noise}, "test-soak-producer"
+    )
     proc = psutil.Process()
     try:
         async with ws_connect(server, max_queue=4) as reader:
             await reader.subscribe("soak")
-            await wait_until(
-                lambda: server.hub.subscriber_count("soak") == 2, 5, "both subscriptions"
-            )
-            producer.start()
+            await both_subscribed(server, "soak")
+            producer.thread.start()
             nxt = 0
             frames = 0
             baseline = peak = 0
@@ -155,8 +180,7 @@ async def test_stalled_subscriber_does_not_cost_memory_or_rows(server_factory, w
                 assert np.array_equal(msg["columns"]["i"], np.arange(nxt, nxt + rows))
                 nxt += rows
                 frames += 1
-                read_upto[0] = nxt
-                advanced.set()
+                producer.read_up_to(nxt)
                 if not warm and nxt >= 300_000:
                     warm = True  # history full, frames at full size: measure from here
                     baseline = peak = proc.memory_info().rss
@@ -166,10 +190,7 @@ async def test_stalled_subscriber_does_not_cost_memory_or_rows(server_factory, w
                     if loop.time() - t_start >= SOAK_SECONDS:
                         break
                 assert loop.time() - t_start < SOAK_SECONDS + 30, "warm-up took too long"
-            stop.set()
-            advanced.set()
-            producer.join(5)
-            assert not producer.is_alive()
+            producer.finish()
             final = stream.end
             if nxt < final:
                 got = await reader.rows("soak", nxt, final, timeout=10)
@@ -197,41 +218,25 @@ async def test_stalled_subscriber_does_not_cost_memory_or_rows(server_factory, w
             )
             assert growth < RSS_BOUND, f"RSS grew by {growth / 2**20:.0f} MiB"
     finally:
-        stop.set()
-        advanced.set()
-        if producer.is_alive():
-            producer.join(5)
+        producer.finish()
         stalled.close()
 
 
 async def test_peer_that_does_not_drain_is_closed(server_factory, ws_connect):
     server = server_factory(write_timeout=2)
     stream = server.stream("wt", schema={"i": "int64", "t": "float64", "v": "float64"})
-    stop = threading.Event()
-    advanced = threading.Event()
-    received = [0]
-
-    def produce() -> None:
-        # 10k-row batches, kept within half the history of the normal reader (which must
-        # not be reset); the stalled peer is left behind at once.
-        base = np.arange(10_000, dtype=np.int64)
-        while not stop.is_set():
-            n = stream.end
-            if n - received[0] > 50_000:
-                advanced.wait(1.0)
-                advanced.clear()
-                continue
-            stream.append({"i": base + n, "t": np.zeros(10_000), "v": np.ones(10_000)})
-
-    producer = threading.Thread(target=produce, name="test-wt-producer", daemon=True)
+    base = np.arange(10_000, dtype=np.int64)  # 10k-row batches
+    producer = Producer(
+        stream,
+        lambda n: {"i": base + n, "t": np.zeros(10_000), "v": np.ones(10_000)},
+        "test-wt-producer",
+    )
     stalled = stalled_subscriber(server.port, "wt")
     finished = asyncio.Event()
     try:
         async with ws_connect(server) as reader:
             await reader.subscribe("wt")
-            await wait_until(
-                lambda: server.hub.subscriber_count("wt") == 2, 5, "both subscriptions"
-            )
+            await both_subscribed(server, "wt")
             assert len(server.hub.sessions) == 2
 
             async def keep_reading() -> None:
@@ -239,13 +244,12 @@ async def test_peer_that_does_not_drain_is_closed(server_factory, ws_connect):
                 # completing wait_for() can be swallowed.
                 while not finished.is_set():
                     msg = await reader.expect(lambda m: m["type"] in ("data", "reset"))
-                    assert msg["type"] == "data" and msg["offset"] == received[0], msg
-                    received[0] += msg["rows"]
-                    advanced.set()
+                    assert msg["type"] == "data" and msg["offset"] == producer.read, msg
+                    producer.read_up_to(producer.read + msg["rows"])
 
             reading = asyncio.create_task(keep_reading())
             try:
-                producer.start()
+                producer.thread.start()
                 took = await wait_until(
                     lambda: server.hub.subscriber_count("wt") <= 1 or reading.done(),
                     20,
@@ -260,24 +264,20 @@ async def test_peer_that_does_not_drain_is_closed(server_factory, ws_connect):
                 # The normal reader is unaffected and still gets fresh rows.
                 mark = stream.end
                 await wait_until(
-                    lambda: received[0] > mark or reading.done(),
+                    lambda: producer.read > mark or reading.done(),
                     5,
                     "fresh rows for the normal reader",
                 )
                 assert not reading.done(), reading
             finally:
-                stop.set()
-                advanced.set()
+                producer.stop.set()
+                producer.advanced.set()
                 finished.set()
                 reading.cancel()
                 await asyncio.wait_for(asyncio.gather(reading, return_exceptions=True), 10)
-            producer.join(5)
-            assert not producer.is_alive()
+            producer.finish()
         # Once the peer reads again, what was queued ends with the close frame (1008).
         assert await asyncio.to_thread(close_code_after_draining, stalled) == 1008
     finally:
-        stop.set()
-        advanced.set()
-        if producer.is_alive():
-            producer.join(5)
+        producer.finish()
         stalled.close()
