@@ -49,7 +49,6 @@ every socket goes to 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import contextlib
 import http.client
@@ -64,13 +63,14 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
 
-from . import ls_server, raw_tornado
+from . import ls_server, raw_tornado, wsclient
 from .common import (
     HOST,
     STREAM,
@@ -163,20 +163,6 @@ def _big_binary_frame(nbytes: int) -> bytes:
     head = json.dumps(header).encode()
     pad = b"\0" * (-(4 + len(head)) % 8)
     return struct.pack("<I", len(head)) + head + pad + np.arange(rows, dtype="<f8").tobytes()
-
-
-def _masked(payload: bytes, opcode: int = 0x1) -> bytes:
-    key = os.urandom(4)
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    data = np.frombuffer(payload, np.uint8)
-    mask = np.resize(np.frombuffer(key, np.uint8), n)
-    return head + key + (data ^ mask).tobytes()
 
 
 # =========================================================================== bystander
@@ -396,30 +382,12 @@ class _NonReader:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         s.settimeout(20)
         s.connect((HOST, port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        s.sendall(
-            (
-                f"GET /ws HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nAuthorization: Bearer {TOKEN}\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        buf = b""
-        for _ in range(1000):
-            if b"\r\n\r\n" in buf:
-                break
-            chunk = s.recv(4096)
-            if not chunk:
-                raise ConnectionError("closed during the handshake")
-            buf += chunk
-        status = buf.split(b"\r\n", 1)[0]
-        if b" 101 " not in status:
-            raise ConnectionError(f"handshake refused: {status!r}")
+        wsclient.handshake(s, HOST, port, "/ws", f"Authorization: Bearer {TOKEN}\r\n")
         self.sock = s
-        self.pending = bytearray(buf.split(b"\r\n\r\n", 1)[1])
+        self.pending = bytearray()  # frames received and not parsed yet
 
     def spam(self, text: str, deadline: float, max_msgs: int = 5_000_000) -> dict[str, Any]:
-        frames = [_masked(text.encode()) for _ in range(64)]
+        frames = [wsclient.masked(text.encode()) for _ in range(64)]
         size = len(frames[0])
         block = b"".join(frames)
         s = self.sock
@@ -566,6 +534,47 @@ async def _answer(ws: Any, want_id: Any, timeout: float) -> dict[str, Any]:
     raise TimeoutError
 
 
+class _Tally:
+    """Requests sent one at a time, each when the previous one was answered, until the
+    deadline or the cap of ``max_requests``: the answers by kind, how long each took, and
+    what ended the run (``end``; ``None`` when the deadline did)."""
+
+    def __init__(self, deadline: float, max_requests: int) -> None:
+        self.deadline = deadline
+        self.max_requests = max_requests
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.took: list[float] = []
+        self.end: str | None = None
+
+    def starts(self) -> Iterator[float]:
+        """When each request starts (``time.monotonic()``), while there is time and room
+        under the cap (the caller stops at a failure, setting ``end``)."""
+        for n in range(self.max_requests + 1):
+            now = time.monotonic()
+            if now >= self.deadline:
+                return
+            if n == self.max_requests:
+                self.end = f"stopped at the cap of {self.max_requests:,} requests"
+                return
+            yield now
+
+    def answered(self, kind: str, since: float) -> None:
+        self.counts[kind] += 1
+        self.took.append(time.monotonic() - since)
+
+    def figures(self, t_end: float, outcome_more: str = "") -> dict[str, Any]:
+        took = self.took
+        return {
+            "requests": sum(self.counts.values()),
+            "replies": dict(self.counts),
+            "end": self.end,
+            "outcome": _summary(self.counts, self.end) + outcome_more,
+            "answer_ms_p50": percentile(np.array(took) * 1000, 50),
+            "answer_ms_max": float(max(took) * 1000) if took else math.nan,
+            "t_end": t_end,
+        }
+
+
 async def _request_loop(
     port: int, payload: str | bytes, deadline: float, grace: float, max_requests: int
 ) -> dict[str, Any]:
@@ -573,41 +582,24 @@ async def _request_loop(
     from websockets.exceptions import ConnectionClosed
 
     ws = await _ws_connect(port)
-    counts: collections.Counter[str] = collections.Counter()
-    took: list[float] = []
-    end = None
+    tally = _Tally(deadline, max_requests)
     try:
-        for n in range(max_requests + 1):
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            if n == max_requests:
-                end = f"stopped at the cap of {max_requests:,} requests"
-                break
+        for now in tally.starts():
             try:
                 await asyncio.wait_for(ws.send(payload), deadline - now + grace)
                 reply = await _answer(ws, "a", deadline - time.monotonic() + grace)
             except ConnectionClosed as exc:
-                end = _closed_label(exc)
+                tally.end = _closed_label(exc)
                 break
             except TimeoutError:
-                end = f"no answer within {time.monotonic() - now:.1f} s"
+                tally.end = f"no answer within {time.monotonic() - now:.1f} s"
                 break
-            counts[_reply_label(reply)] += 1
-            took.append(time.monotonic() - now)
+            tally.answered(_reply_label(reply), now)
     finally:
         t_end = time.monotonic()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ws.close(), 3)
-    return {
-        "requests": sum(counts.values()),
-        "replies": dict(counts),
-        "end": end,
-        "outcome": _summary(counts, end),
-        "answer_ms_p50": percentile(np.array(took) * 1000, 50),
-        "answer_ms_max": float(max(took) * 1000) if took else math.nan,
-        "t_end": t_end,
-    }
+    return tally.figures(t_end)
 
 
 async def _list_pipelined(port: int, deadline: float, window: int, grace: float) -> dict[str, Any]:
@@ -673,19 +665,11 @@ async def _list_pipelined(port: int, deadline: float, window: int, grace: float)
 
 
 def _plot_loop(port: int, name: str, deadline: float, grace: float, max_requests: int) -> dict:
-    counts: collections.Counter[str] = collections.Counter()
-    took: list[float] = []
+    tally = _Tally(deadline, max_requests)
     sizes: list[int] = []
-    end = None
     conn = http.client.HTTPConnection(HOST, port, timeout=deadline - time.monotonic() + grace)
     try:
-        for n in range(max_requests + 1):
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            if n == max_requests:
-                end = f"stopped at the cap of {max_requests:,} requests"
-                break
+        for now in tally.starts():
             try:
                 conn.request(
                     "GET", f"/api/streams/{name}/plot", headers={"Authorization": f"Bearer {TOKEN}"}
@@ -693,27 +677,16 @@ def _plot_loop(port: int, name: str, deadline: float, grace: float, max_requests
                 resp = conn.getresponse()
                 body = resp.read()
             except (OSError, http.client.HTTPException) as exc:
-                end = f"{type(exc).__name__}: {exc}"
+                tally.end = f"{type(exc).__name__}: {exc}"
                 break
-            counts[f"HTTP {resp.status}"] += 1
             sizes.append(len(body))
-            took.append(time.monotonic() - now)
+            tally.answered(f"HTTP {resp.status}", now)
     finally:
         t_end = time.monotonic()
         conn.close()
-    outcome = _summary(counts, end)
-    if sizes:
-        outcome += f" ({max(sizes) / 1e6:.2f} MB each)"
-    return {
-        "requests": sum(counts.values()),
-        "replies": dict(counts),
-        "end": end,
-        "outcome": outcome,
-        "answer_ms_p50": percentile(np.array(took) * 1000, 50),
-        "answer_ms_max": float(max(took) * 1000) if took else math.nan,
-        "body_bytes": max(sizes) if sizes else 0,
-        "t_end": t_end,
-    }
+    out = tally.figures(t_end, f" ({max(sizes) / 1e6:.2f} MB each)" if sizes else "")
+    out["body_bytes"] = max(sizes) if sizes else 0
+    return out
 
 
 class _Attacker:

@@ -29,19 +29,27 @@ Commands over the pipe: ``measure`` {t0, t1} (wall-clock seconds; answered after
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
 import socket
-import struct
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from . import wsclient
-from .common import HOST, STREAM, TOKEN, child_setup, error_reply, read_header, read_times
+from .common import (
+    HOST,
+    STREAM,
+    TOKEN,
+    child_setup,
+    error_reply,
+    read_header,
+    read_times,
+    serve_commands_async,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -57,61 +65,152 @@ CHROMIUM_ARGS = [
 ]
 
 
-class _Conn:
-    __slots__ = (
-        "bytes_win",
-        "first",
-        "frames_win",
-        "gap",
-        "gap_win",
-        "lat",
-        "next",
-        "resets",
-        "rows_total",
-        "rows_win",
-        "subscribed",
-    )
+class Window:
+    """The measuring window of a subscriber process (one per process): what arrives in
+    ``[t0, t1)`` (wall-clock seconds) counts; ``latency``: keep ``arrival - time`` per row."""
 
-    def __init__(self) -> None:
-        self.rows_win = 0
-        self.frames_win = 0
-        self.bytes_win = 0
-        self.rows_total = 0
-        self.gap = 0
-        self.gap_win = 0
-        self.resets = 0
-        self.first: int | None = None
-        self.next: int | None = None
-        self.lat: list[np.ndarray] = []
-        self.subscribed = asyncio.Event()
-
-
-class _Window:
     t0 = float("inf")
     t1 = float("inf")
     latency = False
 
 
-def _handlers(st: _Conn, win: type[_Window]) -> tuple[Any, Any]:
+class Counts:
+    """What every subscriber connection counts: rows, frames and bytes in the window, its
+    latencies (``lat``: arrays of ms, or lags in ms), and rows over the whole run."""
+
+    __slots__ = ("bytes_win", "frames_win", "lat", "rows_total", "rows_win")
+
+    def __init__(self) -> None:
+        self.rows_win = self.frames_win = self.bytes_win = self.rows_total = 0
+        self.lat: list[Any] = []
+
+    def reset_window(self) -> None:
+        self.rows_win = self.frames_win = self.bytes_win = 0
+        self.lat = []
+
+
+class OffsetCounts(Counts):
+    """:class:`Counts` of a subscriber of offsets (livestream or raw Tornado frames): the
+    first offset, the next one expected, rows jumped over (``gap``; in the window,
+    ``gap_win``) and ``reset`` messages."""
+
+    __slots__ = ("first", "gap", "gap_win", "next", "resets")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gap = self.gap_win = self.resets = 0
+        self.first: int | None = None
+        self.next: int | None = None
+
+    def reset_window(self) -> None:
+        super().reset_window()
+        self.gap_win = 0
+
+    def jump_to(self, offset: int) -> int:
+        """Rows jumped over to reach a frame at ``offset`` (0 for the first frame, which
+        sets ``first``, and for a frame that does not start ahead)."""
+        if self.next is None:
+            self.first = offset
+            return 0
+        return offset - self.next if offset > self.next else 0
+
+    def took(self, now: float, offset: int, rows: int, nbytes: int, jumped: int) -> bool:
+        """Count a frame of ``rows`` rows from ``offset`` that came at ``now`` after
+        ``jumped`` rows were jumped over; ``True`` when it came in the window."""
+        self.gap += jumped
+        self.next = offset + rows
+        self.rows_total += rows
+        if not Window.t0 <= now < Window.t1:
+            return False
+        self.gap_win += jumped
+        self.rows_win += rows
+        self.frames_win += 1
+        self.bytes_win += nbytes
+        return True
+
+
+def per(states: Sequence[Any], name: str) -> list[Any]:
+    """``name`` of every connection, in order: a column of a reply."""
+    return [getattr(st, name) for st in states]
+
+
+async def measure_window(states: Sequence[Counts], msg: dict[str, Any]) -> dict[str, Any]:
+    """``measure`` {t0, t1, latency}: count in that window; answered after ``t1`` with the
+    figures every subscriber gives (``rows``, ``frames``, ``bytes`` per connection)."""
+    for st in states:
+        st.reset_window()
+    Window.latency = bool(msg.get("latency"))
+    Window.t0, Window.t1 = msg["t0"], msg["t1"]
+    await asyncio.sleep(max(0.0, Window.t1 - time.time()) + 0.05)
+    return {
+        "rows": per(states, "rows_win"),
+        "frames": per(states, "frames_win"),
+        "bytes": per(states, "bytes_win"),
+    }
+
+
+def latencies(states: Sequence[Counts]) -> list[float]:
+    """Every row's latency kept in the window (ms), all connections."""
+    lat = [a for st in states for a in st.lat]
+    return np.concatenate(lat).tolist() if lat else []
+
+
+async def drain(states: Sequence[OffsetCounts], msg: dict[str, Any]) -> dict[str, Any]:
+    """``drain`` {end, timeout}: wait (bounded) until every connection has every row up to
+    ``end``; rows received and expected per connection, and how many are complete."""
+    deadline = time.monotonic() + msg.get("timeout", 20.0)
+    end = msg["end"]
+    while time.monotonic() < deadline and any((st.next or 0) < end for st in states):
+        await asyncio.sleep(0.05)
+    return {
+        "received": per(states, "rows_total"),
+        "expected": [end - (st.first or 0) for st in states],
+        "gap": per(states, "gap"),
+        "resets": per(states, "resets"),
+        "complete": sum((st.next or 0) >= end for st in states),
+    }
+
+
+async def connect_all(conn: Any, open_one: Any, states: list[Any], limit: int) -> None:
+    """Open a connection per state (``open_one(state)``, at most ``limit`` at once), then
+    tell the parent how many are connected (the process's first message)."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(st: Any) -> None:
+        async with gate:
+            await open_one(st)
+
+    await asyncio.gather(*(one(st) for st in states))
+    conn.send({"connected": len(states), "pid": os.getpid(), "port": 0})
+
+
+def run_subscribers(main: Any, conn: Any, *args: Any) -> None:
+    """A subscriber process's entry point: ``asyncio.run(main(conn, *args))``; a failure is
+    sent to the parent as an error reply."""
+    child_setup()
+    try:
+        asyncio.run(main(conn, *args))
+    except Exception as exc:
+        with contextlib.suppress(OSError):
+            conn.send(error_reply(exc))
+
+
+class _Conn(OffsetCounts):
+    __slots__ = ("subscribed",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.subscribed = asyncio.Event()
+
+
+def _handlers(st: _Conn) -> tuple[Any, Any]:
     def on_binary(frame: bytes) -> None:
         now = time.time()
         header, area = read_header(frame)
         rows, offset = header["rows"], header["offset"]
-        skipped = 0
-        if st.next is None:
-            st.first = offset
-        elif offset > st.next:
-            skipped = offset - st.next
-            st.gap += skipped
-        st.next = offset + rows
-        st.rows_total += rows
-        if win.t0 <= now < win.t1:
-            st.gap_win += skipped
-            st.rows_win += rows
-            st.frames_win += 1
-            st.bytes_win += len(frame)
-            if win.latency:
-                st.lat.append(now * 1000.0 - read_times(frame, header, area))
+        jumped = st.jump_to(offset)
+        if st.took(now, offset, rows, len(frame), jumped) and Window.latency:
+            st.lat.append(now * 1000.0 - read_times(frame, header, area))
 
     def on_text(text: str) -> None:
         msg = json.loads(text)
@@ -129,62 +228,25 @@ async def _ws_main(conn: Any, kind: str, port: int, count: int, options: dict[st
     path = "/ws" + (f"?token={TOKEN}" if kind == "livestream" else "")
     states = [_Conn() for _ in range(count)]
     sockets: list[wsclient.WSClient] = []
-    limit = asyncio.Semaphore(64)
-    win = _Window
     subscribe = json.dumps({"type": "subscribe", "stream": STREAM, "last": 0})
 
     async def open_one(st: _Conn) -> None:
-        async with limit:
-            on_binary, on_text = _handlers(st, win)
-            ws = await wsclient.connect(HOST, port, path, on_binary, on_text, timeout=60)
-            sockets.append(ws)
-            if kind == "livestream":
-                ws.send_text(subscribe)
-                await asyncio.wait_for(st.subscribed.wait(), 30)
+        on_binary, on_text = _handlers(st)
+        ws = await wsclient.connect(HOST, port, path, on_binary, on_text, timeout=60)
+        sockets.append(ws)
+        if kind == "livestream":
+            ws.send_text(subscribe)
+            await asyncio.wait_for(st.subscribed.wait(), 30)
 
-    await asyncio.gather(*(open_one(st) for st in states))
-    conn.send({"connected": len(sockets), "pid": os.getpid(), "port": 0})
-    loop = asyncio.get_running_loop()
+    async def measure(msg: dict[str, Any]) -> dict[str, Any]:
+        out = await measure_window(states, msg)
+        out.update(gap=per(states, "gap_win"), resets=per(states, "resets"))
+        out["latency"] = latencies(states)
+        return out
+
+    await connect_all(conn, open_one, states, 64)
     try:
-        while True:
-            msg = await loop.run_in_executor(None, conn.recv)
-            cmd = msg["cmd"]
-            if cmd == "quit":
-                break
-            if cmd == "measure":
-                for st in states:
-                    st.rows_win = st.frames_win = st.bytes_win = st.gap_win = 0
-                    st.lat = []
-                win.latency = bool(msg.get("latency"))
-                win.t0, win.t1 = msg["t0"], msg["t1"]
-                await asyncio.sleep(max(0.0, win.t1 - time.time()) + 0.05)
-                lat = [a for st in states for a in st.lat]
-                conn.send(
-                    {
-                        "rows": [st.rows_win for st in states],
-                        "frames": [st.frames_win for st in states],
-                        "bytes": [st.bytes_win for st in states],
-                        "gap": [st.gap_win for st in states],
-                        "resets": [st.resets for st in states],
-                        "latency": np.concatenate(lat).tolist() if lat else [],
-                    }
-                )
-            elif cmd == "drain":
-                deadline = time.monotonic() + msg.get("timeout", 20.0)
-                end = msg["end"]
-                while time.monotonic() < deadline and any((st.next or 0) < end for st in states):
-                    await asyncio.sleep(0.05)
-                conn.send(
-                    {
-                        "received": [st.rows_total for st in states],
-                        "expected": [end - (st.first or 0) for st in states],
-                        "gap": [st.gap for st in states],
-                        "resets": [st.resets for st in states],
-                        "complete": sum((st.next or 0) >= end for st in states),
-                    }
-                )
-            else:
-                conn.send({"error": f"unknown command {cmd!r}"})
+        await serve_commands_async(conn, {"measure": measure, "drain": lambda m: drain(states, m)})
     finally:
         for ws in sockets:
             ws.close()
@@ -193,12 +255,7 @@ async def _ws_main(conn: Any, kind: str, port: int, count: int, options: dict[st
 
 def ws_subscribers(conn: Any, kind: str, port: int, count: int, options: dict[str, Any]) -> None:
     """Process entry point: ``count`` WebSocket subscribers of a livestream or raw server."""
-    child_setup()
-    try:
-        asyncio.run(_ws_main(conn, kind, port, count, options))
-    except Exception as exc:
-        with contextlib.suppress(OSError):
-            conn.send(error_reply(exc))
+    run_subscribers(_ws_main, conn, kind, port, count, options)
 
 
 # --------------------------------------------------------------------------- Bokeh pages
@@ -237,75 +294,60 @@ async def _pages_main(conn: Any, url: str, count: int, options: dict[str, Any]) 
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             context = await browser.new_context(viewport={"width": 800, "height": 450})
-            pages = []
-            limit = asyncio.Semaphore(8)
+            pages: list[Any] = []
 
-            async def open_one() -> None:
-                async with limit:
-                    page = await context.new_page()
-                    await page.goto(url, timeout=60_000)
-                    await page.wait_for_function(PAGE_COUNTER, timeout=60_000, polling=100)
-                    pages.append(page)
+            async def open_one(_: int) -> None:
+                page = await context.new_page()
+                await page.goto(url, timeout=60_000)
+                await page.wait_for_function(PAGE_COUNTER, timeout=60_000, polling=100)
+                pages.append(page)
 
-            await asyncio.gather(*(open_one() for _ in range(count)))
-            conn.send({"connected": len(pages), "pid": os.getpid(), "port": 0})
-            loop = asyncio.get_running_loop()
-            while True:
-                msg = await loop.run_in_executor(None, conn.recv)
-                cmd = msg["cmd"]
-                if cmd == "quit":
-                    break
-                if cmd == "measure":
-                    t0, t1 = msg["t0"] * 1000.0, msg["t1"] * 1000.0
-                    await asyncio.gather(
-                        *(
-                            pg.evaluate(
-                                "([t0, t1]) => { const b = window.__bench; b.rows = 0; b.frames = 0;"
-                                " b.lags = []; b.t0 = t0; b.t1 = t1; }",
-                                [t0, t1],
-                            )
-                            for pg in pages
+            async def measure(msg: dict[str, Any]) -> dict[str, Any]:
+                t0, t1 = msg["t0"] * 1000.0, msg["t1"] * 1000.0
+                await asyncio.gather(
+                    *(
+                        pg.evaluate(
+                            "([t0, t1]) => { const b = window.__bench; b.rows = 0; b.frames = 0;"
+                            " b.lags = []; b.t0 = t0; b.t1 = t1; }",
+                            [t0, t1],
                         )
+                        for pg in pages
                     )
-                    await asyncio.sleep(max(0.0, msg["t1"] - time.time()) + 0.2)
-                    got = await asyncio.gather(
-                        *(
-                            pg.evaluate(
-                                "() => { const b = window.__bench; return [b.rows, b.frames, b.lags]; }"
-                            )
-                            for pg in pages
+                )
+                await asyncio.sleep(max(0.0, msg["t1"] - time.time()) + 0.2)
+                got = await asyncio.gather(
+                    *(
+                        pg.evaluate(
+                            "() => { const b = window.__bench; return [b.rows, b.frames, b.lags]; }"
                         )
+                        for pg in pages
                     )
-                    conn.send(
-                        {
-                            "rows": [g[0] for g in got],
-                            "frames": [g[1] for g in got],
-                            "bytes": [0 for _ in got],
-                            "gap": [0 for _ in got],
-                            "resets": [0 for _ in got],
-                            "lag": [x for g in got for x in g[2]],
-                        }
-                    )
-                else:
-                    conn.send({"error": f"unknown command {cmd!r}"})
+                )
+                none = [0] * len(got)  # what a page cannot know: bytes, gaps, resets
+                return {
+                    "rows": [g[0] for g in got],
+                    "frames": [g[1] for g in got],
+                    "bytes": none,
+                    "gap": none,
+                    "resets": none,
+                    "lag": [x for g in got for x in g[2]],
+                }
+
+            await connect_all(conn, open_one, list(range(count)), 8)
+            await serve_commands_async(conn, {"measure": measure})
         finally:
             await browser.close()
 
 
 def bokeh_pages(conn: Any, port: int, count: int, options: dict[str, Any]) -> None:
     """Process entry point: ``count`` Chromium pages, each a session of the Bokeh app."""
-    child_setup()
-    try:
-        asyncio.run(_pages_main(conn, f"http://{HOST}:{port}/bench", count, options))
-    except Exception as exc:
-        with contextlib.suppress(OSError):
-            conn.send(error_reply(exc))
+    run_subscribers(_pages_main, conn, f"http://{HOST}:{port}/bench", count, options)
 
 
 # --------------------------------------------------------------------------- Bokeh protocol
 
 
-class _BokehSession:
+class _BokehSession(Counts):
     """One Bokeh session over Bokeh's own WebSocket protocol, as BokehJS speaks it.
 
     A Bokeh message is several WebSocket messages: a header (JSON: ``msgid``, ``msgtype``,
@@ -321,22 +363,18 @@ class _BokehSession:
 
     __slots__ = (
         "buffers_left",
-        "bytes_win",
-        "frames_win",
-        "lag",
         "lag_id",
         "lag_value",
         "msg_bytes",
         "msg_rows",
         "msgtype",
         "pulled",
-        "rows_total",
-        "rows_win",
         "state",
         "ws",
     )
 
     def __init__(self) -> None:
+        super().__init__()
         self.state = "header"
         self.msgtype = ""
         self.buffers_left = 0
@@ -344,8 +382,6 @@ class _BokehSession:
         self.msg_bytes = 0
         self.lag_id: str | None = None
         self.lag_value: float | None = None
-        self.rows_win = self.frames_win = self.bytes_win = self.rows_total = 0
-        self.lag: list[float] = []
         self.pulled = asyncio.Event()
         self.ws: Any = None
 
@@ -360,12 +396,12 @@ class _BokehSession:
             self.pulled.set()
         elif self.msgtype == "PATCH-DOC" and self.msg_rows:
             self.rows_total += self.msg_rows
-            if _Window.t0 <= now < _Window.t1:
+            if Window.t0 <= now < Window.t1:
                 self.rows_win += self.msg_rows
                 self.frames_win += 1
                 self.bytes_win += self.msg_bytes
                 if self.lag_value is not None:
-                    self.lag.append(now * 1000.0 - self.lag_value)
+                    self.lat.append(now * 1000.0 - self.lag_value)
         self.state = "header"
 
     def on_text(self, text: str) -> None:
@@ -430,49 +466,29 @@ async def _bokeh_ws_main(conn: Any, port: int, count: int, options: dict[str, An
     from bokeh.util.token import generate_jwt_token, generate_session_id
 
     sessions = [_BokehSession() for _ in range(count)]
-    limit = asyncio.Semaphore(16)
 
     async def open_one(st: _BokehSession) -> None:
-        async with limit:
-            token = generate_jwt_token(generate_session_id())
-            st.ws = await wsclient.connect(
-                HOST,
-                port,
-                "/bench/ws",
-                st.on_binary,
-                st.on_text,
-                timeout=60,
-                headers=f"Sec-WebSocket-Protocol: bokeh, {token}\r\n",
-            )
-            await asyncio.wait_for(st.pulled.wait(), 60)
+        token = generate_jwt_token(generate_session_id())
+        st.ws = await wsclient.connect(
+            HOST,
+            port,
+            "/bench/ws",
+            st.on_binary,
+            st.on_text,
+            timeout=60,
+            headers=f"Sec-WebSocket-Protocol: bokeh, {token}\r\n",
+        )
+        await asyncio.wait_for(st.pulled.wait(), 60)
 
-    await asyncio.gather(*(open_one(st) for st in sessions))
-    conn.send({"connected": len(sessions), "pid": os.getpid(), "port": 0})
-    loop = asyncio.get_running_loop()
+    async def measure(msg: dict[str, Any]) -> dict[str, Any]:
+        out = await measure_window(sessions, msg)
+        out["gap"] = out["resets"] = [0] * len(sessions)  # not known to a Bokeh client
+        out["lag"] = [x for st in sessions for x in st.lat]
+        return out
+
+    await connect_all(conn, open_one, sessions, 16)
     try:
-        while True:
-            msg = await loop.run_in_executor(None, conn.recv)
-            cmd = msg["cmd"]
-            if cmd == "quit":
-                break
-            if cmd == "measure":
-                for st in sessions:
-                    st.rows_win = st.frames_win = st.bytes_win = 0
-                    st.lag = []
-                _Window.t0, _Window.t1 = msg["t0"], msg["t1"]
-                await asyncio.sleep(max(0.0, _Window.t1 - time.time()) + 0.05)
-                conn.send(
-                    {
-                        "rows": [st.rows_win for st in sessions],
-                        "frames": [st.frames_win for st in sessions],
-                        "bytes": [st.bytes_win for st in sessions],
-                        "gap": [0 for _ in sessions],
-                        "resets": [0 for _ in sessions],
-                        "lag": [x for st in sessions for x in st.lag],
-                    }
-                )
-            else:
-                conn.send({"error": f"unknown command {cmd!r}"})
+        await serve_commands_async(conn, {"measure": measure})
     finally:
         for st in sessions:
             if st.ws is not None:
@@ -482,12 +498,7 @@ async def _bokeh_ws_main(conn: Any, port: int, count: int, options: dict[str, An
 
 def bokeh_ws_sessions(conn: Any, port: int, count: int, options: dict[str, Any]) -> None:
     """Process entry point: ``count`` Bokeh sessions speaking Bokeh's WebSocket protocol."""
-    child_setup()
-    try:
-        asyncio.run(_bokeh_ws_main(conn, port, count, options))
-    except Exception as exc:
-        with contextlib.suppress(OSError):
-            conn.send(error_reply(exc))
+    run_subscribers(_bokeh_ws_main, conn, port, count, options)
 
 
 # --------------------------------------------------------------------------- the slow reader
@@ -504,26 +515,8 @@ def open_slow_socket(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.settimeout(10)
     sock.connect((HOST, port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    query = f"?token={TOKEN}" if subscribe else ""
-    sock.sendall(
-        (
-            f"GET {path}{query} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        chunk = sock.recv(1)  # byte by byte: read the handshake and not one byte more
-        if not chunk:
-            raise ConnectionError("the server closed the connection during the handshake")
-        response += chunk
-    status = response.split(b"\r\n", 1)[0]
-    if b" 101 " not in status:
-        raise ConnectionError(f"handshake refused: {status!r}")
+    wsclient.handshake(sock, HOST, port, path + (f"?token={TOKEN}" if subscribe else ""))
     if subscribe:
         payload = json.dumps({"type": "subscribe", "stream": STREAM, "last": 0}).encode()
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        sock.sendall(struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked)
+        sock.sendall(wsclient.masked(payload))
     return sock

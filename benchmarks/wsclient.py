@@ -16,31 +16,60 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import struct
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["WSClient", "connect"]
+__all__ = ["WSClient", "connect", "handshake", "masked", "upgrade_request"]
 
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 
 
-def _mask(payload: bytes) -> bytes:
+def masked(payload: bytes, opcode: int = 0x1) -> bytes:
+    """``payload`` as one masked client frame (a text frame unless ``opcode`` says else)."""
     key = os.urandom(4)
     n = len(payload)
     # XOR with the key repeated, as one big-int operation (fast for short control frames).
     rep = (key * (n // 4 + 1))[:n]
-    masked = (int.from_bytes(payload, "little") ^ int.from_bytes(rep, "little")).to_bytes(
-        n, "little"
-    )
+    data = (int.from_bytes(payload, "little") ^ int.from_bytes(rep, "little")).to_bytes(n, "little")
     if n < 126:
-        head = struct.pack("!BB", 0x80 | 0x1, 0x80 | n)
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
     elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | 0x1, 0x80 | 126, n)
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
     else:
-        head = struct.pack("!BBQ", 0x80 | 0x1, 0x80 | 127, n)
-    return head + key + masked
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    return head + key + data
+
+
+def upgrade_request(host: str, port: int, path: str, headers: str = "") -> bytes:
+    """The client's opening handshake request (``headers``: more lines, each ending in
+    CRLF)."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\n{headers}"
+        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+def handshake(sock: socket.socket, host: str, port: int, path: str, headers: str = "") -> None:
+    """The opening handshake on a connected blocking socket. The answer is read byte by
+    byte, not one byte past it (what follows is the server's first frames, left in the
+    socket); ``ConnectionError`` unless it is ``101``."""
+    sock.sendall(upgrade_request(host, port, path, headers))
+    response = b""
+    for _ in range(65536):
+        if response.endswith(b"\r\n\r\n"):
+            break
+        chunk = sock.recv(1)
+        if not chunk:
+            raise ConnectionError("the server closed the connection during the handshake")
+        response += chunk
+    status = response.split(b"\r\n", 1)[0]
+    if b" 101 " not in status:
+        raise ConnectionError(f"handshake refused: {status!r}")
 
 
 class WSClient(asyncio.Protocol):
@@ -55,12 +84,7 @@ class WSClient(asyncio.Protocol):
         on_text: Callable[[str], None],
         headers: str = "",
     ) -> None:
-        self.request = (
-            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\n{headers}"
-            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
+        self.request = upgrade_request(host, port, path, headers)
         self.on_binary = on_binary
         self.on_text = on_text
         self.transport: asyncio.Transport | None = None
@@ -132,10 +156,8 @@ class WSClient(asyncio.Protocol):
             del buf[:pos]
 
     def _send(self, opcode: int, payload: bytes) -> None:
-        frame = bytearray(_mask(payload))
-        frame[0] = 0x80 | opcode
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(bytes(frame))
+            self.transport.write(masked(payload, opcode))
 
     def send_text(self, text: str) -> None:
         self._send(0x1, text.encode())

@@ -33,14 +33,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import struct
 import time
 from typing import Any
 
 import numpy as np
 
-from .common import HOST, STREAM, TOKEN, child_setup, error_reply
+from .clients import (
+    OffsetCounts,
+    Window,
+    connect_all,
+    drain,
+    latencies,
+    measure_window,
+    per,
+    run_subscribers,
+)
+from .common import HOST, STREAM, TOKEN, serve_commands_async
 
 _U32 = struct.Struct("<I")
 _NUMPY = {
@@ -73,46 +82,34 @@ def decode(frame: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     return header, columns
 
 
-class _State:
+class _State(OffsetCounts):
     __slots__ = (
-        "bytes_win",
         "decoded_win",
         "dups",
         "errors",
-        "first",
-        "frames_win",
-        "gap",
-        "gap_win",
-        "lat",
         "malformed",
-        "next",
         "reset_to",
-        "resets",
-        "rows_total",
-        "rows_win",
         "skipped",
         "skipped_win",
     )
 
     def __init__(self) -> None:
-        self.rows_win = self.frames_win = self.bytes_win = self.decoded_win = 0
-        self.rows_total = 0
-        self.gap = self.gap_win = 0  # rows jumped over, for whatever reason (the loss column)
-        self.skipped = self.skipped_win = 0  # of which announced by a `reset`
-        self.errors = 0  # rows jumped over without a reset
+        super().__init__()
+        self.decoded_win = 0
+        # `gap` (rows jumped over, for whatever reason: the loss column) of which:
+        self.skipped = self.skipped_win = 0  # announced by a `reset`
+        self.errors = 0  # jumped over without a reset
         self.dups = 0  # rows received twice
         self.malformed = 0
-        self.resets = 0
-        self.first: int | None = None
-        self.next: int | None = None
         self.reset_to: int | None = None
-        self.lat: list[np.ndarray] = []
 
+    def reset_window(self) -> None:
+        super().reset_window()
+        self.decoded_win = self.skipped_win = 0
 
-class _Window:
-    t0 = float("inf")
-    t1 = float("inf")
-    latency = False
+    @property
+    def all_errors(self) -> int:
+        return self.errors + self.dups + self.malformed
 
 
 def _on_binary(st: _State, frame: bytes) -> None:
@@ -123,30 +120,21 @@ def _on_binary(st: _State, frame: bytes) -> None:
         st.malformed += 1
         return
     rows, offset = header["rows"], header["offset"]
-    jumped = skipped = 0
-    if st.next is None:
-        st.first = offset
-    elif offset > st.next:
-        jumped = offset - st.next
+    jumped = st.jump_to(offset)
+    skipped = 0
+    if jumped:
         if st.reset_to is not None and st.reset_to >= offset:
             skipped = jumped  # announced by a reset: rows the server no longer held
         else:
             st.errors += jumped  # rows that simply never came
-    elif offset < st.next:
+    elif st.next is not None and offset < st.next:
         st.dups += st.next - offset
     st.reset_to = None
-    st.gap += jumped
     st.skipped += skipped
-    st.next = offset + rows
-    st.rows_total += rows
-    if _Window.t0 <= now < _Window.t1:
-        st.gap_win += jumped
+    if st.took(now, offset, rows, len(frame), jumped):
         st.skipped_win += skipped
-        st.rows_win += rows
-        st.frames_win += 1
-        st.bytes_win += len(frame)
         st.decoded_win += len(columns)
-        if _Window.latency:
+        if Window.latency:
             st.lat.append(now * 1000.0 - columns["time"])
 
 
@@ -170,7 +158,6 @@ async def _main(conn: Any, kind: str, port: int, count: int, options: dict[str, 
     states = [_State() for _ in range(count)]
     conns: list[Any] = []
     tasks: list[asyncio.Task[None]] = []
-    limit = asyncio.Semaphore(32)
     subscribe = json.dumps({"type": "subscribe", "stream": STREAM, "last": 0})
 
     async def read(ws: Any, st: _State, subscribed: asyncio.Event) -> None:
@@ -182,70 +169,40 @@ async def _main(conn: Any, kind: str, port: int, count: int, options: dict[str, 
                     _on_text(st, message, subscribed)
 
     async def open_one(st: _State) -> None:
-        async with limit:
-            ws = await asyncio.wait_for(websockets.connect(url, max_size=None), 60)
-            conns.append(ws)
-            subscribed = asyncio.Event()
-            if kind == "livestream":
-                welcome = json.loads(await asyncio.wait_for(ws.recv(), 30))
-                if welcome.get("type") != "welcome":
-                    raise RuntimeError(f"expected welcome, got {welcome}")
-            tasks.append(asyncio.create_task(read(ws, st, subscribed)))
-            if kind == "livestream":
-                await ws.send(subscribe)
-                await asyncio.wait_for(subscribed.wait(), 30)
+        ws = await asyncio.wait_for(websockets.connect(url, max_size=None), 60)
+        conns.append(ws)
+        subscribed = asyncio.Event()
+        if kind == "livestream":
+            welcome = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if welcome.get("type") != "welcome":
+                raise RuntimeError(f"expected welcome, got {welcome}")
+        tasks.append(asyncio.create_task(read(ws, st, subscribed)))
+        if kind == "livestream":
+            await ws.send(subscribe)
+            await asyncio.wait_for(subscribed.wait(), 30)
 
-    await asyncio.gather(*(open_one(st) for st in states))
-    conn.send({"connected": len(conns), "pid": os.getpid(), "port": 0})
-    loop = asyncio.get_running_loop()
+    async def measure(msg: dict[str, Any]) -> dict[str, Any]:
+        out = await measure_window(states, msg)
+        out.update(
+            gap=per(states, "gap_win"),
+            skipped_win=per(states, "skipped_win"),
+            resets=per(states, "resets"),
+            skipped=per(states, "skipped"),
+            errors=per(states, "all_errors"),
+            dups=per(states, "dups"),
+            decoded=per(states, "decoded_win"),
+            latency=latencies(states),
+        )
+        return out
+
+    async def drain_all(msg: dict[str, Any]) -> dict[str, Any]:
+        out = await drain(states, msg)
+        out.update(skipped=per(states, "skipped"), errors=per(states, "all_errors"))
+        return out
+
+    await connect_all(conn, open_one, states, 32)
     try:
-        while True:
-            msg = await loop.run_in_executor(None, conn.recv)
-            cmd = msg["cmd"]
-            if cmd == "quit":
-                break
-            if cmd == "measure":
-                for st in states:
-                    st.rows_win = st.frames_win = st.bytes_win = st.decoded_win = 0
-                    st.gap_win = st.skipped_win = 0
-                    st.lat = []
-                _Window.latency = bool(msg.get("latency"))
-                _Window.t0, _Window.t1 = msg["t0"], msg["t1"]
-                await asyncio.sleep(max(0.0, _Window.t1 - time.time()) + 0.05)
-                lat = [a for st in states for a in st.lat]
-                conn.send(
-                    {
-                        "rows": [st.rows_win for st in states],
-                        "frames": [st.frames_win for st in states],
-                        "bytes": [st.bytes_win for st in states],
-                        "gap": [st.gap_win for st in states],
-                        "skipped_win": [st.skipped_win for st in states],
-                        "resets": [st.resets for st in states],
-                        "skipped": [st.skipped for st in states],
-                        "errors": [st.errors + st.dups + st.malformed for st in states],
-                        "dups": [st.dups for st in states],
-                        "decoded": [st.decoded_win for st in states],
-                        "latency": np.concatenate(lat).tolist() if lat else [],
-                    }
-                )
-            elif cmd == "drain":
-                deadline = time.monotonic() + msg.get("timeout", 20.0)
-                end = msg["end"]
-                while time.monotonic() < deadline and any((st.next or 0) < end for st in states):
-                    await asyncio.sleep(0.05)
-                conn.send(
-                    {
-                        "received": [st.rows_total for st in states],
-                        "expected": [end - (st.first or 0) for st in states],
-                        "gap": [st.gap for st in states],
-                        "resets": [st.resets for st in states],
-                        "skipped": [st.skipped for st in states],
-                        "errors": [st.errors + st.dups + st.malformed for st in states],
-                        "complete": sum((st.next or 0) >= end for st in states),
-                    }
-                )
-            else:
-                conn.send({"error": f"unknown command {cmd!r}"})
+        await serve_commands_async(conn, {"measure": measure, "drain": drain_all})
     finally:
         for task in tasks:
             task.cancel()
@@ -258,9 +215,4 @@ async def _main(conn: Any, kind: str, port: int, count: int, options: dict[str, 
 def subscribers(conn: Any, kind: str, port: int, count: int, options: dict[str, Any]) -> None:
     """Process entry point: ``count`` ``websockets`` subscribers of a livestream or raw
     Tornado server (``kind``: ``"livestream"`` or ``"raw"``)."""
-    child_setup()
-    try:
-        asyncio.run(_main(conn, kind, port, count, options))
-    except Exception as exc:
-        with contextlib.suppress(OSError):
-            conn.send(error_reply(exc))
+    run_subscribers(_main, conn, kind, port, count, options)
