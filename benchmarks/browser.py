@@ -19,13 +19,15 @@ Measured inside the page over a window, on the machine's one clock:
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from . import ls_server
 from .clients import CHROMIUM, CHROMIUM_ARGS
-from .common import HOST, TOKEN, percentile, start_process
+from .common import HOST, TOKEN, ServerProcess, percentile, start_process
 
 # Counts ColumnsStreamed rows and animation frames in [t0, t1) (milliseconds).
 PAGE_PROBE = """
@@ -57,76 +59,131 @@ PAGE_PROBE = """
 """
 
 
-def _window(page: Any, seconds: float) -> dict[str, Any]:
+def count_in_page(page: Any, seconds: float, zero: str, read: str, settle: float = 0.5) -> Any:
+    """What the page's probe (``window.__bench``, as ``b``) counts in ``seconds`` from 0.2 s
+    from now: ``zero`` (JavaScript statements) zeroes its counters and the window is set;
+    after it (and ``settle`` seconds more) the probe stops counting (``b.t1 = 0``) and
+    ``read`` (a JavaScript expression) is its answer."""
     t0 = time.time() * 1000.0 + 200.0
     t1 = t0 + seconds * 1000.0
     page.evaluate(
-        "([t0, t1]) => { const b = window.__bench; b.rows = 0; b.events = 0; "
-        "b.frames = 0; b.lags = []; b.t0 = t0; b.t1 = t1; }",
-        [t0, t1],
+        f"([t0, t1]) => {{ const b = window.__bench; {zero} b.t0 = t0; b.t1 = t1; }}", [t0, t1]
     )
-    time.sleep(seconds + 0.5)
-    got = page.evaluate(
-        "() => { const b = window.__bench; "
-        "return {rows: b.rows, events: b.events, frames: b.frames, lags: b.lags}; }"
+    time.sleep(seconds + settle)
+    return page.evaluate(f"() => {{ const b = window.__bench; b.t1 = 0; return {read}; }}")
+
+
+def lag_figures(lags: list[float], weights: list[float] | None = None) -> dict[str, float]:
+    """``lag_p50``, ``lag_p99`` (of the rows, each lag counted ``weights`` times when given)
+    and ``lag_max`` of a page's lags (ms)."""
+    if weights is None:
+        p50, p99 = percentile(lags, 50), percentile(lags, 99)
+    else:
+        p50, p99 = weighted_percentile(lags, weights, 50), weighted_percentile(lags, weights, 99)
+    return {"lag_p50": p50, "lag_p99": p99, "lag_max": max(lags) if lags else float("nan")}
+
+
+def _window(page: Any, seconds: float) -> dict[str, Any]:
+    got = count_in_page(
+        page,
+        seconds,
+        "b.rows = 0; b.events = 0; b.frames = 0; b.lags = [];",
+        "{rows: b.rows, events: b.events, frames: b.frames, lags: b.lags}",
     )
-    lags = got["lags"]
     return {
         "rows_per_s": got["rows"] / seconds,
         "streams_per_s": got["events"] / seconds,
         "fps": got["frames"] / seconds,
-        "lag_p50": percentile(lags, 50),
-        "lag_p99": percentile(lags, 99),
-        "lag_max": max(lags) if lags else float("nan"),
+        **lag_figures(got["lags"]),
     }
+
+
+@contextlib.contextmanager
+def chromium_page() -> Iterator[Any]:
+    """A page of Debian's Chromium (1280 x 900), closed after."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 900})
+        finally:
+            browser.close()
+
+
+def at_rate(
+    server: ServerProcess,
+    page: Any,
+    rate: int,
+    measure: Callable[[Any, float], dict[str, Any]],
+    *,
+    seconds: float,
+    warmup: float,
+    stop_timeout: float = 60.0,
+) -> tuple[dict[str, Any], float]:
+    """The server's producer at ``rate`` rows/s in 100 appends a second (:func:`batch_for`),
+    ``warmup`` seconds, then ``measure(page, seconds)``: its figures, and the rows/s the
+    server appended meanwhile."""
+    server.call("produce", batch=batch_for(rate), rate=rate, duration=warmup + seconds + 30)
+    time.sleep(warmup)
+    r = measure(page, seconds)
+    produced = server.call("stop", timeout=stop_timeout)
+    return r, produced["appended"] / max(1e-9, produced["elapsed"])
+
+
+def batch_for(rate: int) -> int:
+    """Rows per append at ``rate`` rows/s: 100 appends a second."""
+    return max(1, rate // 100)
+
+
+def not_measured(
+    rows: list[dict[str, Any]],
+    base: dict[str, Any],
+    rates: list[int],
+    exc: Exception,
+    what: str,
+    log: Any,
+) -> None:
+    """A row with the error for each rate of ``rates`` not measured yet (``rows`` holds
+    one per rate measured)."""
+    rows += [
+        dict(base, offered=rate, error=f"{type(exc).__name__}: {exc}")
+        for rate in rates[len(rows) :]
+    ]
+    log(f"    {what} not measured: {rows[-1]['error']}")
 
 
 def livestream_page(
     rates: list[int], *, seconds: float, warmup: float, log: Any
 ) -> list[dict[str, Any]]:
-    from playwright.sync_api import sync_playwright
-
     rows: list[dict[str, Any]] = []
     server = start_process(ls_server.serve, {})
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                # The stream needs rows (a schema and a time column) before the page asks
-                # for its plot; a short trickle provides them.
-                server.call("produce", batch=10, rate=1000, duration=5)
-                time.sleep(0.5)
-                page.goto(
-                    f"http://{HOST}:{server.port}/streams/bench?token={TOKEN}"
-                    "&window=50000&x=time&y=price",
-                    timeout=60_000,
+        with chromium_page() as page:
+            # The stream needs rows (a schema and a time column) before the page asks
+            # for its plot; a short trickle provides them.
+            server.call("produce", batch=10, rate=1000, duration=5)
+            time.sleep(0.5)
+            page.goto(
+                f"http://{HOST}:{server.port}/streams/bench?token={TOKEN}"
+                "&window=50000&x=time&y=price",
+                timeout=60_000,
+            )
+            page.wait_for_function(PAGE_PROBE, timeout=60_000, polling=100)
+            server.call("stop")
+            for rate in rates:
+                log(
+                    f"  browser: livestream page, {rate:,} rows/s offered "
+                    f"({batch_for(rate)} rows x 100 appends/s)"
                 )
-                page.wait_for_function(PAGE_PROBE, timeout=60_000, polling=100)
-                server.call("stop")
-                for rate in rates:
-                    batch = max(1, rate // 100)
-                    log(
-                        f"  browser: livestream page, {rate:,} rows/s offered "
-                        f"({batch} rows x 100 appends/s)"
-                    )
-                    server.call("produce", batch=batch, rate=rate, duration=warmup + seconds + 30)
-                    time.sleep(warmup)
-                    r = _window(page, seconds)
-                    produced = server.call("stop")
-                    r.update(
-                        server="livestream page",
-                        offered=rate,
-                        appended_per_s=produced["appended"] / max(1e-9, produced["elapsed"]),
-                    )
-                    rows.append(r)
-                    log(
-                        f"    {r['rows_per_s']:,.0f} rows/s into the plot, {r['fps']:.0f} fps, "
-                        f"lag p50 {r['lag_p50']:.0f} ms, p99 {r['lag_p99']:.0f} ms"
-                    )
-                    time.sleep(1.0)
-            finally:
-                browser.close()
+                r, appended = at_rate(server, page, rate, _window, seconds=seconds, warmup=warmup)
+                r.update(server="livestream page", offered=rate, appended_per_s=appended)
+                rows.append(r)
+                log(
+                    f"    {r['rows_per_s']:,.0f} rows/s into the plot, {r['fps']:.0f} fps, "
+                    f"lag p50 {r['lag_p50']:.0f} ms, p99 {r['lag_p99']:.0f} ms"
+                )
+                time.sleep(1.0)
     finally:
         server.stop()
     return rows
@@ -198,21 +255,14 @@ def weighted_percentile(values: list[float], weights: list[float], q: float) -> 
 
 def measure_page(page: Any, seconds: float) -> dict[str, Any]:
     """Counters of :data:`PROBE` over ``seconds`` from 0.2 s from now."""
-    t0 = time.time() * 1000.0 + 200.0
-    t1 = t0 + seconds * 1000.0
-    page.evaluate(
-        "([t0, t1]) => { const b = window.__bench; b.rows = 0; b.events = 0; b.frames = 0; "
-        "b.paints = 0; b.replaces = 0; b.lags = []; b.lagWeights = []; b.streamLags = []; "
-        "b.viewLags = []; b.viewDrawn = []; "
-        "b.t0 = t0; "
-        "b.t1 = t1; }",
-        [t0, t1],
-    )
-    time.sleep(seconds + 0.5)
-    got = page.evaluate(
-        "() => { const b = window.__bench; b.t1 = 0; return {rows: b.rows, events: b.events, "
-        "frames: b.frames, paints: b.paints, replaces: b.replaces, lags: b.lags, "
-        "weights: b.lagWeights, viewLags: b.viewLags, viewDrawn: b.viewDrawn}; }",
+    got = count_in_page(
+        page,
+        seconds,
+        "b.rows = 0; b.events = 0; b.frames = 0; b.paints = 0; b.replaces = 0; b.lags = []; "
+        "b.lagWeights = []; b.streamLags = []; b.viewLags = []; b.viewDrawn = [];",
+        "{rows: b.rows, events: b.events, frames: b.frames, paints: b.paints, "
+        "replaces: b.replaces, lags: b.lags, weights: b.lagWeights, viewLags: b.viewLags, "
+        "viewDrawn: b.viewDrawn}",
     )
     lags, weights = got["lags"], got["weights"]
     views = got["viewLags"]
@@ -234,14 +284,8 @@ def measure_page(page: Any, seconds: float) -> dict[str, Any]:
         "paints_per_s": got["paints"] / seconds,
         "replaces_per_s": got["replaces"] / seconds,
         "fps": got["frames"] / seconds,
-        "lag_p50": weighted_percentile(lags, weights, 50),
-        "lag_p99": weighted_percentile(lags, weights, 99),
-        "lag_max": max(lags) if lags else float("nan"),
+        **lag_figures(lags, weights),
     }
-
-
-def _launch(p: Any) -> Any:
-    return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
 def _fill(page: Any, window: int, timeout: float, settle: float = 5.0) -> tuple[float, int]:
@@ -261,6 +305,27 @@ def _fill(page: Any, window: int, timeout: float, settle: float = 5.0) -> tuple[
     return time.monotonic() - t, held
 
 
+def wait_ready(
+    page: Any, name: str, what: str, timeout: float, timed_out: str | None = None
+) -> None:
+    """Wait (at most ``timeout`` seconds) until the page's ``window.<name>`` says ``ready``
+    or ``error``; raise ``RuntimeError`` with its error ("the ``what`` page failed"), or
+    ``TimeoutError`` saying ``timed_out`` when given and it said neither in time."""
+    try:
+        page.wait_for_function(
+            f"() => window.{name} && (window.{name}.ready || window.{name}.error)",
+            timeout=timeout * 1000,
+            polling=100,
+        )
+    except Exception as exc:
+        if timed_out is None:
+            raise
+        raise TimeoutError(timed_out) from exc
+    err = page.evaluate(f"() => window.{name}.error || null")
+    if err:
+        raise RuntimeError(f"the {what} page failed: {err}")
+
+
 def ceiling_page(
     window: int,
     rates: list[int],
@@ -272,54 +337,36 @@ def ceiling_page(
     log: Any,
 ) -> list[dict[str, Any]]:
     """BokehJS alone at each offered rate, on one page of ``window`` points."""
-    from playwright.sync_api import sync_playwright
-
     from . import ceiling
 
     base = {"page": "ceiling", "window": window, "backend": backend}
     server = start_process(ceiling.serve, {})
     rows: list[dict[str, Any]] = []
     try:
-        with sync_playwright() as p:
-            browser = _launch(p)
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                t = time.monotonic()
-                page.goto(
-                    f"http://{HOST}:{server.port}/?window={window}&backend={backend}"
-                    f"&spacing={1000.0 / max(rates)}",
-                    timeout=60_000,
-                )
-                page.wait_for_function(
-                    "() => window.ceiling && (window.ceiling.ready || window.ceiling.error)",
-                    timeout=load_timeout * 1000,
-                    polling=100,
-                )
-                err = page.evaluate("() => window.ceiling.error || null")
-                if err:
-                    raise RuntimeError(f"the ceiling page failed: {err}")
-                page.wait_for_function(PROBE, timeout=load_timeout * 1000, polling=100)
-                load_s = time.monotonic() - t
-                drawn_with = page.evaluate(RENDERERS)
-                gl = page.evaluate(GL_RENDERER)
-                for rate in rates:
-                    log(f"  large windows: ceiling ({backend}), {window:,} points, {rate:,} rows/s")
-                    page.evaluate("(r) => window.ceiling.setRate(r)", rate)
-                    time.sleep(warmup)
-                    r = measure_page(page, seconds)
-                    page.evaluate("() => window.ceiling.setRate(0)")
-                    r.update(base, offered=rate, load_s=load_s, drawn_with=drawn_with, gl=gl)
-                    rows.append(r)
-                    _log_row(log, r)
-                    time.sleep(0.5)
-            finally:
-                browser.close()
+        with chromium_page() as page:
+            t = time.monotonic()
+            page.goto(
+                f"http://{HOST}:{server.port}/?window={window}&backend={backend}"
+                f"&spacing={1000.0 / max(rates)}",
+                timeout=60_000,
+            )
+            wait_ready(page, "ceiling", "ceiling", load_timeout)
+            page.wait_for_function(PROBE, timeout=load_timeout * 1000, polling=100)
+            load_s = time.monotonic() - t
+            drawn_with = page.evaluate(RENDERERS)
+            gl = page.evaluate(GL_RENDERER)
+            for rate in rates:
+                log(f"  large windows: ceiling ({backend}), {window:,} points, {rate:,} rows/s")
+                page.evaluate("(r) => window.ceiling.setRate(r)", rate)
+                time.sleep(warmup)
+                r = measure_page(page, seconds)
+                page.evaluate("() => window.ceiling.setRate(0)")
+                r.update(base, offered=rate, load_s=load_s, drawn_with=drawn_with, gl=gl)
+                rows.append(r)
+                _log_row(log, r)
+                time.sleep(0.5)
     except Exception as exc:
-        rows += [
-            dict(base, offered=rate, error=f"{type(exc).__name__}: {exc}")
-            for rate in rates[len(rows) :]
-        ]
-        log(f"    ceiling ({backend}, {window:,}) not measured: {rows[-1]['error']}")
+        not_measured(rows, base, rates, exc, f"ceiling ({backend}, {window:,})", log)
     finally:
         server.stop()
     return rows
@@ -336,8 +383,6 @@ def livestream_large(
 ) -> list[dict[str, Any]]:
     """The livestream page with ``?window=W`` over a stream whose history holds ``W`` rows
     (filled before the page opens), at each offered rate."""
-    from playwright.sync_api import sync_playwright
-
     base = {"page": "livestream page", "window": window, "backend": "canvas"}
     rows: list[dict[str, Any]] = []
     server = start_process(ls_server.serve, {"history": max(window, 100_000)}, timeout=120)
@@ -345,66 +390,53 @@ def livestream_large(
         # The history first: W rows spaced in time as the highest offered rate would space
         # them (the page then opens on a full window, as on a long-running stream).
         server.call("prefill", rows=window, spacing_ms=1000.0 / max(rates), timeout=300)
-        with sync_playwright() as p:
-            browser = _launch(p)
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                t = time.monotonic()
-                page.goto(
-                    f"http://{HOST}:{server.port}/streams/bench?token={TOKEN}"
-                    f"&window={window}&x=time&y=price",
-                    timeout=60_000,
+        with chromium_page() as page:
+            t = time.monotonic()
+            page.goto(
+                f"http://{HOST}:{server.port}/streams/bench?token={TOKEN}"
+                f"&window={window}&x=time&y=price",
+                timeout=60_000,
+            )
+            page.wait_for_function(PROBE, timeout=load_timeout * 1000, polling=100)
+            _, held = _fill(page, window, max(1.0, load_timeout - (time.monotonic() - t)))
+            load_s = time.monotonic() - t
+            drawn_with = page.evaluate(RENDERERS)
+            note = (
+                None if held >= window else f"held {held:,} of {window:,} rows after {load_s:.0f} s"
+            )
+            for rate in rates:
+                log(
+                    f"  large windows: livestream page, {window:,} points, {rate:,} rows/s "
+                    f"({batch_for(rate):,} rows x 100 appends/s)"
                 )
-                page.wait_for_function(PROBE, timeout=load_timeout * 1000, polling=100)
-                _, held = _fill(page, window, max(1.0, load_timeout - (time.monotonic() - t)))
-                load_s = time.monotonic() - t
-                drawn_with = page.evaluate(RENDERERS)
-                note = (
-                    None
-                    if held >= window
-                    else f"held {held:,} of {window:,} rows after {load_s:.0f} s"
+                r, appended = at_rate(
+                    server, page, rate, measure_page, seconds=seconds, warmup=warmup
                 )
-                for rate in rates:
-                    batch = max(1, rate // 100)
-                    log(
-                        f"  large windows: livestream page, {window:,} points, {rate:,} rows/s "
-                        f"({batch:,} rows x 100 appends/s)"
-                    )
-                    server.call("produce", batch=batch, rate=rate, duration=warmup + seconds + 30)
-                    time.sleep(warmup)
-                    r = measure_page(page, seconds)
-                    produced = server.call("stop")
-                    r.update(
-                        base,
-                        offered=rate,
-                        appended_per_s=produced["appended"] / max(1e-9, produced["elapsed"]),
-                        load_s=load_s,
-                        held_at_load=held,
-                        drawn_with=drawn_with,
-                    )
-                    if r["lag_from"] == "views" and r["rows_per_s"] == 0:
-                        # No rows streamed: the page draws views, each holding every row up
-                        # to its newest; the rows it takes in are the appended rows its
-                        # newest row drawn moved over (appended rows/s x its advance).
-                        r["streamed_per_s"] = r["rows_per_s"]
-                        advance = r["view_advance"]
-                        advance = min(1.0, advance) if advance == advance else 0.0  # NaN: none
-                        r["rows_per_s"] = r["appended_per_s"] * advance
-                        r["rows_from"] = "views"
-                    if note:
-                        r["note"] = note
-                    rows.append(r)
-                    _log_row(log, r)
-                    log(f"    (the server appended {r['appended_per_s']:,.0f} rows/s)")
-                    time.sleep(1.0)
-            finally:
-                browser.close()
+                r.update(
+                    base,
+                    offered=rate,
+                    appended_per_s=appended,
+                    load_s=load_s,
+                    held_at_load=held,
+                    drawn_with=drawn_with,
+                )
+                if r["lag_from"] == "views" and r["rows_per_s"] == 0:
+                    # No rows streamed: the page draws views, each holding every row up
+                    # to its newest; the rows it takes in are the appended rows its
+                    # newest row drawn moved over (appended rows/s x its advance).
+                    r["streamed_per_s"] = r["rows_per_s"]
+                    advance = r["view_advance"]
+                    advance = min(1.0, advance) if advance == advance else 0.0  # NaN: none
+                    r["rows_per_s"] = r["appended_per_s"] * advance
+                    r["rows_from"] = "views"
+                if note:
+                    r["note"] = note
+                rows.append(r)
+                _log_row(log, r)
+                log(f"    (the server appended {r['appended_per_s']:,.0f} rows/s)")
+                time.sleep(1.0)
     except Exception as exc:
-        rows += [
-            dict(base, offered=rate, error=f"{type(exc).__name__}: {exc}")
-            for rate in rates[len(rows) :]
-        ]
-        log(f"    livestream page ({window:,}) not measured: {rows[-1]['error']}")
+        not_measured(rows, base, rates, exc, f"livestream page ({window:,})", log)
     finally:
         server.stop()
     return rows

@@ -169,28 +169,20 @@ def serve(conn: Any, options: dict[str, Any]) -> None:
 
 def measure(page: Any, seconds: float) -> dict[str, Any]:
     """Frames, renders and lag in the page, rows the table took in, over ``seconds``."""
-    from .browser import weighted_percentile
+    from .browser import count_in_page, lag_figures
 
-    t0 = time.time() * 1000.0 + 200.0
-    t1 = t0 + seconds * 1000.0
-    page.evaluate(
-        "([t0, t1]) => { const b = window.__bench; b.frames = 0; b.renders = 0; b.lags = []; "
-        "b.lagWeights = []; b.t0 = t0; b.t1 = t1; }",
-        [t0, t1],
+    got = count_in_page(
+        page,
+        seconds,
+        "b.frames = 0; b.renders = 0; b.lags = []; b.lagWeights = [];",
+        "{frames: b.frames, renders: b.renders, lags: b.lags, weights: b.lagWeights}",
+        settle=0.7,
     )
-    time.sleep(seconds + 0.7)
-    got = page.evaluate(
-        "() => { const b = window.__bench; b.t1 = 0; return {frames: b.frames, "
-        "renders: b.renders, lags: b.lags, weights: b.lagWeights}; }"
-    )
-    lags, weights = got["lags"], got["weights"]
     return {
         "fps": got["frames"] / seconds,
         "paints_per_s": got["renders"] / seconds,
         "streams_per_s": float("nan"),
-        "lag_p50": weighted_percentile(lags, weights, 50),
-        "lag_p99": weighted_percentile(lags, weights, 99),
-        "lag_max": max(lags) if lags else float("nan"),
+        **lag_figures(got["lags"], got["weights"]),
     }
 
 
@@ -210,9 +202,7 @@ def viewer_page(
     if why:
         log(f"  large windows: Perspective not measured: {why}")
         return [dict(base, offered=rate, error=why) for rate in rates]
-    from playwright.sync_api import sync_playwright
-
-    from .browser import CHROMIUM, CHROMIUM_ARGS
+    from .browser import at_rate, batch_for, chromium_page, not_measured, wait_ready
 
     rows: list[dict[str, Any]] = []
     server = start_process(serve, {"window": window}, timeout=120)
@@ -222,65 +212,46 @@ def viewer_page(
         while server.call("info")["size"] < window and time.monotonic() < deadline:
             time.sleep(0.2)
         server.call("stop", timeout=120)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                t = time.monotonic()
-                page.goto(f"http://{HOST}:{server.port}/", timeout=60_000)
-                try:
-                    page.wait_for_function(
-                        "() => window.perspectivePage && (window.perspectivePage.ready "
-                        "|| window.perspectivePage.error)",
-                        timeout=load_timeout * 1000,
-                        polling=100,
-                    )
-                except Exception as exc:
-                    raise TimeoutError(
-                        f"the viewer had not drawn its first view of {window:,} rows "
-                        f"{load_timeout:.0f} s after the page opened"
-                    ) from exc
-                err = page.evaluate("() => window.perspectivePage.error || null")
-                if err:
-                    raise RuntimeError(f"the Perspective page failed: {err}")
-                load_s = time.monotonic() - t
-                gl = page.evaluate("() => window.perspectivePage.gl")
-                plugin = page.evaluate("() => window.perspectivePage.plugin")
-                for rate in rates:
-                    batch = max(1, rate // 100)
-                    log(
-                        f"  large windows: Perspective, {window:,} rows, {rate:,} rows/s "
-                        f"({batch:,} rows x 100 updates/s)"
-                    )
-                    server.call("produce", batch=batch, rate=rate, duration=warmup + seconds + 30)
-                    time.sleep(warmup)
-                    r = measure(page, seconds)
-                    produced = server.call("stop", timeout=120)
-                    took = produced["appended"] / max(1e-9, produced["elapsed"])
-                    r.update(
-                        base,
-                        offered=rate,
-                        rows_per_s=took,
-                        appended_per_s=took,
-                        load_s=load_s,
-                        gl=gl,
-                        drawn_with=[plugin],
-                    )
-                    rows.append(r)
-                    log(
-                        f"    table took {took:,.0f} rows/s, {r['fps']:.1f} fps, "
-                        f"{r['paints_per_s']:.1f} renders/s, lag p50 {r['lag_p50']:.0f} ms, "
-                        f"p99 {r['lag_p99']:.0f} ms"
-                    )
-                    time.sleep(1.0)
-            finally:
-                browser.close()
+        with chromium_page() as page:
+            t = time.monotonic()
+            page.goto(f"http://{HOST}:{server.port}/", timeout=60_000)
+            wait_ready(
+                page,
+                "perspectivePage",
+                "Perspective",
+                load_timeout,
+                timed_out=f"the viewer had not drawn its first view of {window:,} rows "
+                f"{load_timeout:.0f} s after the page opened",
+            )
+            load_s = time.monotonic() - t
+            gl = page.evaluate("() => window.perspectivePage.gl")
+            plugin = page.evaluate("() => window.perspectivePage.plugin")
+            for rate in rates:
+                log(
+                    f"  large windows: Perspective, {window:,} rows, {rate:,} rows/s "
+                    f"({batch_for(rate):,} rows x 100 updates/s)"
+                )
+                r, took = at_rate(
+                    server, page, rate, measure, seconds=seconds, warmup=warmup, stop_timeout=120
+                )
+                r.update(
+                    base,
+                    offered=rate,
+                    rows_per_s=took,
+                    appended_per_s=took,
+                    load_s=load_s,
+                    gl=gl,
+                    drawn_with=[plugin],
+                )
+                rows.append(r)
+                log(
+                    f"    table took {took:,.0f} rows/s, {r['fps']:.1f} fps, "
+                    f"{r['paints_per_s']:.1f} renders/s, lag p50 {r['lag_p50']:.0f} ms, "
+                    f"p99 {r['lag_p99']:.0f} ms"
+                )
+                time.sleep(1.0)
     except Exception as exc:
-        rows += [
-            dict(base, offered=rate, error=f"{type(exc).__name__}: {exc}")
-            for rate in rates[len(rows) :]
-        ]
-        log(f"    Perspective ({window:,}) not measured: {rows[-1]['error']}")
+        not_measured(rows, base, rates, exc, f"Perspective ({window:,})", log)
     finally:
         server.stop()
     return rows
