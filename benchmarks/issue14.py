@@ -84,34 +84,25 @@ def _fanouts(
     log: Callable[[str], None],
     rep: int,
 ) -> None:
-    log(f"  issue 14: 1,000-row batches (repeat {rep + 1})")
-    batches = scenarios.fanout(
-        cfg["ns"],
-        batch=1000,
-        shape="arrays",
-        duration=cfg["duration"],
-        warmup=cfg["warmup"],
-        variants=cfg["batch_variants"],
-        bokeh_max_n=0,
-        log=log,
-        clients=clients,
-    )
-    log(f"  issue 14: single rows (repeat {rep + 1})")
-    ticks = scenarios.fanout(
-        cfg["ns"],
-        batch=1,
-        shape="scalars",
-        duration=cfg["duration"],
-        warmup=cfg["warmup"],
-        variants=cfg["tick_variants"],
-        bokeh_max_n=0,
-        log=log,
-        clients=clients,
-    )
-    for r in batches + ticks:
-        r["repeat"] = rep
-    out["batches"] += batches
-    out["ticks"] += ticks
+    for key, what, batch, shape, variants in (
+        ("batches", "1,000-row batches", 1000, "arrays", "batch_variants"),
+        ("ticks", "single rows", 1, "scalars", "tick_variants"),
+    ):
+        log(f"  issue 14: {what} (repeat {rep + 1})")
+        rows = scenarios.fanout(
+            cfg["ns"],
+            batch=batch,
+            shape=shape,
+            duration=cfg["duration"],
+            warmup=cfg["warmup"],
+            variants=cfg[variants],
+            bokeh_max_n=0,
+            log=log,
+            clients=clients,
+        )
+        for r in rows:
+            r["repeat"] = rep
+        out[key] += rows
 
 
 def _latency(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import json
 import math
 import os
@@ -54,6 +55,17 @@ ALL = (
 )
 #: Scenarios run only when named in ``--scenarios`` (issue 14; see benchmarks/issue14.py).
 OPT_IN = ("issue14", "bistable", "cluster")
+
+#: The sections whose module renders its own table, in the printout's order:
+#: (key of the results, module of benchmarks/, its function taking (figures, _fmt, _table)).
+SECTIONS = (
+    ("large_windows", "browser", "render"),
+    ("abuse", "abuse", "render"),
+    ("recording", "recording", "render"),
+    ("cluster", "cluster", "render"),
+    ("issue14", "issue14", "render"),
+    ("bistable", "issue14", "render_bistable"),
+)
 
 FULL = {
     "fanout": {
@@ -571,30 +583,10 @@ def render(results: dict[str, Any]) -> str:
             )
             + notes
         )
-    if results.get("large_windows"):
-        from benchmarks import browser
-
-        parts.append(browser.render(results["large_windows"], _fmt, _table))
-    if results.get("abuse"):
-        from benchmarks import abuse
-
-        parts.append(abuse.render(results["abuse"], _fmt, _table))
-    if results.get("recording"):
-        from benchmarks import recording
-
-        parts.append(recording.render(results["recording"], _fmt, _table))
-    if results.get("cluster"):
-        from benchmarks import cluster
-
-        parts.append(cluster.render(results["cluster"], _fmt, _table))
-    if results.get("issue14"):
-        from benchmarks import issue14
-
-        parts.append(issue14.render(results["issue14"], _fmt, _table))
-    if results.get("bistable"):
-        from benchmarks import issue14
-
-        parts.append(issue14.render_bistable(results["bistable"], _fmt, _table))
+    for key, module, function in SECTIONS:
+        if results.get(key):
+            render_section = getattr(importlib.import_module(f"benchmarks.{module}"), function)
+            parts.append(render_section(results[key], _fmt, _table))
     return "\n\n".join(parts)
 
 
