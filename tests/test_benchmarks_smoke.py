@@ -248,3 +248,47 @@ def test_perspective_missing_says_why_and_how_to_install() -> None:
             "perspective-python is not installed (pip install perspective-python)"
         ), r
     assert "Perspective not measured: perspective-python is not installed" in proc.stderr
+
+
+#: A server process of the benchmarks, sent bad commands, then good ones.
+COMMANDS_SMOKE = """
+import json, time
+from benchmarks import ls_server
+from benchmarks.common import start_process
+out = {}
+with start_process(ls_server.serve, {}) as server:
+    for name, args in (("nope", {}), ("produce", {"on": "bogus"}), ("prefill", {})):
+        try:
+            out["bad " + name] = server.call(name, **args)
+        except RuntimeError as exc:
+            out["bad " + name] = str(exc)
+    out["stop_after_errors"] = server.call("stop")
+    out["produce"] = server.call("produce", batch=10, rate=1000, duration=5)
+    deadline = time.monotonic() + 20
+    while server.call("info")["end"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    out["stop"] = server.call("stop")
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_server_process_answers_bad_commands_with_an_error_and_carries_on() -> None:
+    """The command loop every benchmark process shares (``common.serve_commands``): an
+    unknown command, a producer that cannot start and a command missing its arguments each
+    get an error reply saying what was wrong; the process then still obeys, and the failed
+    producer left nothing behind to stop."""
+    proc = subprocess.run(
+        [sys.executable, "-c", COMMANDS_SMOKE], cwd=ROOT, capture_output=True, text=True, timeout=55
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["bad nope"] == "child failed on 'nope': unknown command 'nope'", out
+    assert out["bad produce"] == (
+        "child failed on 'produce': ValueError: `on` must be 'thread' or 'loop'; got 'bogus'"
+    ), out
+    assert out["bad prefill"] == "child failed on 'prefill': KeyError: 'rows'", out
+    assert out["produce"] == {"ok": True, "end": 0}, out
+    assert out["stop_after_errors"] == {"appended": 0, "elapsed": 0.0, "end": 0}, out
+    assert out["stop"]["appended"] >= 10 and out["stop"]["end"] == out["stop"]["appended"], out
+    assert 0 < out["stop"]["elapsed"] < 30, out
