@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -239,13 +240,22 @@ def test_server_message_round_trip(msg: Any) -> None:
     assert decode_server(frame) == msg
 
 
+def _round_trip(
+    encode: Callable[..., Any], decode: Callable[..., Any], msg: Any, wire: type
+) -> Any:
+    """``msg`` encoded (asserted to be a ``wire`` frame: bytes or str) and decoded again
+    (asserted to be of ``msg``'s type)."""
+    frame = encode(msg)
+    assert isinstance(frame, wire)
+    back = decode(frame)
+    assert isinstance(back, type(msg))
+    return back
+
+
 @FAST
 @given(stream_names, ids, batches())
 def test_publish_binary_round_trip(stream: str, id: Any, batch: Batch) -> None:
-    frame = encode_client(Publish(stream, batch, id))
-    assert isinstance(frame, bytes)
-    msg = decode_client(frame)
-    assert isinstance(msg, Publish)
+    msg = _round_trip(encode_client, decode_client, Publish(stream, batch, id), bytes)
     assert (msg.stream, msg.id) == (stream, id)
     assert msg.batch == batch
     assert msg.batch.schema == batch.schema
@@ -271,10 +281,7 @@ def test_publish_json_round_trip(stream: str, id: Any, batch: Batch) -> None:
 @FAST
 @given(stream_names, counts, batches())
 def test_data_binary_round_trip(stream: str, offset: int, batch: Batch) -> None:
-    frame = encode_server(Data(stream, offset, batch))
-    assert isinstance(frame, bytes)
-    msg = decode_server(frame)
-    assert isinstance(msg, Data)
+    msg = _round_trip(encode_server, decode_server, Data(stream, offset, batch), bytes)
     assert (msg.stream, msg.offset, msg.rows) == (stream, offset, batch.rows)
     assert msg.batch == batch
     assert msg.batch.offset == offset
