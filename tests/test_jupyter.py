@@ -11,7 +11,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -39,35 +42,50 @@ def test_in_kernel_is_false_outside_a_kernel() -> None:
     assert in_kernel() is False
 
 
-def test_server_starts_on_first_use_and_stops_with_the_kernel() -> None:
+@contextlib.contextmanager
+def _kernel_killed_at_exit() -> Iterator[Kernel]:
+    """A kernel; if it still runs when the test is done with it, it is killed."""
     k = Kernel()
     try:
-        info = json.loads(k.run(START).strip())
-        assert info["before"] is False, "importing livestream must not start a server"
-        assert info["in_kernel"] is True
-        assert info["same"] is True, "ls.serve() must return the running default server"
-        port, token = info["port"], info["token"]
-        assert port_is_open(port)
-        assert http_json(f"http://127.0.0.1:{port}/healthz") == {"ok": True}
-
-        viewer = ls.connect(f"ws://127.0.0.1:{port}", token=token, reconnect=False)
-        try:
-            subscription = viewer.subscribe("x")
-            assert subscription.next(timeout=10).to_rows() == [{"v": 1.0}]
-            pid = k.pid
-            exit_code = k.shutdown(timeout=30)
-            with pytest.raises(ConnectionClosed) as closed:
-                subscription.next(timeout=10)
-        finally:
-            viewer.close()
+        yield k
     finally:
         if k.km.has_kernel:
             k.km.shutdown_kernel(now=True)
 
-    assert closed.value.code == 1001, (
-        f"the viewer was not told the server went away: {closed.value}"
-    )
+
+def _shut_down_under_a_viewer(
+    k: Kernel, info: dict[str, Any], timeout: float
+) -> tuple[list[dict[str, Any]], int | None, ConnectionClosed]:
+    """A viewer of the kernel's server (``info`` from :data:`START`) takes the first batch of
+    ``x``; then the kernel is asked to shut down (waiting up to ``timeout`` s for it to exit).
+    Returns the batch's rows, the kernel's exit code, and what the viewer's next read raised."""
+    viewer = ls.connect(f"ws://127.0.0.1:{info['port']}", token=info["token"], reconnect=False)
+    try:
+        subscription = viewer.subscribe("x")
+        rows = subscription.next(timeout=10).to_rows()
+        exit_code = k.shutdown(timeout=timeout)
+        with pytest.raises(ConnectionClosed) as closed:
+            subscription.next(timeout=10)
+    finally:
+        viewer.close()
+    return rows, exit_code, closed.value
+
+
+def test_server_starts_on_first_use_and_stops_with_the_kernel() -> None:
+    with _kernel_killed_at_exit() as k:
+        info = json.loads(k.run(START).strip())
+        assert info["before"] is False, "importing livestream must not start a server"
+        assert info["in_kernel"] is True
+        assert info["same"] is True, "ls.serve() must return the running default server"
+        port = info["port"]
+        assert port_is_open(port)
+        assert http_json(f"http://127.0.0.1:{port}/healthz") == {"ok": True}
+        rows, exit_code, closed = _shut_down_under_a_viewer(k, info, timeout=30)
+
+    assert rows == [{"v": 1.0}]
+    assert closed.code == 1001, f"the viewer was not told the server went away: {closed}"
     assert exit_code == 0, f"the kernel did not exit by itself (exit code {exit_code})"
+    pid = k.pid
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not port_is_open(port), f"port {port} still open after the kernel shut down"
 
@@ -76,8 +94,7 @@ def test_server_stops_at_the_shutdown_request_even_when_the_kernel_is_killed_lat
     """A kernel with a child process of its own (a publisher, as in notebook 04) does not
     exit by itself in time: ipykernel waits for the child, and Jupyter then kills the
     kernel, skipping ``atexit``. The server must already be stopped cleanly by then."""
-    k = Kernel()
-    try:
+    with _kernel_killed_at_exit() as k:
         info = json.loads(
             k.run(
                 START
@@ -87,22 +104,10 @@ child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
 """
             ).strip()
         )
-        port, token = info["port"], info["token"]
         child_pid = int(k.run("print(child.pid)").strip())
-        viewer = ls.connect(f"ws://127.0.0.1:{port}", token=token, reconnect=False)
-        try:
-            subscription = viewer.subscribe("x")
-            subscription.next(timeout=10)
-            k.shutdown(timeout=60)
-            with pytest.raises(ConnectionClosed) as closed:
-                subscription.next(timeout=10)
-        finally:
-            viewer.close()
-    finally:
-        if k.km.has_kernel:
-            k.km.shutdown_kernel(now=True)
-    assert closed.value.code == 1001, f"the viewer was cut off, not told: {closed.value}"
-    assert not port_is_open(port)
+        _, _, closed = _shut_down_under_a_viewer(k, info, timeout=60)
+    assert closed.code == 1001, f"the viewer was cut off, not told: {closed}"
+    assert not port_is_open(info["port"])
     gone = {psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD}
     for pid in (k.pid, child_pid):
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() in gone, pid
