@@ -111,6 +111,16 @@ def chromium_page() -> Iterator[Any]:
             browser.close()
 
 
+@contextlib.contextmanager
+def page_at(server: ServerProcess, path: str) -> Iterator[tuple[Any, float]]:
+    """A Chromium page (:func:`chromium_page`) opened at ``path`` of ``server``, and when it
+    started loading (``time.monotonic()``, for the load time)."""
+    with chromium_page() as page:
+        t = time.monotonic()
+        page.goto(f"http://{HOST}:{server.port}{path}", timeout=60_000)
+        yield page, t
+
+
 def at_rate(
     server: ServerProcess,
     page: Any,
@@ -136,21 +146,24 @@ def batch_for(rate: int) -> int:
     return max(1, rate // 100)
 
 
-def not_measured(
-    rows: list[dict[str, Any]],
-    base: dict[str, Any],
-    rates: list[int],
-    exc: Exception,
-    what: str,
-    log: Any,
-) -> None:
-    """A row with the error for each rate of ``rates`` not measured yet (``rows`` holds
-    one per rate measured)."""
-    rows += [
-        dict(base, offered=rate, error=f"{type(exc).__name__}: {exc}")
-        for rate in rates[len(rows) :]
-    ]
-    log(f"    {what} not measured: {rows[-1]['error']}")
+@contextlib.contextmanager
+def page_rows(
+    server: ServerProcess, base: dict[str, Any], rates: list[int], what: str, log: Any
+) -> Iterator[list[dict[str, Any]]]:
+    """The rows of a page at each of ``rates`` (``base`` in each), measured in the
+    ``with`` block: when it fails, a row with the error for each rate not measured yet,
+    and the log says so; then (either way) ``server`` is stopped."""
+    rows: list[dict[str, Any]] = []
+    try:
+        yield rows
+    except Exception as exc:
+        rows += [
+            dict(base, offered=rate, error=f"{type(exc).__name__}: {exc}")
+            for rate in rates[len(rows) :]
+        ]
+        log(f"    {what} not measured: {rows[-1]['error']}")
+    finally:
+        server.stop()
 
 
 def livestream_page(
@@ -341,15 +354,9 @@ def ceiling_page(
 
     base = {"page": "ceiling", "window": window, "backend": backend}
     server = start_process(ceiling.serve, {})
-    rows: list[dict[str, Any]] = []
-    try:
-        with chromium_page() as page:
-            t = time.monotonic()
-            page.goto(
-                f"http://{HOST}:{server.port}/?window={window}&backend={backend}"
-                f"&spacing={1000.0 / max(rates)}",
-                timeout=60_000,
-            )
+    with page_rows(server, base, rates, f"ceiling ({backend}, {window:,})", log) as rows:
+        path = f"/?window={window}&backend={backend}&spacing={1000.0 / max(rates)}"
+        with page_at(server, path) as (page, t):
             wait_ready(page, "ceiling", "ceiling", load_timeout)
             page.wait_for_function(PROBE, timeout=load_timeout * 1000, polling=100)
             load_s = time.monotonic() - t
@@ -365,10 +372,6 @@ def ceiling_page(
                 rows.append(r)
                 _log_row(log, r)
                 time.sleep(0.5)
-    except Exception as exc:
-        not_measured(rows, base, rates, exc, f"ceiling ({backend}, {window:,})", log)
-    finally:
-        server.stop()
     return rows
 
 
@@ -384,19 +387,13 @@ def livestream_large(
     """The livestream page with ``?window=W`` over a stream whose history holds ``W`` rows
     (filled before the page opens), at each offered rate."""
     base = {"page": "livestream page", "window": window, "backend": "canvas"}
-    rows: list[dict[str, Any]] = []
     server = start_process(ls_server.serve, {"history": max(window, 100_000)}, timeout=120)
-    try:
+    with page_rows(server, base, rates, f"livestream page ({window:,})", log) as rows:
         # The history first: W rows spaced in time as the highest offered rate would space
         # them (the page then opens on a full window, as on a long-running stream).
         server.call("prefill", rows=window, spacing_ms=1000.0 / max(rates), timeout=300)
-        with chromium_page() as page:
-            t = time.monotonic()
-            page.goto(
-                f"http://{HOST}:{server.port}/streams/bench?token={TOKEN}"
-                f"&window={window}&x=time&y=price",
-                timeout=60_000,
-            )
+        path = f"/streams/bench?token={TOKEN}&window={window}&x=time&y=price"
+        with page_at(server, path) as (page, t):
             page.wait_for_function(PROBE, timeout=load_timeout * 1000, polling=100)
             _, held = _fill(page, window, max(1.0, load_timeout - (time.monotonic() - t)))
             load_s = time.monotonic() - t
@@ -435,10 +432,6 @@ def livestream_large(
                 _log_row(log, r)
                 log(f"    (the server appended {r['appended_per_s']:,.0f} rows/s)")
                 time.sleep(1.0)
-    except Exception as exc:
-        not_measured(rows, base, rates, exc, f"livestream page ({window:,})", log)
-    finally:
-        server.stop()
     return rows
 
 
@@ -502,6 +495,9 @@ def large_windows(
 ) -> list[dict[str, Any]]:
     """Every page at every window and offered rate, ``repeat`` times over (the machine is
     shared: each cell reports the median of its runs and their spread)."""
+    from . import perspective
+
+    each = {"seconds": seconds, "warmup": warmup, "load_timeout": load_timeout, "log": log}
     runs: list[list[dict[str, Any]]] = []
     for i in range(repeat):
         if repeat > 1:
@@ -510,35 +506,11 @@ def large_windows(
         for window in windows:
             if "ceiling" in pages:
                 for backend in backends:
-                    run += ceiling_page(
-                        window,
-                        rates,
-                        backend=backend,
-                        seconds=seconds,
-                        warmup=warmup,
-                        load_timeout=load_timeout,
-                        log=log,
-                    )
+                    run += ceiling_page(window, rates, backend=backend, **each)
             if "livestream" in pages:
-                run += livestream_large(
-                    window,
-                    rates,
-                    seconds=seconds,
-                    warmup=warmup,
-                    load_timeout=load_timeout,
-                    log=log,
-                )
+                run += livestream_large(window, rates, **each)
             if "perspective" in pages:
-                from . import perspective
-
-                run += perspective.viewer_page(
-                    window,
-                    rates,
-                    seconds=seconds,
-                    warmup=warmup,
-                    load_timeout=load_timeout,
-                    log=log,
-                )
+                run += perspective.viewer_page(window, rates, **each)
         runs.append(run)
     return _median_rows(runs)
 

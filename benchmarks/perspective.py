@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from .common import (
-    HOST,
     Batches,
     PacedProducer,
     ProducerSlot,
@@ -202,19 +201,16 @@ def viewer_page(
     if why:
         log(f"  large windows: Perspective not measured: {why}")
         return [dict(base, offered=rate, error=why) for rate in rates]
-    from .browser import at_rate, batch_for, chromium_page, not_measured, wait_ready
+    from .browser import at_rate, batch_for, page_at, page_rows, wait_ready
 
-    rows: list[dict[str, Any]] = []
     server = start_process(serve, {"window": window}, timeout=120)
-    try:
+    with page_rows(server, base, rates, f"Perspective ({window:,})", log) as rows:
         server.call("produce", batch=min(window, 1_000_000), rate=None, duration=300)
         deadline = time.monotonic() + 300
         while server.call("info")["size"] < window and time.monotonic() < deadline:
             time.sleep(0.2)
         server.call("stop", timeout=120)
-        with chromium_page() as page:
-            t = time.monotonic()
-            page.goto(f"http://{HOST}:{server.port}/", timeout=60_000)
+        with page_at(server, "/") as (page, t):
             wait_ready(
                 page,
                 "perspectivePage",
@@ -250,8 +246,4 @@ def viewer_page(
                     f"p99 {r['lag_p99']:.0f} ms"
                 )
                 time.sleep(1.0)
-    except Exception as exc:
-        not_measured(rows, base, rates, exc, f"Perspective ({window:,})", log)
-    finally:
-        server.stop()
     return rows
