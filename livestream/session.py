@@ -1,7 +1,7 @@
 """One connection's protocol state: frames in, frames out, no I/O of its own.
 
 A :class:`Session` is what a peer is to the server, whatever carries its frames: the
-WebSocket handler (server.py) and the widget's comm relay (relay.py) are thin adapters
+WebSocket handler (handlers.py) and the widget's comm relay (relay.py) are thin adapters
 that hand it each frame the peer sent (:meth:`Session.receive`) and write what it sends
 through their :class:`~livestream.hub.Transport`. It decodes and checks each frame
 (livestream.protocol), enforces roles, the bad-message limit and the connection's

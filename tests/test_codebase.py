@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,6 +27,7 @@ def test_ruff_format_changes_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.timeout(330)  # a cold mypy run took over 120 s beside another suite
 def test_mypy_strict_finds_nothing() -> None:
     result = _run("mypy")  # packages, strictness and options come from pyproject.toml
     assert result.returncode == 0, result.stdout + result.stderr

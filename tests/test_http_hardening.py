@@ -1,4 +1,4 @@
-"""HTTP hardening (livestream/server.py): what one request or connection may cost.
+"""HTTP hardening (livestream/handlers.py and server.py): what one request or connection may cost.
 
 Every test talks to a real server on 127.0.0.1 over raw sockets, so that it controls
 exactly which bytes have been sent when the server answers: a refusal that arrives while

@@ -42,7 +42,10 @@ import { requestFrame } from "./schedule.js";
  */
 
 const RATE_WINDOW_MS = 5000;
-const INITIAL_CREDIT = 2;
+/** Data frames in flight before the page grants more: credit comes back once per
+ * animation frame, so this many frames (up to 256 KiB of rows each) can arrive between
+ * two frames. Two capped a page at about half of 1 M rows/s into a small window. */
+const INITIAL_CREDIT = 4;
 
 /**
  * The page side of one stream on one connection: a single server subscription shared by every

@@ -16,9 +16,10 @@
  *   jupyter-server-proxy under the page's Jupyter base URL, or relayed through a widget's comm.
  * - `relay.js` — the relay transport: a socket-like object over a widget's comm.
  * - `connection.js` — `connect({url, token})`: the page's one shared `Connection` per server
- *   and token; reconnects with backoff, resumes every subscription with `since`/`epoch` (no
- *   gap, no duplicate), paces the server with `credit`, and hands each subscriber at most one
- *   merged batch per animation frame.
+ *   and token; reconnects with backoff and fails over between several URLs.
+ * - `channel.js` — one stream's server subscription, shared by its local `Subscription`s:
+ *   resumes with `since`/`epoch` (no gap, no duplicate), paces the server with `credit`, and
+ *   hands each subscriber at most one merged batch per animation frame.
  * - `bokeh.js` — `ensureBokeh` loads BokehJS once per page, `embedPlot` embeds a figure built
  *   by `livestream/plots.py` and streams batches into its ColumnDataSource; every use of a
  *   BokehJS private internal is isolated there.

@@ -1142,7 +1142,7 @@ function quietInitialRanges(views) {
 
 // livestream/static/channel.js
 var RATE_WINDOW_MS = 5e3;
-var INITIAL_CREDIT = 2;
+var INITIAL_CREDIT = 4;
 var Channel = class {
   /** @param {Connection} conn @param {string} stream */
   constructor(conn, stream) {
