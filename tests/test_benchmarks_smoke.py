@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.browser
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(240)
 def test_quick_fanout_for_one_subscriber_gives_figures_for_all_three_servers(
     tmp_path: Path,
 ) -> None:
@@ -40,7 +40,7 @@ def test_quick_fanout_for_one_subscriber_gives_figures_for_all_three_servers(
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=80,
+        timeout=220,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(out.read_text())
@@ -69,7 +69,7 @@ ABUSE_ROWS = [
 ]
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(200)
 def test_quick_abuse_scenario_gives_a_row_with_sane_figures_for_every_attack(
     tmp_path: Path,
 ) -> None:
@@ -83,7 +83,7 @@ def test_quick_abuse_scenario_gives_a_row_with_sane_figures_for_every_attack(
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=55,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(out.read_text())["abuse"]
@@ -108,7 +108,7 @@ def test_quick_abuse_scenario_gives_a_row_with_sane_figures_for_every_attack(
         assert text in proc.stdout, proc.stdout[-2000:]
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(200)
 def test_quick_fanout_with_the_websockets_client_checks_every_row(tmp_path: Path) -> None:
     """Issue 14: subscribers built on the ``websockets`` library (every frame decoded, offsets
     checked row by row) for raw Tornado and livestream, including the producer thread on a
@@ -134,7 +134,7 @@ def test_quick_fanout_with_the_websockets_client_checks_every_row(tmp_path: Path
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=55,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["variant"]: r for r in json.loads(out.read_text())["fanout"]}
@@ -171,7 +171,7 @@ print(json.dumps({"rows": rows, "text": browser.render(rows, run._fmt, run._tabl
 
 
 @pytest.mark.browser
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(330)
 def test_large_window_pages_all_give_rows_frames_and_a_lag_after_drawing() -> None:
     """Issue 12: the ceiling page (BokehJS alone, canvas and WebGL), the livestream page and
     Perspective's viewer each draw a 10,000-point window fed at 20,000 rows/s; each gives
@@ -182,7 +182,7 @@ def test_large_window_pages_all_give_rows_frames_and_a_lag_after_drawing() -> No
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=190,
+        timeout=310,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.splitlines()[-1])
@@ -272,14 +272,18 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(200)
 def test_a_server_process_answers_bad_commands_with_an_error_and_carries_on() -> None:
     """The command loop every benchmark process shares (``common.serve_commands``): an
     unknown command, a producer that cannot start and a command missing its arguments each
     get an error reply saying what was wrong; the process then still obeys, and the failed
     producer left nothing behind to stop."""
     proc = subprocess.run(
-        [sys.executable, "-c", COMMANDS_SMOKE], cwd=ROOT, capture_output=True, text=True, timeout=55
+        [sys.executable, "-c", COMMANDS_SMOKE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.splitlines()[-1])
