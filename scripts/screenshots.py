@@ -34,16 +34,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS_IMAGES = ROOT / "docs" / "images"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+
+# Chromium's path and flags, and the script that counts a plot's rows, are the tests' own.
+sys.path.insert(0, str(ROOT / "tests"))
+from support import CHROMIUM, CHROMIUM_ARGS, SOURCE_LENGTH  # noqa: E402
+
 WAIT_MS = 20_000
 
 #: file → (page, width, height): the demo's prices dashboard on a laptop and a phone, and
@@ -53,17 +48,6 @@ SHOTS: dict[str, tuple[str, int, int]] = {
     "dashboard-phone.png": ("/streams/prices", 390, 844),
     "index.png": ("/", 900, 470),
 }
-
-#: Rows in the plot of the page (from BokehJS: the source its `data-source-id` names).
-SOURCE_LENGTH = """() => {
-  const el = document.querySelector("[data-source-id]");
-  if (!el || !window.Bokeh) return -1;
-  for (const doc of Bokeh.documents) {
-    const source = doc.get_model_by_id(el.dataset.sourceId);
-    if (source) return source.get_length();
-  }
-  return -1;
-}"""
 
 
 def capture(

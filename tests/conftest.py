@@ -18,6 +18,7 @@ Fixtures:
 * ``running(*args)``: starts ``python -m livestream ARGS`` (support's :class:`Running`);
   every process it started is stopped at teardown.
 * ``browser`` (per module): Debian's Chromium through Playwright, closed after the module.
+* ``wave``: a stream ``wave`` of ``server`` fed 50 rows/s, with a parameter ``amp``.
 
 For every test (autouse): ``no_thread_leaks`` fails a test that leaves a ``livestream-*``
 thread running, and ``no_stray_errors`` one during which an ERROR was logged that the
@@ -32,6 +33,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import re
 import struct
 import threading
@@ -44,9 +46,10 @@ from typing import Any
 import numpy as np
 import pytest
 import websockets
-from support import CHROMIUM, CHROMIUM_ARGS, Running, livestream_threads
+from support import Running, livestream_threads
 from websockets.asyncio.client import ClientConnection
 
+from livestream.controls import Float
 from livestream.server import Server
 
 TOKEN = "test-token-0123456789"
@@ -400,10 +403,30 @@ def running() -> Iterator[Callable[..., Running]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium (never a downloaded one), driven by Playwright, for one module."""
-    from playwright.sync_api import sync_playwright
+    """Debian's Chromium (never a downloaded one), driven by Playwright, for one module;
+    a missing Chromium fails the test, saying how to install it."""
+    from jupyter_support import chromium
 
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
+
+
+@pytest.fixture
+def wave(server: Server) -> Any:
+    """A stream ``wave`` fed 50 rows/s: time (ms), y, and k counting rows from 1; one
+    declared parameter ``amp`` (0 to 5)."""
+    stream = server.stream(
+        "wave", history=20_000, schema={"time": "float64", "y": "float64", "k": "int64"}
+    )
+    count = {"k": 0}
+
+    @stream.producer(every=0.02, params={"amp": Float(1.0, min=0.0, max=5.0, label="Amplitude")})
+    def tick(params: Any) -> dict[str, Any]:
+        count["k"] += 1
+        return {
+            "time": time.time() * 1000.0,
+            "y": params["amp"] * math.sin(count["k"] / 20),
+            "k": count["k"],
+        }
+
+    return stream

@@ -5,9 +5,10 @@
   lines are read on a helper thread), :func:`livestream_cli` (one command to its end),
   :func:`livestream_env` (their environment), :data:`WS_URL` (the line ``serve`` prints)
   and :class:`Serving` (a ``serve`` process once it printed it).
+* :func:`write_notebook`: a notebook of code cells for JupyterLab.
 * Chromium: :data:`CHROMIUM` and :data:`CHROMIUM_ARGS`, :func:`open_pages` (pages in fresh
   contexts, failing on a JavaScript error), :data:`SOURCE_LENGTH` (the rows of a page's
-  plot, read from BokehJS). scripts/screenshots.py uses these too.
+  plot, read from BokehJS), :func:`refused_amplitude` (a control the server refuses). scripts/screenshots.py uses these too.
 
 The fixtures (a live server, ``running``, ``browser``, the thread-leak and stray-error
 checks) and the suite's one token live in tests/conftest.py.
@@ -186,6 +187,28 @@ class Serving:
         self.running.kill()
 
 
+# --------------------------------------------------------------------------- notebooks
+
+
+def write_notebook(root: Path, name: str, cells: list[str]) -> str:
+    """Write a notebook of these code ``cells`` as ``root/name``, its kernel Python 3 (else
+    JupyterLab asks which kernel to start); returns ``name``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(code) for code in cells],
+        metadata={
+            "kernelspec": {
+                "name": "python3",
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+            }
+        },
+    )
+    nbformat.write(nb, str(root / name))
+    return name
+
+
 # --------------------------------------------------------------------------- Chromium
 
 
@@ -210,21 +233,28 @@ def open_pages(
     height: int = 900,
     init_script: str | None = None,
     console: bool = False,
+    ignore: Callable[[Any], bool] | None = None,
 ) -> Iterator[Callable[..., Any]]:
     """Yield ``open_(url, width=None, height=None) -> Page``: a new page of ``browser`` at
     ``url``. Pages of the default size share one context (tabs of one browser); a page of
     another size gets a context of its own. ``init_script`` runs in every page before its
-    own scripts.
+    own scripts; a page error for which ``ignore(error)`` is true is not counted (one that
+    is not ours to fail on).
 
     On exit every context is closed, then the test fails if any page raised a JavaScript
     error or (with ``console``) logged a console message of warning or error level.
     """
+    default = (width, height)
     contexts: dict[tuple[int, int], Any] = {}
     problems: list[str] = []
 
     def on_console(msg: Any) -> None:
         if msg.type in ("warning", "error"):
             problems.append(f"{msg.type}: {msg.text} ({msg.location.get('url', '')})")
+
+    def on_error(exc: Any) -> None:
+        if ignore is None or not ignore(exc):
+            problems.append(f"pageerror: {exc}\n{getattr(exc, 'stack', '') or ''}")
 
     def open_(url: str, width: int | None = None, height: int | None = None) -> Any:
         size = (width or default[0], height or default[1])
@@ -235,11 +265,10 @@ def open_pages(
         page = contexts[size].new_page()
         if console:
             page.on("console", on_console)
-        page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
+        page.on("pageerror", on_error)
         page.goto(url)
         return page
 
-    default = (width, height)
     try:
         yield open_
     finally:
@@ -247,3 +276,18 @@ def open_pages(
             context.close()
     what = "JavaScript errors or console warnings" if console else "JavaScript errors"
     assert not problems, f"{what} in the page: {problems}"
+
+
+def refused_amplitude(page: Any, scope: str, wait_ms: float) -> None:
+    """Type 50 into the controls' ``amp`` (conftest's ``wave``: 0 to 5) under the selector
+    ``scope``: the server refuses it, the controls say why and show the value it holds (1)."""
+    from playwright.sync_api import expect
+
+    amplitude = page.locator(f'{scope} [data-param="amp"] input[type=number]'.strip())
+    expect(amplitude).to_have_value("1", timeout=wait_ms)
+    amplitude.fill("50")
+    amplitude.press("Enter")
+    alert = page.locator(f"{scope} .ls-controls .ls-alert".strip())
+    expect(alert).to_be_visible(timeout=wait_ms)
+    expect(alert).to_contain_text("between 0")
+    expect(amplitude).to_have_value("1")  # back to the value the server holds

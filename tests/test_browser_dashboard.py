@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import math
 import re
 import struct
 import time
@@ -26,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-from support import CHROMIUM, CHROMIUM_ARGS
+from playwright.sync_api import Browser, Page, expect
+from support import SOURCE_LENGTH, open_pages, refused_amplitude
 
 from livestream import Float, demo
 from livestream.server import Server
@@ -35,16 +34,6 @@ from livestream.server import Server
 pytestmark = pytest.mark.browser
 
 WAIT_MS = 10_000
-
-SOURCE_LENGTH = """() => {
-  const el = document.querySelector("[data-source-id]");
-  if (!el || !window.Bokeh) return -1;
-  for (const doc of Bokeh.documents) {
-    const source = doc.get_model_by_id(el.dataset.sourceId);
-    if (source) return source.get_length();
-  }
-  return -1;
-}"""
 
 SOURCE_COLUMN = """(name) => {
   const el = document.querySelector("[data-source-id]");
@@ -56,47 +45,11 @@ SOURCE_COLUMN = """(name) => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def open_page(browser: Browser) -> Iterator[Callable[[str], Page]]:
     """Open a URL in a fresh page; fails the test on a JavaScript error in any page."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-
-    def open_(url: str) -> Page:
-        page = context.new_page()
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(url)
-        return page
-
-    yield open_
-    context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
-
-
-@pytest.fixture
-def wave(server: Server) -> Any:
-    """A stream ``wave`` fed 50 rows/s: time (ms), y, and k counting rows from 1."""
-    stream = server.stream("wave", history=20_000)
-    count = {"k": 0}
-
-    @stream.producer(every=0.02, params={"amp": Float(1.0, min=0.0, max=5.0, label="Amplitude")})
-    def tick(params: Any) -> dict[str, Any]:
-        count["k"] += 1
-        return {
-            "time": time.time() * 1000.0,
-            "y": params["amp"] * math.sin(count["k"] / 20),
-            "k": count["k"],
-        }
-
-    return stream
+    with open_pages(browser) as open_:
+        yield open_
 
 
 def dashboard(server: Server, name: str, token: str | None = None) -> str:
@@ -144,24 +97,9 @@ def test_pages_open_without_console_warnings(server: Server, wave: Any, browser:
     exists, and the home page: no console message of warning or error level (BokehJS warned
     "could not set initial ranges" at each paint of an empty plot, and a plot spec asked for
     too early was a failed resource)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    problems: list[str] = []
-
-    def watch(page: Page) -> Page:
-        page.on(
-            "console",
-            lambda m: (
-                problems.append(f"{m.type}: {m.text}") if m.type in ("warning", "error") else None
-            ),
-        )
-        page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
-        return page
-
-    try:
+    with open_pages(browser, console=True) as open_:
         empty = server.stream("empty", history=1000)
-        pages = {name: watch(context.new_page()) for name in ("wave", "empty", "later")}
-        for name, page in pages.items():
-            page.goto(dashboard(server, name))
+        pages = {name: open_(dashboard(server, name)) for name in ("wave", "empty", "later")}
         wait_plot_rows(pages["wave"], 5)
         for name in ("empty", "later"):  # open, connected, and waiting for rows
             expect(pages[name].locator("#header-status .ls-conn-pill")).to_have_attribute(
@@ -175,14 +113,10 @@ def test_pages_open_without_console_warnings(server: Server, wave: Any, browser:
             expect(page.locator(".ls-plot-target")).to_have_attribute(
                 "data-attached", "true", timeout=WAIT_MS
             )
-        home = watch(context.new_page())
-        home.goto(f"{server.base_url}/?token={server.token}")
+        home = open_(f"{server.base_url}/?token={server.token}")
         expect(home.locator('.ls-stream-card[data-stream="wave"] .ls-trend')).not_to_have_attribute(
             "data-points", "0", timeout=WAIT_MS
         )
-    finally:
-        context.close()
-    assert not problems, f"console warnings or errors: {problems}"
 
 
 def test_pause_stops_growth_and_a_second_page_agrees_then_resume(
@@ -198,13 +132,19 @@ def test_pause_stops_growth_and_a_second_page_agrees_then_resume(
         toggle = page.get_by_role("button", name="Pause", exact=True)
         expect(toggle).to_have_attribute("aria-pressed", "false", timeout=WAIT_MS)
 
+    def both_show(status: str, toggle: str, pressed: str) -> None:
+        """Both pages: the header says ``status``, the one toggle reads ``toggle``."""
+        for page in (a, b):
+            expect(page.locator("#header-status .ls-stream-pill")).to_have_attribute(
+                "data-status", status, timeout=WAIT_MS
+            )
+            button = page.get_by_role("button", name=toggle, exact=True)
+            expect(button).to_have_attribute("aria-pressed", pressed, timeout=WAIT_MS)
+
     a.get_by_role("button", name="Pause", exact=True).click()
+    both_show("paused", "Paused", "true")
     for page in (a, b):
-        expect(page.locator("#header-status .ls-stream-pill")).to_have_attribute(
-            "data-status", "paused", timeout=WAIT_MS
-        )
         paused = page.get_by_role("button", name="Paused", exact=True)
-        expect(paused).to_have_attribute("aria-pressed", "true", timeout=WAIT_MS)
         expect(paused).to_have_attribute("title", re.compile("press to resume"))
     assert wave.paused
     a.bring_to_front()
@@ -213,27 +153,14 @@ def test_pause_stops_growth_and_a_second_page_agrees_then_resume(
     assert source_length(a) == paused_at, "the plot kept growing while the stream was paused"
 
     b.get_by_role("button", name="Paused", exact=True).click()
-    for page in (a, b):
-        expect(page.locator("#header-status .ls-stream-pill")).to_have_attribute(
-            "data-status", "running", timeout=WAIT_MS
-        )
-        toggle = page.get_by_role("button", name="Pause", exact=True)
-        expect(toggle).to_have_attribute("aria-pressed", "false", timeout=WAIT_MS)
+    both_show("running", "Pause", "false")
     wait_plot_rows(a, paused_at + 10)
 
 
 def test_refused_control_shows_the_server_message(
     server: Server, wave: Any, open_page: Callable[[str], Page]
 ) -> None:
-    page = open_page(dashboard(server, "wave"))
-    amplitude = page.locator('[data-param="amp"] input[type=number]')
-    expect(amplitude).to_have_value("1", timeout=WAIT_MS)
-    amplitude.fill("50")
-    amplitude.press("Enter")
-    alert = page.locator(".ls-controls .ls-alert")
-    expect(alert).to_be_visible(timeout=WAIT_MS)
-    expect(alert).to_contain_text("between 0")
-    expect(amplitude).to_have_value("1")  # back to the value the server holds
+    refused_amplitude(open_page(dashboard(server, "wave")), "", WAIT_MS)
 
 
 def test_wrong_token_says_so_and_does_not_retry(

@@ -35,8 +35,8 @@ import pytest
 from bokeh.layouts import column
 from bokeh.models import ColumnDataSource
 from bokeh.plotting import figure
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-from support import CHROMIUM, CHROMIUM_ARGS
+from playwright.sync_api import Browser, Page, expect
+from support import open_pages, refused_amplitude
 
 import livestream as ls
 from livestream import Bool, Float
@@ -118,14 +118,6 @@ SOURCE_LENGTH = f"""([id, n]) => {{
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
 def notebook_url() -> Iterator[str]:
     """The URL of an empty notebook stand-in page on its own loopback port."""
 
@@ -154,15 +146,8 @@ def notebook_url() -> Iterator[str]:
 def notebook(browser: Browser, notebook_url: str) -> Iterator[Page]:
     """A page standing in for a notebook, at an origin of its own; fails the test on a
     JavaScript error in the page."""
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    context.add_init_script(COUNT_SOCKETS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(notebook_url)
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
+    with open_pages(browser, width=1100, init_script=COUNT_SOCKETS) as open_:
+        yield open_(notebook_url)
 
 
 def mount(page: Page, widget: LiveWidget, id: str) -> None:
@@ -225,27 +210,6 @@ def set_width(page: Page, id: str, width: int | None) -> None:
         "([id, w]) => { document.getElementById(id).style.width = w === null ? '' : w + 'px'; }",
         [id, width],
     )
-
-
-@pytest.fixture
-def wave(server: Server) -> Any:
-    """A stream ``wave`` fed 50 rows/s: time (ms), y, and k counting rows from 1; one
-    declared parameter ``amp`` (0 to 5)."""
-    stream = server.stream(
-        "wave", history=20_000, schema={"time": "float64", "y": "float64", "k": "int64"}
-    )
-    count = {"k": 0}
-
-    @stream.producer(every=0.02, params={"amp": Float(1.0, min=0.0, max=5.0, label="Amplitude")})
-    def tick(params: Any) -> dict[str, Any]:
-        count["k"] += 1
-        return {
-            "time": time.time() * 1000.0,
-            "y": params["amp"] * math.sin(count["k"] / 20),
-            "k": count["k"],
-        }
-
-    return stream
 
 
 # ------------------------------------------------------------------------------ every kind
@@ -645,14 +609,7 @@ def test_controls_show_a_refused_value_and_follow_the_broadcast_state(
 ) -> None:
     mount(notebook, ls.Controls(wave), "a")
     mount(notebook, ls.Controls(wave), "b")
-    amplitude = notebook.locator('#a [data-param="amp"] input[type=number]')
-    expect(amplitude).to_have_value("1", timeout=WAIT_MS)
-    amplitude.fill("50")
-    amplitude.press("Enter")
-    alert = notebook.locator("#a .ls-controls .ls-alert")
-    expect(alert).to_be_visible(timeout=WAIT_MS)
-    expect(alert).to_contain_text("between 0")
-    expect(amplitude).to_have_value("1")
+    refused_amplitude(notebook, "#a", WAIT_MS)
     assert wave.params["amp"] == 1.0
 
     wave.pause()  # from Python: every viewer's controls follow

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
-from support import CHROMIUM, CHROMIUM_ARGS, wait_until
+from playwright.sync_api import Browser, Page, expect
+from support import open_pages, wait_until
 from test_redis import RedisProcess  # a real redis-server on a free port
 
 from livestream.server import Server
@@ -50,38 +50,12 @@ CANVAS = """(canvas) => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def open_page(browser: Browser) -> Iterator[Callable[..., Page]]:
-    """Open a URL in a fresh page. At teardown: no JavaScript error, and no console message
-    of warning or error level, in any page opened."""
-    contexts = []
-    problems: list[str] = []
-
-    def on_console(msg: ConsoleMessage) -> None:
-        if msg.type in ("warning", "error"):
-            problems.append(f"{msg.type}: {msg.text} ({msg.location.get('url', '')})")
-
-    def open_(url: str, width: int = 1280, height: int = 800) -> Page:
-        context = browser.new_context(viewport={"width": width, "height": height})
-        contexts.append(context)
-        page = context.new_page()
-        page.on("console", on_console)
-        page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
-        page.goto(url)
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
-    assert not problems, f"console warnings or errors: {problems}"
+    """Open a URL in a fresh page (``open_page(url, width=..., height=...)``). At teardown:
+    no JavaScript error, and no console message of warning or error level, in any page."""
+    with open_pages(browser, height=800, console=True) as open_:
+        yield open_
 
 
 def home(server: Server) -> str:

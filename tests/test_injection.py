@@ -32,11 +32,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
-from support import CHROMIUM, CHROMIUM_ARGS
+from support import SOURCE_LENGTH, open_pages, write_notebook
 
 from livestream import Action, Bool, Choice, Float, Int
 from livestream.plots import plot_spec
@@ -114,16 +113,6 @@ TOOLTIP_TEXT = f"""() => {{
   return texts.join("\\n");
 }}"""
 
-SOURCE_LENGTH = """() => {
-  const el = document.querySelector("[data-source-id]");
-  if (!el || !window.Bokeh) return -1;
-  for (const doc of Bokeh.documents) {
-    const source = doc.get_model_by_id(el.dataset.sourceId);
-    if (source) return source.get_length();
-  }
-  return -1;
-}"""
-
 #: Collects the page's CSP violations from the first script on.
 WATCH_VIOLATIONS = """
 window.__violations = [];
@@ -194,31 +183,12 @@ def install_streams(server: Server) -> dict[str, threading.Event]:
 # --------------------------------------------------------------------------- browser helpers
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def open_page(browser: Browser) -> Iterator[Callable[[str], Page]]:
     """Open a URL in a fresh tab watching for CSP violations; fails the test on a
     JavaScript error."""
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    context.add_init_script(WATCH_VIOLATIONS)
-    errors: list[str] = []
-
-    def open_(url: str) -> Page:
-        page = context.new_page()
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(url)
-        return page
-
-    yield open_
-    context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
+    with open_pages(browser, height=1000, init_script=WATCH_VIOLATIONS) as open_:
+        yield open_
 
 
 def assert_nothing_ran(page: Page, root: str = "", *, csp: bool = True) -> None:
@@ -501,56 +471,44 @@ def test_jupyterlab_dashboard_widget_shows_payloads_as_text(
     from test_jupyterlab import run_all, wait_kernel
 
     with jupyter_server("lab", tmp_path) as lab:
-        nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_code_cell(NOTEBOOK_CODE)]
-        nb.metadata["kernelspec"] = {  # else Lab asks which kernel to start
-            "name": "python3",
-            "display_name": "Python 3 (ipykernel)",
-            "language": "python",
-        }
-        nbformat.write(nb, str(lab.root / "injection.ipynb"))
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        errors: list[str] = []
+        write_notebook(lab.root, "injection.ipynb", [NOTEBOOK_CODE])
         try:
-            page = context.new_page()
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(lab.url("lab/workspaces/injection/tree/injection.ipynb"))
-            wait_kernel(page, "Idle", 90_000)
-            # The producer fails on purpose after ROWS steps; on a slow machine that comes
-            # before the cell is done, and its warning shows in the cell: that one is fine.
-            failed = re.escape(f"producer 'tick' of stream 'nb-xss' failed: {ERROR}")
-            run_all(page, expected=failed + r"\nTraceback .*\nValueError: " + re.escape(ERROR))
-            widget = ".ls-widget-dashboard"
-            page.wait_for_function(
-                f"""() => {{
-                  const el = document.querySelector("{widget} [data-source-id]");
-                  if (!el || !window.Bokeh) return false;
-                  for (const d of Bokeh.documents) {{
-                    const s = d.get_model_by_id(el.dataset.sourceId);
-                    if (s) return s.get_length() >= {ROWS};
-                  }}
-                  return false;
-                }}""",
-                timeout=30_000,
-            )
-            hover_plot(page, f"{widget} .ls-plot", [f"{p}:" for p in PAYLOADS], 30_000)
-            shown = {
-                ".ls-legend-item": PAYLOADS,
-                ".ls-table thead th": ["#", "time", STR_COLUMN, *PAYLOADS],
-                ".ls-param-label": [PAYLOADS[2]],
-                ".ls-param option": PAYLOADS,
-                ".ls-actions button": [PAYLOADS[5]],
-            }
-            for selector, texts in shown.items():
-                expect(page.locator(f"{widget} {selector}")).to_have_text(texts, timeout=30_000)
-            cells = " ".join(text_contents(page, f"{widget} .ls-table tbody td"))
-            assert all(p in cells for p in PAYLOADS)
-            expect(page.locator(f"{widget} .ls-controls .ls-alert")).to_have_text(
-                f"Stream error: ValueError: {ERROR}", timeout=30_000
-            )
-            # Jupyter's page: no policy of ours, so the flag and the DOM say it all.
-            assert_nothing_ran(page, widget, csp=False)
+            with open_pages(browser, width=1400, height=1000) as open_:
+                page = open_(lab.url("lab/workspaces/injection/tree/injection.ipynb"))
+                wait_kernel(page, "Idle", 90_000)
+                # The producer fails on purpose after ROWS steps; on a slow machine that comes
+                # before the cell is done, and its warning shows in the cell: that one is fine.
+                failed = re.escape(f"producer 'tick' of stream 'nb-xss' failed: {ERROR}")
+                run_all(page, expected=failed + r"\nTraceback .*\nValueError: " + re.escape(ERROR))
+                widget = ".ls-widget-dashboard"
+                page.wait_for_function(
+                    f"""() => {{
+                      const el = document.querySelector("{widget} [data-source-id]");
+                      if (!el || !window.Bokeh) return false;
+                      for (const d of Bokeh.documents) {{
+                        const s = d.get_model_by_id(el.dataset.sourceId);
+                        if (s) return s.get_length() >= {ROWS};
+                      }}
+                      return false;
+                    }}""",
+                    timeout=30_000,
+                )
+                hover_plot(page, f"{widget} .ls-plot", [f"{p}:" for p in PAYLOADS], 30_000)
+                shown = {
+                    ".ls-legend-item": PAYLOADS,
+                    ".ls-table thead th": ["#", "time", STR_COLUMN, *PAYLOADS],
+                    ".ls-param-label": [PAYLOADS[2]],
+                    ".ls-param option": PAYLOADS,
+                    ".ls-actions button": [PAYLOADS[5]],
+                }
+                for selector, texts in shown.items():
+                    expect(page.locator(f"{widget} {selector}")).to_have_text(texts, timeout=30_000)
+                cells = " ".join(text_contents(page, f"{widget} .ls-table tbody td"))
+                assert all(p in cells for p in PAYLOADS)
+                expect(page.locator(f"{widget} .ls-controls .ls-alert")).to_have_text(
+                    f"Stream error: ValueError: {ERROR}", timeout=30_000
+                )
+                # Jupyter's page: no policy of ours, so the flag and the DOM say it all.
+                assert_nothing_ran(page, widget, csp=False)
         finally:
-            context.close()
             lab.delete_kernels()
-        assert not errors, f"JavaScript errors in JupyterLab: {errors}"

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
-from support import CHROMIUM, CHROMIUM_ARGS, wait_until
+from playwright.sync_api import Browser, Page
+from support import open_pages, wait_until
 from test_browser_widgets import SOURCE_OF, mount, notebook, notebook_url  # noqa: F401
 
 import livestream as ls
@@ -57,14 +57,6 @@ FPS = """async () => {
 OVERVIEW = "window.livestreamPage.dashboard.plot.overview()"
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def big(server_factory: Any) -> Iterator[tuple[Server, np.ndarray, np.ndarray]]:
     """A server whose stream ``big`` holds HISTORY rows (time in ms, y) ending now, and
@@ -98,15 +90,10 @@ def big(server_factory: Any) -> Iterator[tuple[Server, np.ndarray, np.ndarray]]:
 @pytest.fixture
 def page(browser: Browser, big: tuple[Server, np.ndarray, np.ndarray]) -> Iterator[Page]:
     server = big[0]
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    p = context.new_page()
-    p.on("pageerror", lambda exc: errors.append(str(exc)))
-    p.goto(f"{server.base_url}/streams/big?window=10000000&y=y&token={server.token}")
-    p.wait_for_function(f"() => {OVERVIEW}?.stats().views >= 1", timeout=WAIT_MS)
-    yield p
-    context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
+    with open_pages(browser) as open_:
+        p = open_(f"{server.base_url}/streams/big?window=10000000&y=y&token={server.token}")
+        p.wait_for_function(f"() => {OVERVIEW}?.stats().views >= 1", timeout=WAIT_MS)
+        yield p
 
 
 def source(page: Page) -> dict[str, list[float]]:
@@ -209,10 +196,8 @@ def test_the_wheel_zoom_asks_a_view_of_the_new_range_and_reset_follows_again(
     browser: Browser, still: tuple[Server, np.ndarray]
 ) -> None:
     server, t = still
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    try:
-        page = context.new_page()
-        page.goto(f"{server.base_url}/streams/still?window=10000000&y=y&token={server.token}")
+    with open_pages(browser) as open_:
+        page = open_(f"{server.base_url}/streams/still?window=10000000&y=y&token={server.token}")
         page.wait_for_function(f"() => {OVERVIEW}?.stats().views >= 1", timeout=WAIT_MS)
         whole = page.evaluate(f"{OVERVIEW}.stats()")
         assert (whole["first"], whole["stop"], whole["exact"]) == (0, len(t), False)
@@ -264,8 +249,6 @@ def test_the_wheel_zoom_asks_a_view_of_the_new_range_and_reset_follows_again(
             f"&& {OVERVIEW}.stats().first === 0",
             timeout=WAIT_MS,
         )
-    finally:
-        context.close()
 
 
 def test_a_live_plot_widget_of_ten_million_rows_draws_views(
@@ -322,10 +305,8 @@ def test_ohlc_candles_of_a_view_are_the_candles_of_every_tick(
     price = 100 + np.cumsum(np.random.default_rng(5).normal(0, 0.05, n))
     price[500_123] = 500.0  # a spike: the high of its bar
     stream.append({"time": t, "price": price})
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    try:
-        page = context.new_page()
-        page.goto(
+    with open_pages(browser) as open_:
+        page = open_(
             f"{server.base_url}/streams/ticks?kind=ohlc&window=100000&y=price&token={server.token}"
         )
         page.wait_for_function(f"() => {OVERVIEW}?.stats().views >= 1", timeout=WAIT_MS)
@@ -351,8 +332,6 @@ def test_ohlc_candles_of_a_view_are_the_candles_of_every_tick(
 
         got = wait_until(drawn, message="the candles of the zoomed range were never drawn")
         assert got == want
-    finally:
-        context.close()
 
 
 def test_the_screenshot_script_shoots_a_large_window_zoomed_out_and_in(
@@ -387,12 +366,8 @@ def test_an_x_that_goes_back_is_drawn_by_views_by_offset(
     y = np.sin(np.arange(n) / 1_000.0)
     y[150_000] = 42.0
     stream.append({"time": t, "y": y})
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    try:
-        page = context.new_page()
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{server.base_url}/streams/jitter?window=1000000&y=y&token={server.token}")
+    with open_pages(browser) as open_:
+        page = open_(f"{server.base_url}/streams/jitter?window=1000000&y=y&token={server.token}")
         page.wait_for_function(f"() => {OVERVIEW}?.stats().views >= 1", timeout=WAIT_MS)
         data = wait_until(
             lambda: (d := source(page)) and len(d["time"]) > 100 and d,
@@ -402,6 +377,3 @@ def test_an_x_that_goes_back_is_drawn_by_views_by_offset(
         assert data["time"][0] == t[0] and data["time"][-1] == t[-1]
         assert len(data["time"]) < n
         assert page.evaluate(f"{OVERVIEW}.stats()")["first"] == 0
-    finally:
-        context.close()
-    assert not errors

@@ -17,9 +17,8 @@ import pytest
 from jupyter_support import kernel_manager, socket_dir
 from nbclient import NotebookClient
 from playwright.sync_api import Page, expect
-from test_browser_widgets import (  # noqa: F401  (fixtures: browser, notebook_url, notebook)
+from test_browser_widgets import (  # noqa: F401  (fixtures: notebook_url, notebook)
     WAIT_MS,
-    browser,
     mount,
     notebook,
     notebook_url,
