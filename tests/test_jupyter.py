@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -42,17 +40,6 @@ def test_in_kernel_is_false_outside_a_kernel() -> None:
     assert in_kernel() is False
 
 
-@contextlib.contextmanager
-def _kernel_killed_at_exit() -> Iterator[Kernel]:
-    """A kernel; if it still runs when the test is done with it, it is killed."""
-    k = Kernel()
-    try:
-        yield k
-    finally:
-        if k.km.has_kernel:
-            k.km.shutdown_kernel(now=True)
-
-
 def _shut_down_under_a_viewer(
     k: Kernel, info: dict[str, Any], timeout: float
 ) -> tuple[list[dict[str, Any]], int | None, ConnectionClosed]:
@@ -72,7 +59,7 @@ def _shut_down_under_a_viewer(
 
 
 def test_server_starts_on_first_use_and_stops_with_the_kernel() -> None:
-    with _kernel_killed_at_exit() as k:
+    with kernel() as k:
         info = json.loads(k.run(START).strip())
         assert info["before"] is False, "importing livestream must not start a server"
         assert info["in_kernel"] is True
@@ -94,7 +81,7 @@ def test_server_stops_at_the_shutdown_request_even_when_the_kernel_is_killed_lat
     """A kernel with a child process of its own (a publisher, as in notebook 04) does not
     exit by itself in time: ipykernel waits for the child, and Jupyter then kills the
     kernel, skipping ``atexit``. The server must already be stopped cleanly by then."""
-    with _kernel_killed_at_exit() as k:
+    with kernel() as k:
         info = json.loads(
             k.run(
                 START

@@ -50,7 +50,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
 from jupyter_support import (
     CHROMIUM,
@@ -66,6 +65,8 @@ from jupyter_support import (
     wait_source_length,
     wait_until,
 )
+from support import write_notebook
+from test_jupyterlab import run_all, wait_kernel
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -80,7 +81,6 @@ WAIT_MS = 30_000
 RUN_ALL_MS = 120_000
 PAGE_HOST = "lab.test"  # resolved to 127.0.0.1 by Chromium only: a non-loopback page origin
 DASHBOARD = ".ls-widget-dashboard"
-STATUS_BAR = "#jp-main-statusbar"
 
 
 # =========================================================================== the parts alone
@@ -377,20 +377,10 @@ dash = ls.Dashboard(prices, y="price")
 dash"""
 
 
-def write_notebook(root: Path, name: str, env: str = "") -> str:
+def routes_notebook(root: Path, name: str, env: str = "") -> str:
+    """The notebook of these tests (its route forced by ``LIVESTREAM_ROUTE=env`` if given)."""
     setup = NOTEBOOK_SETUP.format(env=f'os.environ["LIVESTREAM_ROUTE"] = "{env}"\n' if env else "")
-    nb = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell(c) for c in (setup, NOTEBOOK_STREAM, NOTEBOOK_DASHBOARD)],
-        metadata={
-            "kernelspec": {
-                "name": "python3",
-                "display_name": "Python 3 (ipykernel)",
-                "language": "python",
-            }
-        },
-    )
-    nbformat.write(nb, root / name)
-    return name
+    return write_notebook(root, name, [setup, NOTEBOOK_STREAM, NOTEBOOK_DASHBOARD])
 
 
 @dataclass
@@ -583,28 +573,10 @@ class Page:
     # ------------------------------------------------------------------ JupyterLab steps
 
     def wait_kernel(self, status: str, timeout_ms: float = WAIT_MS) -> None:
-        self.page.locator(STATUS_BAR).get_by_text(
-            re.compile(rf"\(ipykernel\) \| {status}")
-        ).wait_for(timeout=timeout_ms)
+        wait_kernel(self.page, status, timeout_ms)
 
     def run_all(self) -> None:
-        page = self.page
-        page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
-        page.locator(".lm-Menu-item", has_text=re.compile(r"^Run All Cells")).click()
-        page.wait_for_function(
-            """() => {
-              const prompts = [...document.querySelectorAll(
-                ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt")];
-              return prompts.length > 0 && prompts.every((p) => /\\[\\d+\\]/.test(p.textContent));
-            }""",
-            timeout=RUN_ALL_MS,
-        )
-        self.wait_kernel("Idle", RUN_ALL_MS)
-        errors = page.locator(
-            ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
-        )
-        tracebacks = [t for t in errors.all_inner_texts() if "Error" in t]
-        assert not tracebacks, f"a cell failed: {tracebacks}"
+        run_all(self.page)
 
     def add_cell_and_run(self, code: str) -> Any:
         """Append a code cell, type ``code``, run it (Ctrl+Enter); returns the cell's prompt
@@ -718,7 +690,7 @@ def pause_reaches_server(page: Page, base: str, token: str) -> None:
 def test_direct_route_in_local_jupyterlab(
     lab: JupyterServer, open_notebook: Callable[..., Page]
 ) -> None:
-    page = open_notebook(write_notebook(lab.root, "direct.ipynb"))
+    page = open_notebook(routes_notebook(lab.root, "direct.ipynb"))
     page.run_all()
     base, token = page.server_api()
     page.wait_route("direct")
@@ -736,7 +708,7 @@ def test_proxy_route_when_the_port_is_unreachable(
     lab: JupyterServer, open_notebook: Callable[..., Page]
 ) -> None:
     page = open_notebook(
-        write_notebook(lab.root, "proxy.ipynb"), host=PAGE_HOST, block_loopback=True
+        routes_notebook(lab.root, "proxy.ipynb"), host=PAGE_HOST, block_loopback=True
     )
     page.run_all()
     base, token = page.server_api()
@@ -775,7 +747,7 @@ def test_relay_route_through_the_comm(
     lab: JupyterServer, open_notebook: Callable[..., Page]
 ) -> None:
     page = open_notebook(
-        write_notebook(lab.root, "relay.ipynb", env="relay"), host=PAGE_HOST, block_loopback=True
+        routes_notebook(lab.root, "relay.ipynb", env="relay"), host=PAGE_HOST, block_loopback=True
     )
     page.run_all()
     base, token = page.server_api()
@@ -859,7 +831,7 @@ def test_auto_falls_back_to_the_relay(
     """Neither the port nor a proxy answers (as in a Jupyter without jupyter-server-proxy):
     ``auto`` tries both, in order, and the relay carries the plot."""
     page = open_notebook(
-        write_notebook(lab.root, "fallback.ipynb"),
+        routes_notebook(lab.root, "fallback.ipynb"),
         host=PAGE_HOST,
         block_loopback=True,
         block_proxy=True,
@@ -894,7 +866,7 @@ def test_proxy_route_from_an_https_page(https_lab: RoutesLab, browser: Any) -> N
     context = browser.new_context(ignore_https_errors=True, viewport={"width": 1300, "height": 900})
     page = Page(context.new_page())
     try:
-        name = write_notebook(https_lab.root, "https.ipynb")
+        name = routes_notebook(https_lab.root, "https.ipynb")
         port = https_lab.base_url.rsplit(":", 1)[1].rstrip("/")
         page.page.goto(
             f"https://{PAGE_HOST}:{port}/lab/workspaces/https/tree/{name}?token={https_lab.token}"

@@ -22,13 +22,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
 from jupyter_support import (
     PAGE_RESOURCES,
     REPO,
     JupyterServer,
-    chromium,
     http_json,
     jupyter_server,
     port_is_open,
@@ -37,6 +35,7 @@ from jupyter_support import (
     wait_source_length,
     wait_until,
 )
+from support import open_pages, write_notebook
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -55,12 +54,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as b:
-        yield b
-
-
 def _upstream_error(exc: Any) -> bool:
     """Notebook 7.6's own settings code throws this on every page, /tree included, with no
     livestream widget anywhere: not ours to fail on."""
@@ -70,21 +63,8 @@ def _upstream_error(exc: Any) -> bool:
 @pytest.fixture
 def open_page(browser: Any) -> Iterator[Callable[[str], Any]]:
     """Open a URL in a fresh page; fails the test on an uncaught JavaScript error."""
-    context = browser.new_context(viewport={"width": 1400, "height": 950})
-    errors: list[str] = []
-
-    def open_(url: str) -> Any:
-        page = context.new_page()
-        page.on(
-            "pageerror",
-            lambda exc: None if _upstream_error(exc) else errors.append(f"{exc}\n{exc.stack}"),
-        )
-        page.goto(url)
-        return page
-
-    yield open_
-    context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
+    with open_pages(browser, width=1400, height=950, ignore=_upstream_error) as open_:
+        yield open_
 
 
 # --------------------------------------------------------------------------- JupyterLab steps
@@ -302,23 +282,11 @@ def test_notebook_attaches_to_a_standalone_server(
 ) -> None:
     token = "standalone-token-0123456789"
     with standalone_server(token) as base:
-        nb = nbformat.v4.new_notebook(
-            cells=[
-                nbformat.v4.new_code_cell(
-                    "import livestream as ls\n"
-                    f"ls.LivePlot('prices', url={base!r}, token={token!r}, y='price')"
-                )
-            ],
-            metadata={
-                "kernelspec": {
-                    "name": "python3",
-                    "display_name": "Python 3 (ipykernel)",
-                    "language": "python",
-                }
-            },
+        code = (
+            "import livestream as ls\n"
+            f"ls.LivePlot('prices', url={base!r}, token={token!r}, y='price')"
         )
-        nbformat.write(nb, lab.root / "attach.ipynb")
-        page = open_notebook(lab, open_page, "attach.ipynb")
+        page = open_notebook(lab, open_page, write_notebook(lab.root, "attach.ipynb", [code]))
         run_all(page)
         first = wait_source_length(page, ".ls-widget-plot", 5, WAIT_MS)
         wait_source_length(page, ".ls-widget-plot", first + 10, WAIT_MS)

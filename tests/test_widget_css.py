@@ -17,7 +17,6 @@ theme rather than the OS's.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -26,9 +25,9 @@ from typing import Any
 
 import pytest
 from jupyter_support import JupyterServer, chromium
-from test_jupyterlab import (  # the module's JupyterLab and Chromium  # noqa: F401
+from support import write_notebook
+from test_jupyterlab import (  # the module's JupyterLab  # noqa: F401
     WAIT_MS,
-    browser,
     lab,
     open_notebook,
     open_page,
@@ -275,39 +274,12 @@ def host_colours(page: Any) -> dict[str, Any]:
     return colours
 
 
-def write_notebook(server: JupyterServer, name: str, code: str) -> str:
-    """A one-cell notebook in the server's root (nbformat 4.5, by hand)."""
-    notebook = {
-        "cells": [
-            {
-                "cell_type": "code",
-                "id": "cell-0",
-                "execution_count": None,
-                "metadata": {},
-                "outputs": [],
-                "source": code,
-            }
-        ],
-        "metadata": {
-            "kernelspec": {
-                "name": "python3",
-                "display_name": "Python 3 (ipykernel)",
-                "language": "python",
-            }
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-    (server.root / name).write_text(json.dumps(notebook), "utf-8")
-    return name
-
-
 @pytest.fixture
 def theme_page(
     lab: JupyterServer,  # noqa: F811
     open_page: Callable[[str], Any],  # noqa: F811
 ) -> Iterator[Any]:
-    page = open_notebook(lab, open_page, write_notebook(lab, "css-theme.ipynb", NOTEBOOK))
+    page = open_notebook(lab, open_page, write_notebook(lab.root, "css-theme.ipynb", [NOTEBOOK]))
     yield page
     lab.delete_kernels()
 
@@ -402,7 +374,9 @@ def test_jupyterlab_plot_follows_its_theme(
     lab: JupyterServer,  # noqa: F811
     open_page: Callable[[str], Any],  # noqa: F811
 ) -> None:
-    page = open_notebook(lab, open_page, write_notebook(lab, "css-plot.ipynb", PLOT_NOTEBOOK))
+    page = open_notebook(
+        lab, open_page, write_notebook(lab.root, "css-plot.ipynb", [PLOT_NOTEBOOK])
+    )
     try:
         page.emulate_media(color_scheme="dark")
         run_all(page)

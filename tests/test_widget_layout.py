@@ -12,7 +12,6 @@ The notebook page logs no warning or error to the console while the widgets rend
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +19,9 @@ from typing import Any
 
 import pytest
 from jupyter_support import JupyterServer
-from test_jupyterlab import (  # the module's JupyterLab and Chromium  # noqa: F401
+from support import write_notebook
+from test_jupyterlab import (  # the module's JupyterLab  # noqa: F401
     WAIT_MS,
-    browser,
     lab,
     open_notebook,
     open_page,
@@ -144,34 +143,6 @@ def inside(inner: Rect, outer: Rect, slack: float = 1.0) -> bool:
     )
 
 
-def write_notebook(server: JupyterServer, name: str, cells: list[str]) -> str:
-    """A notebook of code ``cells`` in the server's root (nbformat 4.5, by hand)."""
-    notebook = {
-        "cells": [
-            {
-                "cell_type": "code",
-                "id": f"cell-{i}",
-                "execution_count": None,
-                "metadata": {},
-                "outputs": [],
-                "source": code,
-            }
-            for i, code in enumerate(cells)
-        ],
-        "metadata": {
-            "kernelspec": {
-                "name": "python3",
-                "display_name": "Python 3 (ipykernel)",
-                "language": "python",
-            }
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-    (server.root / name).write_text(json.dumps(notebook), "utf-8")
-    return name
-
-
 def test_widgets_size_themselves_in_containers(
     lab: JupyterServer,  # noqa: F811
     open_page: Callable[[str], Any],  # noqa: F811
@@ -179,7 +150,7 @@ def test_widgets_size_themselves_in_containers(
     cells = [SETUP] + [
         f"{code}\nbox.add_class('t-{name}')\nbox" for name, code in CONTAINERS.items()
     ]
-    page = open_notebook(lab, open_page, write_notebook(lab, "layout.ipynb", cells))
+    page = open_notebook(lab, open_page, write_notebook(lab.root, "layout.ipynb", cells))
     console: list[str] = []
     page.on(
         "console",
