@@ -49,23 +49,14 @@ def test_serve_publish_and_tail(running: Any, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "published 2 rows to sensors" in done.stderr
 
-    done = livestream_cli(
-        "tail",
-        "sensors",
-        "--count",
-        "7",
-        "--last",
-        "100",
-        "--format",
-        "jsonl",
-        "--url",
-        ws_url,
-        "--token",
-        TOKEN,
-    )
-    assert done.returncode == 0, done.stderr
-    rows = [json.loads(line) for line in done.stdout.splitlines()]
-    assert rows == [
+    def tail(count: int, last: int) -> list[dict[str, Any]]:
+        """``livestream tail sensors`` of ``count`` rows from ``last`` back, as JSON lines."""
+        done = livestream_cli("tail", "sensors", "--count", str(count), "--last", str(last),
+                              "--format", "jsonl", "--url", ws_url, "--token", TOKEN)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    assert tail(7, 100) == [
         {"t": 0, "temp": 20.0, "room": "lab"},
         {"t": 1, "temp": 21.0, "room": "lab"},
         {"t": 2, "temp": 22.0, "room": "lab"},
@@ -75,21 +66,7 @@ def test_serve_publish_and_tail(running: Any, tmp_path: Path) -> None:
         {"t": 6, "temp": 26.0, "room": "hall"},
     ]
 
-    done = livestream_cli(
-        "tail",
-        "sensors",
-        "--count",
-        "2",
-        "--last",
-        "2",
-        "--format",
-        "jsonl",
-        "--url",
-        ws_url,
-        "--token",
-        TOKEN,
-    )
-    assert [json.loads(line)["t"] for line in done.stdout.splitlines()] == [5, 6]
+    assert [row["t"] for row in tail(2, 2)] == [5, 6]
 
 
 def test_publish_with_a_wrong_token_fails_clearly(running: Any, tmp_path: Path) -> None:

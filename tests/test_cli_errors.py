@@ -116,7 +116,43 @@ def publish_file(name: str) -> list[str]:
     return ["publish", "s", "{dir}/" + name, "--url", "{url}", *T]
 
 
+#: publish of an input file (``files``) → what its refusal says.
+BAD_FILES: dict[str, tuple[str, list[str]]] = {
+    "publish missing file": (
+        "missing.jsonl",
+        ["cannot read", "missing.jsonl", "pass a JSON-lines or CSV file"],
+    ),
+    "publish non-UTF-8 file": (
+        "latin1.csv",
+        ["line 2 of", "not UTF-8", "0xe9", "save it as UTF-8"],
+    ),
+    "publish CSV short row": (
+        "short.csv",
+        ["line 3 of", "has 1 field but the header names 2 (t, temp)", "add the missing"],
+    ),
+    "publish CSV extra field": (
+        "extra.csv",
+        ["line 3 of", "has 3 fields but the header names 2", "quote a value that holds a comma"],
+    ),
+    "publish CSV unterminated quote in a large file": (
+        "quote-big.csv",
+        ["line 2 of", "a quote that never closes", "close the quote"],
+    ),
+    "publish CSV empty": ("empty.csv", ["is empty", "header line"]),
+    "publish CSV column named twice": ("twice.csv", ["column 't' more than once", "its own name"]),
+    "publish JSON lines bad line": (
+        "bad.jsonl",
+        ["line 2 of", "is not JSON", "one JSON object per line"],
+    ),
+    "publish JSON lines not an object": (
+        "list.jsonl",
+        ["line 2 of", "is a list, not an object", "one JSON object per line"],
+    ),
+    "publish CSV without .csv": ("table.txt", ["line 1 of", "not JSON", "--format csv"]),
+}
+
 CASES: dict[str, Case] = {
+    **{name: Case(publish_file(f), says) for name, (f, says) in BAD_FILES.items()},
     # serve and demo
     "serve port in use": Case(
         ["serve", "--port", "{busy}", *T], ["port is in use", "--port 0", "stop the server"]
@@ -152,43 +188,10 @@ CASES: dict[str, Case] = {
         ["demo", "--no-browser", "--port", "0", "--max-cells", "many"], ["whole number", "'many'"]
     ),
     # publish: the input
-    "publish missing file": Case(
-        publish_file("missing.jsonl"),
-        ["cannot read", "missing.jsonl", "pass a JSON-lines or CSV file"],
-    ),
-    "publish non-UTF-8 file": Case(
-        publish_file("latin1.csv"),
-        ["line 2 of", "not UTF-8", "0xe9", "save it as UTF-8"],
-    ),
-    "publish CSV short row": Case(
-        publish_file("short.csv"),
-        ["line 3 of", "has 1 field but the header names 2 (t, temp)", "add the missing"],
-    ),
-    "publish CSV extra field": Case(
-        publish_file("extra.csv"),
-        ["line 3 of", "has 3 fields but the header names 2", "quote a value that holds a comma"],
-    ),
     "publish CSV unterminated quote": Case(
         publish_file("quote.csv"),
         ["line 2 of", "never closes", "close the quote"],
         not_says=["published"],
-    ),
-    "publish CSV unterminated quote in a large file": Case(
-        publish_file("quote-big.csv"),
-        ["line 2 of", "a quote that never closes", "close the quote"],
-    ),
-    "publish CSV empty": Case(publish_file("empty.csv"), ["is empty", "header line"]),
-    "publish CSV column named twice": Case(
-        publish_file("twice.csv"),
-        ["column 't' more than once", "its own name"],
-    ),
-    "publish JSON lines bad line": Case(
-        publish_file("bad.jsonl"),
-        ["line 2 of", "is not JSON", "one JSON object per line"],
-    ),
-    "publish JSON lines not an object": Case(
-        publish_file("list.jsonl"),
-        ["line 2 of", "is a list, not an object", "one JSON object per line"],
     ),
     "publish JSON lines NaN inside a list": Case(
         ["publish", "s-nan", "-", "--url", "{url}", *T],
@@ -199,10 +202,6 @@ CASES: dict[str, Case] = {
             "send it as text",
         ],
         stdin=b'{"x": [1]}\n{"x": [1, NaN]}\n',
-    ),
-    "publish CSV without .csv": Case(
-        publish_file("table.txt"),
-        ["line 1 of", "not JSON", "--format csv"],
     ),
     "publish stdin bad line": Case(
         ["publish", "s", "-", "--url", "{url}", *T],
