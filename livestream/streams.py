@@ -219,7 +219,8 @@ class History:
         """
         first = self.end
         n = batch.rows
-        self._grow(len(self) + n)
+        if first - self.start + n > self._ring[0]:
+            self._grow(first - self.start + n)
         size, cols = self._ring
         skip = max(0, n - size)  # only the newest `size` rows can stay
         pos = (first + skip) % size
@@ -227,20 +228,20 @@ class History:
         self.start = max(self.start, first + n - size)
         head = min(count, size - pos)
         views = self._bytes
+        columns = batch.columns
         for name, ring in cols.items():
-            src = batch.columns[name]
+            src = columns[name]
             if skip:
                 src = src[skip:]
             view = views.get(name)
-            if (
-                view is not None
-                and src.dtype == ring.dtype
-                and src.nbytes <= _HOLD_GIL_BYTES
-                and src.flags.c_contiguous
-            ):
+            item = ring.itemsize
+            if view is not None and count * item <= _HOLD_GIL_BYTES and src.dtype == ring.dtype:
                 # A plain memory copy into the ring's bytes keeps the GIL (see _copy).
-                item = ring.itemsize
-                data = memoryview(src).cast("B")  # type: ignore[arg-type]
+                try:
+                    data = memoryview(src).cast("B")  # type: ignore[arg-type]
+                except TypeError:  # not contiguous
+                    self._put(ring, pos, src, count)
+                    continue
                 view[pos * item : (pos + head) * item] = data[: head * item]
                 if count > head:
                     view[: (count - head) * item] = data[head * item : count * item]

@@ -405,3 +405,17 @@ def test_single_row_appends_store_what_the_general_path_stores() -> None:
         fast.append({"t": 1.0, "n": 1, "s": "x"})
     with pytest.raises(SchemaMismatch, match="column 'n'"):
         fast.append({"t": 1.0, "n": 1.5, "s": "x", "b": True})
+
+
+def test_strided_and_reversed_columns_are_stored_as_their_values() -> None:
+    """The ring copies contiguous columns as bytes; others (a strided or reversed view)
+    take numpy's path, wrapping around the ring all the same."""
+    stream = Stream("strided", history=8)
+    values = np.arange(40.0)
+    stream.append({"v": values[::2], "w": np.arange(20, dtype=np.int64)[::-1]})
+    assert stream.read(0).columns["v"].tolist() == values[::2][-8:].tolist()
+    assert stream.read(0).columns["w"].tolist() == list(range(7, -1, -1))
+    stream.append({"v": values[1:6:2], "w": np.arange(3, dtype=np.int64)})  # wraps
+    got = stream.read(0)
+    assert got.columns["v"].tolist() == [*values[::2][-5:].tolist(), 1.0, 3.0, 5.0]
+    assert got.columns["w"].tolist() == [4, 3, 2, 1, 0, 0, 1, 2]
