@@ -341,6 +341,8 @@ class Hub:
         self._cache_bytes = 0
         # Stream name -> the future a producer on the loop awaits: the next write done.
         self._turns: dict[str, asyncio.Future[None]] = {}
+        #: The longest a producer on the loop waits for its turn (seconds).
+        self.turn_max = TURN_MAX
         self._lock = threading.Lock()
         self._sweeper: asyncio.TimerHandle | None = None
         self._decoder: concurrent.futures.ThreadPoolExecutor | None = None
@@ -577,7 +579,7 @@ class Hub:
         fut = self._turns.get(stream.name)
         if fut is None or fut.done():
             fut = self._turns[stream.name] = self.loop.create_future()
-        return asyncio.wait((fut,), timeout=TURN_MAX)
+        return asyncio.wait((fut,), timeout=self.turn_max)
 
     def turn_given(self, name: str) -> None:
         """A frame of stream ``name`` was written: a producer waiting for its turn goes on."""

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from livestream import Limits
-from livestream import hub as hub_module
 from livestream import protocol as P
 from livestream.hub import CHUNK_BYTES, TURN_MAX, TURN_STALLED, Hub
 from livestream.session import BAD_MESSAGE_LIMIT, BAD_MESSAGE_WINDOW, BURST, Session
@@ -286,10 +285,8 @@ async def lagging_viewer(hub: Hub) -> tuple[Any, Session, RecordingTransport]:
     return stream, session, wire
 
 
-async def test_a_producer_on_the_loop_waits_for_a_write_while_a_viewer_lags(
-    hub: Hub, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(hub_module, "TURN_MAX", 60.0)  # only a write can end the wait
+async def test_a_producer_on_the_loop_waits_for_a_write_while_a_viewer_lags(hub: Hub) -> None:
+    hub.turn_max = 60.0  # only a write can end the wait
     stream, _session, wire = await lagging_viewer(hub)
     assert hub.lagging(stream)
     taken = hub.turn(stream)
@@ -334,16 +331,18 @@ async def test_an_async_producer_takes_turns_with_the_writes(hub: Hub) -> None:
     stream, _session, _wire = await lagging_viewer(hub)
     loop = asyncio.get_running_loop()
     steps: list[float] = []
+    six = asyncio.Event()
 
     async def flat_out() -> Any:
         while True:
             steps.append(loop.time())
+            if len(steps) == 6:
+                six.set()
             yield {"x": np.arange(1000.0)}
 
     producer = stream.producer(flat_out)
     async with asyncio.timeout(10):
-        while len(steps) < 6:
-            await asyncio.sleep(0)
+        await six.wait()
     gaps = [b - a for a, b in itertools.pairwise(steps[1:])]
     assert min(gaps) >= TURN_MAX * 0.9, gaps
     producer.stop(wait=False)
