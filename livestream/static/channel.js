@@ -21,6 +21,9 @@ import { requestFrame } from "./schedule.js";
  * @property {number} [last]  how many of the newest rows to start with (default: the whole
  *   history window the server holds)
  * @property {string[]} [columns]  only these columns (default: all)
+ * @property {number} [tail]  each delivery holds only its newest `tail` rows (for a
+ *   subscriber that keeps no more than that: a table of the newest rows, a sparkline);
+ *   `stats()` still counts every row. Default: every row
  * @property {"binary"|"json"} [format]  wire form of data frames (default "binary")
  * @property {(batch: Batch, sub: Subscription) => void} [onData]  new rows, at most once per
  *   animation frame, merged
@@ -42,10 +45,18 @@ import { requestFrame } from "./schedule.js";
  */
 
 const RATE_WINDOW_MS = 5000;
-/** Data frames in flight before the page grants more: credit comes back once per
- * animation frame, so this many frames (up to 256 KiB of rows each) can arrive between
- * two frames. Two capped a page at about half of 1 M rows/s into a small window. */
+/** Data frames in flight before the page grants more (up to 256 KiB of rows each). Two
+ * capped a page at about half of 1 M rows/s into a small window. */
 const INITIAL_CREDIT = 4;
+/**
+ * How many received frames a Channel credits back on arrival, before the animation frame
+ * that applies them: beyond this many waiting in the page, credit waits for that frame.
+ * Granting only at the animation frame made the server wait, at 1 M rows/s, for the frame
+ * (up to 16 ms) on top of the round trip, and fall out of its history (`reset`); granting
+ * on arrival, bounded, keeps the page paced by its main thread (a busy one reads its
+ * messages late) and holds at most this many frames plus those in flight.
+ */
+const EARLY_CREDIT = 4;
 
 /**
  * The page side of one stream on one connection: a single server subscription shared by every
@@ -73,8 +84,10 @@ export class Channel {
     this.wireNext = null;
     /** @type {string[] | null} columns of the current server subscription (null: all) */
     this.wireColumns = null;
-    /** @type {Array<{kind: "data", batch: Batch, request: number | null, generation: number} | {kind: "reset", msg: ResetMessage} | {kind: "subscribed", msg: SubscribedInfo, request: number}>} */
+    /** @type {Array<{kind: "data", batch: Batch, request: number | null, generation: number, credited: boolean} | {kind: "reset", msg: ResetMessage} | {kind: "subscribed", msg: SubscribedInfo, request: number}>} */
     this.queue = [];
+    /** frames of `queue` already credited on arrival (see EARLY_CREDIT) */
+    this.earlyCredited = 0;
     this.syncQueued = false;
     /** @type {any} */ this.retryTimer = null;
     this.flush = () => this._flush();
@@ -101,6 +114,7 @@ export class Channel {
     this.wire = "idle";
     this.ready = false;
     this.queue = [];
+    this.earlyCredited = 0;
   }
 
   scheduleSync() {
@@ -197,8 +211,15 @@ export class Channel {
   onData(batch, generation) {
     const end = batch.offset + batch.rows;
     this.wireNext = this.wireNext === null ? end : Math.max(this.wireNext, end);
-    // Only frames of the current server subscription earn it credit back.
-    this.queue.push({ kind: "data", batch, request: this.ready ? this.requestId : null, generation });
+    // Only frames of the current server subscription earn it credit back: at once while
+    // few frames wait in the page, else with the animation frame that applies them.
+    const request = this.ready ? this.requestId : null;
+    let credited = false;
+    if (request !== null && this.earlyCredited < EARLY_CREDIT && this.wire === "active" && generation === this.conn._socketGeneration) {
+      credited = this.conn._send({ type: "credit", stream: this.stream, frames: 1 });
+      if (credited) this.earlyCredited++;
+    }
+    this.queue.push({ kind: "data", batch, request, generation, credited });
     requestFrame(this.flush);
   }
 
@@ -268,13 +289,14 @@ export class Channel {
   _flush() {
     const events = this.queue;
     this.queue = [];
+    this.earlyCredited = 0;
     if (events.length === 0) return;
     /** @type {Map<Subscription, Batch[]>} */
     const pending = new Map();
     let credit = 0;
     const deliver = (/** @type {Subscription} */ s) => {
       const parts = pending.get(s);
-      if (parts && parts.length) s._deliver(mergeBatches(parts.splice(0)));
+      if (parts && parts.length) s._deliver(parts.splice(0));
     };
     for (const ev of events) {
       if (ev.kind === "subscribed") {
@@ -325,7 +347,7 @@ export class Channel {
         }
       } else {
         const { batch } = ev;
-        if (ev.request !== null && ev.request === this.requestId && ev.generation === this.conn._socketGeneration) credit++;
+        if (!ev.credited && ev.request !== null && ev.request === this.requestId && ev.generation === this.conn._socketGeneration) credit++;
         const end = batch.offset + batch.rows;
         for (const s of this.subs) {
           if (s.nextOffset === null || end <= s.nextOffset) continue;
@@ -429,24 +451,34 @@ export class Subscription {
     this._channel.remove(this);
   }
 
-  /** @param {Batch} batch */
-  _deliver(batch) {
-    if (this._closed) return;
+  /**
+   * Deliver contiguous parts (oldest first) as one batch: only the columns and the `tail`
+   * rows this subscriber asked for are merged (copied), and nothing at all for a
+   * subscriber without `onData`: at 1 M rows/s a page's six subscribers each merging every
+   * column of every frame cost it more than decoding them.
+   * @param {Batch[]} parts
+   */
+  _deliver(parts) {
+    if (this._closed || parts.length === 0) return;
     const wanted = this.options.columns;
-    if (wanted) {
+    const pick = (/** @type {Batch} */ b) => {
+      if (!wanted) return b;
       /** @type {Record<string, Column>} */
       const columns = {};
-      for (const c of wanted) if (c in batch.columns) columns[c] = batch.columns[c];
-      batch = { ...batch, columns };
-    }
+      for (const c of wanted) if (c in b.columns) columns[c] = b.columns[c];
+      return { ...b, columns };
+    };
+    const first = parts[0].offset;
+    const newest = pick(parts[parts.length - 1]);
+    const rows = newest.offset + newest.rows - first;
     const now = Date.now();
-    this._rows += batch.rows;
-    this._lastOffset = batch.offset + batch.rows - 1;
+    this._rows += rows;
+    this._lastOffset = first + rows - 1;
     this._lastFrameAt = now;
     this._firstAt ??= now;
-    this._recent.push([now, batch.rows]);
+    this._recent.push([now, rows]);
     for (const name of TIME_COLUMNS) {
-      const col = batch.columns[name];
+      const col = newest.columns[name];
       if (col && !Array.isArray(col) && col.length && (col instanceof Float64Array)) {
         const t = col[col.length - 1];
         // Only a plausible epoch time (after 2001) counts as a clock for the lag.
@@ -454,7 +486,18 @@ export class Subscription {
         break;
       }
     }
-    this._emit("onData", batch);
+    if (!this.options.onData) return;
+    const tail = this.options.tail;
+    let keep = parts;
+    if (tail !== undefined && tail >= 0 && rows > tail) {
+      // The newest `tail` rows: the parts they span, the oldest of them cut.
+      const from = first + rows - tail;
+      let i = parts.length - 1;
+      while (i > 0 && parts[i].offset > from) i--;
+      keep = parts.slice(i);
+      keep[0] = sliceBatch(keep[0], from - keep[0].offset);
+    }
+    this._emit("onData", mergeBatches(keep.map(pick)));
   }
 
   /**

@@ -5,13 +5,17 @@
 /** The longest a plot waits between two `stream` calls (ms); see `embedPlot`. */
 export const PLOT_MAX_INTERVAL_MS = 100;
 
+/** How many rounds of tasks one animation frame runs (see requestFrame). */
+const FRAME_ROUNDS = 3;
+
 /** @type {Set<() => void>} */
 const frameTasks = new Set();
 let frameScheduled = false;
 
 /**
- * Run `task` in the next animation frame (tasks added before then run once, together). In a
- * hidden tab, where requestAnimationFrame does not fire, a 250 ms timer runs them instead.
+ * Run `task` in the next animation frame (tasks added before then run once, together; a
+ * task asked for by one of them runs in the same frame). In a hidden tab, where
+ * requestAnimationFrame does not fire, a 250 ms timer runs them instead.
  * @param {() => void} task
  */
 export function requestFrame(task) {
@@ -23,15 +27,25 @@ export function requestFrame(task) {
   const run = () => {
     if (raf !== null && typeof cancelAnimationFrame === "function") cancelAnimationFrame(raf);
     if (timer !== null) clearTimeout(timer);
-    frameScheduled = false;
-    const tasks = [...frameTasks];
-    frameTasks.clear();
-    for (const t of tasks) {
-      try {
-        t();
-      } catch (err) {
-        console.error("livestream: a frame task failed", err);
+    // Tasks that tasks of this frame ask for (rows a Channel delivered, which a plot then
+    // streams in) run in this frame too, not one frame later; a few rounds at most.
+    for (let round = 0; round < FRAME_ROUNDS && frameTasks.size; round++) {
+      const tasks = [...frameTasks];
+      frameTasks.clear();
+      for (const t of tasks) {
+        try {
+          t();
+        } catch (err) {
+          console.error("livestream: a frame task failed", err);
+        }
       }
+    }
+    frameScheduled = false;
+    if (frameTasks.size) {
+      // Still asked for after the last round: the next frame.
+      const rest = [...frameTasks];
+      frameTasks.clear();
+      for (const t of rest) requestFrame(t);
     }
   };
   if (typeof requestAnimationFrame === "function") raf = requestAnimationFrame(run);

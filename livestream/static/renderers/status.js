@@ -69,6 +69,7 @@ export function renderStatus(el, conn, stream, { compact = false, connectionAler
   if (stream) {
     subscription = conn.subscribe(stream, {
       last: 0,
+      tail: 0, // it shows counts (stats), no rows
       onData() {
         if (!compact) showOffset();
       },

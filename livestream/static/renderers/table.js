@@ -90,6 +90,7 @@ export function renderTable(el, conn, stream, { rows: limit = 20, columns, heigh
 
   const subscription = conn.subscribe(stream, {
     last: limit,
+    tail: limit, // a fast stream's deliveries are merged for the rows shown only
     columns,
     onSubscribed(info) {
       schema = info.schema ?? {};

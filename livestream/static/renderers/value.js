@@ -152,6 +152,7 @@ export function renderValue(el, conn, stream, { column, label, digits, history =
   const redraw = paced(render);
   const subscription = conn.subscribe(stream, {
     last: history,
+    tail: history, // a fast stream's deliveries are merged for the sparkline's rows only
     onSubscribed(info) {
       col ??= firstValueColumn(info.schema);
       if (!label) labelEl.textContent = col ?? stream;
