@@ -20,7 +20,14 @@ Measured inside the page over a window, on the machine's one clock:
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -111,11 +118,174 @@ def chromium_page() -> Iterator[Any]:
             browser.close()
 
 
+#: Chromium's switches for a page driven over the DevTools protocol (:class:`CdpPage`): the
+#: benchmark's own (CHROMIUM_ARGS) and those Playwright adds when it launches a browser
+#: (headless, SwiftShader allowed for WebGL, no IPC flooding protection...), so that both
+#: drivers run the same browser.
+CDP_ARGS = [
+    *CHROMIUM_ARGS,
+    "--headless",
+    "--hide-scrollbars",
+    "--mute-audio",
+    "--enable-unsafe-swiftshader",
+    "--disable-ipc-flooding-protection",
+    "--disable-hang-monitor",
+    "--disable-dev-shm-usage",
+    "--disable-extensions",
+    "--disable-back-forward-cache",
+    "--disable-features=PaintHolding,MediaRouter,OptimizationHints",
+    "--allow-pre-commit-input",
+    "--force-color-profile=srgb",
+]
+
+#: Set (to anything) to drive the large-window pages with Playwright, as before 2026-12-04:
+#: its DevTools session reports every WebSocket frame's payload (see :class:`CdpPage`).
+PLAYWRIGHT_ENV = "LIVESTREAM_BENCH_PLAYWRIGHT"
+
+
+class CdpPage:
+    """A Chromium page driven over the DevTools protocol directly, with only what the
+    large-window benchmark uses of Playwright's page (``goto``, ``evaluate``,
+    ``wait_for_function``).
+
+    Why not Playwright there: Playwright enables the DevTools ``Network`` domain on every
+    page and listens to ``Network.webSocketFrameReceived``, so Chromium copies the payload
+    of every WebSocket frame the page receives, base64-encoded, into an event for it, on
+    the page's main thread. At 1 M rows/s (24 MB/s of frames) that took about 40 % of the
+    livestream page's main thread, which a page nobody debugs never pays, and which the
+    ceiling page (no socket) never paid. Driven this way, no domain is enabled: the page
+    runs as a user's would, and every page of the scenario is driven alike."""
+
+    def __init__(self, ws_url: str, timeout: float = 60.0) -> None:
+        from websockets.sync.client import connect
+
+        self._ws = connect(ws_url, max_size=None, open_timeout=timeout)
+        self._ids = itertools.count(1)
+
+    def send(self, method: str, timeout: float = 60.0, **params: Any) -> dict[str, Any]:
+        """Call ``method`` and wait (bounded) for its answer; events are dropped (no
+        domain is enabled, so there are few)."""
+        i = next(self._ids)
+        self._ws.send(json.dumps({"id": i, "method": method, "params": params}))
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"DevTools did not answer {method} within {timeout} s")
+            msg = json.loads(self._ws.recv(timeout=left))
+            if msg.get("id") != i:
+                continue
+            if "error" in msg:
+                raise RuntimeError(f"DevTools {method}: {msg['error']}")
+            return dict(msg.get("result", {}))
+
+    def evaluate(self, function: str, arg: Any = None, timeout: float = 60.0) -> Any:
+        """Call the JavaScript function ``function`` (source text) with ``arg`` (JSON) in
+        the page, await it, and return its value (as JSON)."""
+        expression = f"({function})({json.dumps(arg)})"
+        r = self.send(
+            "Runtime.evaluate",
+            timeout=timeout,
+            expression=expression,
+            returnByValue=True,
+            awaitPromise=True,
+        )
+        if "exceptionDetails" in r:
+            d = r["exceptionDetails"]
+            raise RuntimeError(f"the page threw: {d.get('exception', {}).get('description', d)}")
+        return r.get("result", {}).get("value")
+
+    def wait_for_function(
+        self, function: str, timeout: float = 30_000, polling: float = 100
+    ) -> Any:
+        """Call ``function`` every ``polling`` ms until it returns a truthy value (returned);
+        ``TimeoutError`` after ``timeout`` ms."""
+        deadline = time.monotonic() + timeout / 1000.0
+        while True:
+            value = self.evaluate(function)
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"the page's function stayed false for {timeout / 1000:.0f} s")
+            time.sleep(polling / 1000.0)
+
+    def goto(self, url: str, timeout: float = 60_000) -> None:
+        """Open ``url`` and wait (bounded) until the page has loaded."""
+        self.send("Page.navigate", url=url)
+        loaded = "() => location.href !== 'about:blank' && document.readyState === 'complete'"
+        deadline = time.monotonic() + timeout / 1000.0
+        while True:
+            with contextlib.suppress(RuntimeError):  # the old document went away meanwhile
+                if self.evaluate(loaded):
+                    return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{url} had not loaded after {timeout / 1000:.0f} s")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self._ws.close()
+
+
+@contextlib.contextmanager
+def cdp_page(timeout: float = 60.0) -> Iterator[CdpPage]:
+    """A page (1280 x 900) of Debian's Chromium launched by this process with
+    :data:`CDP_ARGS` and driven by :class:`CdpPage`; the browser is stopped after."""
+    profile = tempfile.mkdtemp(prefix="ls-bench-chromium-")
+    proc = subprocess.Popen(
+        [
+            CHROMIUM,
+            *CDP_ARGS,
+            "--remote-debugging-port=0",
+            f"--user-data-dir={profile}",
+            "--window-size=1280,900",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    page: CdpPage | None = None
+    try:
+        # Chromium writes its DevTools port into the profile once it listens.
+        port_file = Path(profile) / "DevToolsActivePort"
+        deadline = time.monotonic() + timeout
+        while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Chromium ({CHROMIUM}) did not start its DevTools server")
+            time.sleep(0.05)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=timeout) as r:
+            targets = json.load(r)
+        target = next(t for t in targets if t.get("type") == "page")
+        page = CdpPage(target["webSocketDebuggerUrl"], timeout=timeout)
+        page.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=1280,
+            height=900,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        yield page
+    finally:
+        if page is not None:
+            with contextlib.suppress(Exception):
+                page.close()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        shutil.rmtree(profile, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def page_at(server: ServerProcess, path: str) -> Iterator[tuple[Any, float]]:
-    """A Chromium page (:func:`chromium_page`) opened at ``path`` of ``server``, and when it
-    started loading (``time.monotonic()``, for the load time)."""
-    with chromium_page() as page:
+    """A Chromium page opened at ``path`` of ``server``, and when it started loading
+    (``time.monotonic()``, for the load time): driven over the DevTools protocol
+    (:func:`cdp_page`), or by Playwright (:func:`chromium_page`) when the environment sets
+    :data:`PLAYWRIGHT_ENV`."""
+    opened = chromium_page() if os.environ.get(PLAYWRIGHT_ENV) else cdp_page()
+    with opened as page:
         t = time.monotonic()
         page.goto(f"http://{HOST}:{server.port}{path}", timeout=60_000)
         yield page, t
