@@ -149,12 +149,15 @@ class CdpPage:
     ``wait_for_function``).
 
     Why not Playwright there: Playwright enables the DevTools ``Network`` domain on every
-    page and listens to ``Network.webSocketFrameReceived``, so Chromium copies the payload
-    of every WebSocket frame the page receives, base64-encoded, into an event for it, on
-    the page's main thread. At 1 M rows/s (24 MB/s of frames) that took about 40 % of the
-    livestream page's main thread, which a page nobody debugs never pays, and which the
-    ceiling page (no socket) never paid. Driven this way, no domain is enabled: the page
-    runs as a user's would, and every page of the scenario is driven alike."""
+    page and listens to ``Network.webSocketFrameReceived``, so Chromium sends it the payload
+    of every WebSocket frame the page receives, base64-encoded, and Playwright's driver and
+    client read it. At 1 M rows/s (24 MB/s of frames) Chromium's browser process and the
+    driver then took 18 % and 17 % of a core, and the harness's Python 5 %, on this 2-core
+    machine where the page's renderer needs 90-98 % and the server 8 %: the server answered
+    the page's credit late and fell behind its history (``reset``). A page nobody debugs
+    never pays that, nor did the ceiling page (no socket). Driven this way, no domain is
+    enabled (Chromium's browser process: under 2 %), and every page of the scenario is
+    driven alike."""
 
     def __init__(self, ws_url: str, timeout: float = 60.0) -> None:
         from websockets.sync.client import connect
