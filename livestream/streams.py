@@ -144,6 +144,30 @@ class History:
         self._ring: tuple[int, dict[str, np.ndarray]] = (size, self._allocate(size))
         self._bytes = self._byte_views(self._ring[1])
         self._stamps = np.zeros(size, dtype="<f8") if max_age is not None else None
+        #: Every column numeric: a dict of arrays of the ring's dtypes can go in as it is.
+        self._plain = all(d in NUMERIC_DTYPES for d in self.schema.values())
+
+    def plain_rows(self, data: dict[str, Any]) -> int:
+        """Rows of ``data`` when it can go into the ring as it is, else 0.
+
+        As it is means: exactly the schema's columns, each a 1-D numpy array of its ring
+        column's dtype (which is its wire dtype), all numeric and of one length. That is
+        what :func:`to_batch` and :func:`conform` would pass unchanged and
+        :func:`check_cells` has nothing to check in; anything else (and an empty batch)
+        takes the general path, which converts, checks and says what is wrong."""
+        cols = self._ring[1]
+        if not self._plain or len(data) != len(cols):
+            return 0
+        n = -1
+        for name, ring in cols.items():
+            a = data.get(name)
+            if type(a) is not np.ndarray or a.ndim != 1 or a.dtype != ring.dtype:
+                return 0
+            if n < 0:
+                n = len(a)
+            elif len(a) != n:
+                return 0
+        return max(n, 0)
 
     @staticmethod
     def _byte_views(cols: dict[str, np.ndarray]) -> dict[str, memoryview]:
@@ -209,7 +233,13 @@ class History:
         self._ring = (size, cols)  # filled first: a reader sees the old ring or this one
 
     def append(self, batch: Batch, now: float) -> int:
-        """Store a conformed batch; returns the offset of its first row.
+        """Store a conformed batch; returns the offset of its first row (see
+        :meth:`append_columns`)."""
+        return self.append_columns(batch.columns, batch.rows, now)
+
+    def append_columns(self, columns: dict[str, np.ndarray], n: int, now: float) -> int:
+        """Store ``n`` rows of columns already of the ring's dtypes (a conformed batch's, or
+        ones :meth:`plain_rows` passed); returns the offset of the first row.
 
         One writer at a time (the stream's lock), any number of readers without a lock:
         ``start`` moves past the rows about to be overwritten *before* their slots are
@@ -218,7 +248,6 @@ class History:
         (see :meth:`Stream.read`).
         """
         first = self.end
-        n = batch.rows
         if first - self.start + n > self._ring[0]:
             self._grow(first - self.start + n)
         size, cols = self._ring
@@ -228,7 +257,6 @@ class History:
         self.start = max(self.start, first + n - size)
         head = min(count, size - pos)
         views = self._bytes
-        columns = batch.columns
         for name, ring in cols.items():
             src = columns[name]
             if skip:
@@ -241,6 +269,9 @@ class History:
                     data = memoryview(src).cast("B")  # type: ignore[arg-type]
                 except TypeError:  # not contiguous
                     self._put(ring, pos, src, count)
+                    continue
+                if head == count and len(data) == count * item:
+                    view[pos * item : (pos + count) * item] = data  # no slice to make
                     continue
                 view[pos * item : (pos + head) * item] = data[: head * item]
                 if count > head:
@@ -448,6 +479,23 @@ class Stream:
                     if callback is not None:
                         callback(self)
                     return first
+            else:
+                n = h.plain_rows(data)
+                if n:  # numeric arrays of the ring's dtypes: straight into the ring
+                    now = time.monotonic()
+                    with self._lock:
+                        if self._history is h:  # not restarted meanwhile
+                            first = h.append_columns(data, n, now)
+                            h.trim(now)
+                            if not self._rate or now - self._rate[-1][0] >= 0.25:
+                                self._rate.append((now, h.end))
+                        else:
+                            first = -1
+                    if first >= 0:
+                        callback = self.on_append
+                        if callback is not None:
+                            callback(self)
+                        return first
         batch = check_cells(to_batch(data), max_depth=self.max_depth, stream=self.name)
         if batch.rows == 0:
             return self.end

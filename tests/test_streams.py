@@ -407,6 +407,68 @@ def test_single_row_appends_store_what_the_general_path_stores() -> None:
         fast.append({"t": 1.0, "n": 1.5, "s": "x", "b": True})
 
 
+def test_array_appends_store_what_the_general_path_stores() -> None:
+    """A dict of numpy arrays of the ring's dtypes goes straight into the ring (issue 14);
+    a stream fed such dicts must hold exactly what one fed the same data through the
+    general path holds (a read-only mapping of the same arrays takes it), through ring
+    growth and wrap, and whatever does not fit (another dtype, a missing or extra column,
+    unequal lengths, 2-D, strided, big-endian, empty) gets the general path's
+    conversions and errors."""
+    import random
+    import types
+
+    rng = random.Random(7)
+    fast, slow = Stream("fast", history=3_000), Stream("slow", history=3_000)
+    for stream in (fast, slow):
+        stream.append({"t": np.zeros(1), "n": np.zeros(1, dtype=np.int64)})
+
+    def column(kind: str, rows: int, want: str) -> object:
+        base = np.arange(rows, dtype=np.float64) * rng.random()
+        if kind == "right":
+            return base if want == "f" else np.arange(rows, dtype=np.int64) - rows // 2
+        if kind == "int32":
+            return np.arange(rows, dtype=np.int32)
+        if kind == "float_to_int":
+            return base + 0.5
+        if kind == "big_endian":
+            return base.astype(">f8") if want == "f" else np.arange(rows, dtype=">i8")
+        if kind == "strided":
+            full = np.arange(2 * rows, dtype=np.float64 if want == "f" else np.int64)
+            return full[::2]
+        if kind == "two_d":
+            return base.reshape(-1, 1)
+        return base.tolist()  # a list: the general path converts it
+
+    kinds = ["right"] * 6 + ["int32", "float_to_int", "big_endian", "strided", "two_d", "list"]
+    for i in range(2_000):
+        rows = rng.choice([0, 1, 7, 100, 999, 3_500])
+        data: dict[str, object] = {
+            "t": column(rng.choice(kinds), rows, "f"),
+            "n": column(rng.choice(kinds), rows, "i"),
+        }
+        if i % 17 == 0:
+            data["extra"] = np.zeros(rows)
+        if i % 19 == 0:
+            del data["n"]
+        if i % 23 == 0 and rows:
+            data["t"] = np.zeros(rows + 1)  # unequal lengths
+        if i % 3 == 0:
+            data = dict(reversed(list(data.items())))  # key order does not matter
+        outcomes = []
+        for stream, given in ((fast, data), (slow, types.MappingProxyType(data))):
+            try:
+                outcomes.append(("ok", stream.append(given)))
+            except Exception as exc:  # both paths must fail alike
+                outcomes.append((type(exc).__name__, str(exc).replace("'slow'", "'fast'")))
+        assert outcomes[0] == outcomes[1], (i, outcomes)
+    assert (fast.start, fast.end) == (slow.start, slow.end)
+    assert fast.end > 100_000  # the ring wrapped many times
+    a, b = fast.read(fast.start), slow.read(slow.start)
+    assert a.schema == b.schema == {"t": "float64", "n": "int64"}
+    for name in a.schema:
+        assert np.array_equal(a.columns[name], b.columns[name]), name
+
+
 def test_strided_and_reversed_columns_are_stored_as_their_values() -> None:
     """The ring copies contiguous columns as bytes; others (a strided or reversed view)
     take numpy's path, wrapping around the ring all the same."""
