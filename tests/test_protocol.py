@@ -395,6 +395,29 @@ def test_decoded_buffers_are_views_of_the_frame() -> None:
     assert np.shares_memory(decoded.columns["x"], np.frombuffer(mutable, dtype="u1"))
 
 
+def test_binary_frames_are_the_same_whatever_the_columns_memory_layout() -> None:
+    """A contiguous column of its wire dtype is framed from its own bytes; a strided,
+    reversed, big-endian or read-only one is converted first: the frames must not differ."""
+    values = np.arange(-5.0, 5.0)
+    flags = np.array([True, False] * 5)
+    plain = Batch({"x": values, "b": flags}, {"x": "float64", "b": "bool"})
+    base = np.empty(20)
+    base[::2] = values
+    odd = [
+        {"x": base[::2], "b": flags},  # strided
+        {"x": values[::-1].copy()[::-1], "b": flags[::-1].copy()[::-1]},  # reversed views
+        {"x": values.astype(">f8"), "b": flags},  # big-endian
+        {"x": np.frombuffer(values.tobytes()), "b": flags},  # read-only
+    ]
+    want = encode_server(Data("s", 3, plain))
+    for columns in odd:
+        got = encode_server(Data("s", 3, Batch(columns, {"x": "float64", "b": "bool"})))
+        assert got == want, columns
+    _, decoded = decode_batch_frame(want)
+    assert decoded.columns["x"].tolist() == values.tolist()
+    assert decoded.columns["b"].tolist() == flags.tolist()
+
+
 def test_binary_frame_byte_for_byte() -> None:
     batch = Batch(
         {
