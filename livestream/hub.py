@@ -336,6 +336,8 @@ class Hub:
         self._pending: dict[str, float] = {}  # stream name -> when its wake was scheduled
         self._pending_lock = threading.Lock()
         self._pending_done = threading.Condition(self._pending_lock)
+        #: Producer threads waiting in `_appended` for a wake (see `_wake`).
+        self._yielding = 0
         self.loop_seen = 0.0  # when the loop last ran fan-out code (a wake or a write done)
         self._cache: OrderedDict[tuple[Any, ...], tuple[str | bytes, int, int]] = OrderedDict()
         self._cache_bytes = 0
@@ -665,7 +667,11 @@ class Hub:
             and threading.get_ident() != self._loop_thread
         ):
             with self._pending_done:
-                self._pending_done.wait_for(lambda: name not in self._pending, YIELD_MAX)
+                self._yielding += 1
+                try:
+                    self._pending_done.wait_for(lambda: name not in self._pending, YIELD_MAX)
+                finally:
+                    self._yielding -= 1
 
     def wake_pending(self, name: str) -> bool:
         """Whether a wake of stream ``name`` is scheduled and has not run yet."""
@@ -682,8 +688,12 @@ class Hub:
             except Exception:
                 log.exception("fan-out to %s failed; dropping that subscription", sub.session.peer)
                 self.drop(sub)
-        with self._pending_done:  # a producer thread waiting for this wake may go on
-            self._pending_done.notify_all()
+        # A producer thread waiting for this wake may go on. It counts itself in
+        # `_yielding` before it checks `_pending`, which was updated above: so a count
+        # of 0 read here means nobody can be waiting for this wake.
+        if self._yielding:
+            with self._pending_done:
+                self._pending_done.notify_all()
 
     def _state_changed(self, stream: Stream) -> None:
         loop = self.loop

@@ -342,7 +342,14 @@ class Producer:
         schedule = Schedule(self.every)
         try:
             step = self._step()
-            while await self._sleep_until_due(stop, schedule):
+            stream = self.stream
+            paced = bool(schedule.every)
+            while (
+                # Due at once (no pace, not paused, not stopped): the common case of a
+                # generator pacing itself, checked without a coroutine per step.
+                (not paced and not stream.paused and not stop.is_set())
+                or await self._sleep_until_due(stop, schedule)
+            ):
                 self._call_started = time.monotonic()
                 try:
                     rows = await step()
