@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, expect
 from support import SOURCE_LENGTH, open_pages, refused_amplitude
@@ -216,6 +217,63 @@ def test_a_stream_created_after_the_page_opened_appears(
         stream.append({"x": [float(i)], "y": [i * 0.5]})
     wait_plot_rows(page, 30)
     expect(page.locator(".ls-dashboard-alert")).to_be_hidden()
+
+
+#: In the page: two subscribers of one stream on the page's connection, one taking every
+#: row, one only the newest ``tail`` rows of each delivery (and its ``columns``); each
+#: delivery's offsets and ``k`` values, and each subscriber's row count, as they arrive.
+TAIL_SUBSCRIBERS = """([name, tail]) => {
+  const conn = window.livestreamPage.conn;
+  const seen = (window.__tail = {all: [], tail: [], allRows: 0, tailRows: 0});
+  const keep = (list) => (batch) =>
+    list.push({offset: batch.offset, rows: batch.rows, keys: Object.keys(batch.columns).sort(),
+               k: Array.from(batch.columns.k), v: Array.from(batch.columns.v || [])});
+  const all = conn.subscribe(name, {last: 5000, onData: keep(seen.all)});
+  const newest = conn.subscribe(name, {last: 5000, tail, columns: ["k"], onData: keep(seen.tail)});
+  window.__tailCounts = () => ({all: all.stats().rows, tail: newest.stats().rows,
+                                lastOffset: newest.stats().lastOffset});
+}"""
+
+
+def test_a_tail_subscriber_gets_the_newest_rows_and_counts_them_all(
+    server: Server, open_page: Callable[[str], Page]
+) -> None:
+    """``tail``: a subscriber that keeps only the newest rows (a table, a sparkline) gets
+    each delivery cut to them, its offsets and int64 values right, while another
+    subscriber of the same stream on the same page gets every row; both count every row."""
+    stream = server.stream("tailed", history=20_000, schema={"k": "int64", "v": "float64"})
+    # k beyond 32 bits: the page reads both halves of each int64.
+    stream.append({"k": np.arange(5000, dtype=np.int64) + 2**40, "v": np.arange(5000.0)})
+    page = open_page(dashboard(server, "tailed"))
+    page.wait_for_function(
+        "() => window.livestreamPage && window.livestreamPage.conn.status === 'open'",
+        timeout=WAIT_MS,
+    )
+    page.evaluate(TAIL_SUBSCRIBERS, ["tailed", 7])
+    page.wait_for_function("() => window.__tailCounts().tail >= 5000", timeout=WAIT_MS)
+    for lo in (5000, 6000, 7000):  # merged or not, as they arrive
+        stream.append(
+            {"k": np.arange(lo, lo + 1000, dtype=np.int64) + 2**40, "v": np.arange(1000.0)}
+        )
+    page.wait_for_function(
+        "() => window.__tailCounts().all >= 8000 && window.__tailCounts().tail >= 8000",
+        timeout=WAIT_MS,
+    )
+    seen = page.evaluate("() => window.__tail")
+    counts = page.evaluate("() => window.__tailCounts()")
+    assert counts == {"all": 8000, "tail": 8000, "lastOffset": 7999}, counts
+    # Every row, in order, to the subscriber that wants them all; k is 2**40 + its offset.
+    offsets = [b["offset"] + i for b in seen["all"] for i in range(b["rows"])]
+    assert offsets == list(range(8000))
+    assert [x for b in seen["all"] for x in b["k"]] == [2**40 + o for o in range(8000)]
+    # The newest 7 rows of each delivery (every delivery brought 1,000 rows or more), the
+    # first ending with the history, the last at the newest row.
+    ends = []
+    for b in seen["tail"]:
+        assert b["keys"] == ["k"] and b["rows"] == 7, b
+        assert b["k"] == [2**40 + o for o in range(b["offset"], b["offset"] + 7)], b
+        ends.append(b["offset"] + b["rows"])
+    assert ends == sorted(set(ends)) and ends[0] == 5000 and ends[-1] == 8000, ends
 
 
 # ------------------------------------------------------------------------------ screenshots

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import { NUMERIC_DTYPES, decodeBinaryFrame, decodeMessage, isNumericDtype } from "../../livestream/static/codec.js";
+import { NUMERIC_DTYPES, decodeBinaryFrame, decodeMessage, int64ToFloat64, isNumericDtype } from "../../livestream/static/codec.js";
 
 const VECTORS = new URL("../../tests/vectors/", import.meta.url);
 const expected = JSON.parse(readFileSync(new URL("expected.json", VECTORS), "utf8"));
@@ -60,4 +60,23 @@ for (const [name, c] of Object.entries(expected)) {
 test("isNumericDtype: the numeric dtypes but bool", () => {
   assert.deepEqual(NUMERIC_DTYPES.filter(isNumericDtype), ["float64", "float32", "int32", "int64", "uint8"]);
   assert.equal(isNumericDtype("str"), false);
+});
+
+test("int64ToFloat64: each value as Number(bigint) rounds it, without a BigInt per value", () => {
+  const edges = [0n, 1n, -1n, 2n ** 31n, -(2n ** 31n), 2n ** 32n - 1n, 2n ** 32n, -(2n ** 32n), 2n ** 53n, 2n ** 53n + 1n,
+    2n ** 53n + 3n, -(2n ** 53n) - 1n, -(2n ** 53n) - 3n, 2n ** 63n - 1n, -(2n ** 63n), 123456789012345n, -987654321098765n];
+  // And a deterministic spread over the whole range (a 64-bit LCG).
+  let x = 12345n;
+  for (let i = 0; i < 10000; i++) {
+    x = BigInt.asUintN(64, x * 6364136223846793005n + 1442695040888963407n);
+    edges.push(BigInt.asIntN(64, x));
+  }
+  const ints = BigInt64Array.from(edges);
+  const floats = int64ToFloat64(ints);
+  assert.ok(floats instanceof Float64Array);
+  assert.equal(floats.length, ints.length);
+  for (let i = 0; i < ints.length; i++) assert.equal(floats[i], Number(ints[i]), `value ${ints[i]}`);
+  // A view into a larger buffer (as in a frame) reads its own values only.
+  const big = BigInt64Array.from([7n, -5n, 2n ** 40n, 9n]);
+  assert.deepEqual([...int64ToFloat64(big.subarray(1, 3))], [-5, 2 ** 40]);
 });
