@@ -463,39 +463,14 @@ class Stream:
         """
         h = self._history
         if type(data) is dict and h is not None and self.sink is None and self.overflow != "wait":
+            # Two shapes go straight into the ring: one row of plain Python values, each of
+            # its column's type, and numeric arrays of the ring's dtypes.
             row = _scalar_row(data, h.schema)
-            if row is not None:  # one row of plain Python values, each of its column's type
-                now = time.monotonic()
-                with self._lock:
-                    if self._history is h:  # not restarted meanwhile
-                        first = h.append_row(row, now)
-                        h.trim(now)
-                        if not self._rate or now - self._rate[-1][0] >= 0.25:
-                            self._rate.append((now, h.end))
-                    else:
-                        first = -1
+            n = 0 if row is not None else h.plain_rows(data)
+            if row is not None or n:
+                first = self._store(h, row, data, n)
                 if first >= 0:
-                    callback = self.on_append
-                    if callback is not None:
-                        callback(self)
                     return first
-            else:
-                n = h.plain_rows(data)
-                if n:  # numeric arrays of the ring's dtypes: straight into the ring
-                    now = time.monotonic()
-                    with self._lock:
-                        if self._history is h:  # not restarted meanwhile
-                            first = h.append_columns(data, n, now)
-                            h.trim(now)
-                            if not self._rate or now - self._rate[-1][0] >= 0.25:
-                                self._rate.append((now, h.end))
-                        else:
-                            first = -1
-                    if first >= 0:
-                        callback = self.on_append
-                        if callback is not None:
-                            callback(self)
-                        return first
         batch = check_cells(to_batch(data), max_depth=self.max_depth, stream=self.name)
         if batch.rows == 0:
             return self.end
@@ -519,6 +494,23 @@ class Stream:
             else:
                 batch = conform(batch, h.schema, self.name)
             first = h.append(batch, now)
+            h.trim(now)
+            if not self._rate or now - self._rate[-1][0] >= 0.25:
+                self._rate.append((now, h.end))
+        callback = self.on_append
+        if callback is not None:
+            callback(self)
+        return first
+
+    def _store(self, h: History, row: list[Any] | None, data: dict[str, Any], n: int) -> int:
+        """Store ``row`` (one row's values) or ``n`` rows of ``data`` (arrays that
+        :meth:`History.plain_rows` passed) into ``h``; -1 when the stream restarted
+        meanwhile (the caller then takes the general path)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._history is not h:
+                return -1
+            first = h.append_row(row, now) if row is not None else h.append_columns(data, n, now)
             h.trim(now)
             if not self._rate or now - self._rate[-1][0] >= 0.25:
                 self._rate.append((now, h.end))

@@ -368,6 +368,18 @@ def test_lock_free_reads_never_see_torn_or_overwritten_rows() -> None:
     assert not problems, problems[:3]
 
 
+def _append_alike(fast: Stream, data: object, slow: Stream, same: object) -> None:
+    """Append ``data`` to ``fast`` and ``same`` (the same rows, in a shape the fast paths
+    do not take) to ``slow``: both must give the same offset, or fail alike."""
+    outcomes = []
+    for stream, given in ((fast, data), (slow, same)):
+        try:
+            outcomes.append(("ok", stream.append(given)))
+        except Exception as exc:
+            outcomes.append((type(exc).__name__, str(exc).replace("'slow'", "'fast'")))
+    assert outcomes[0] == outcomes[1], (data, outcomes)
+
+
 def test_single_row_appends_store_what_the_general_path_stores() -> None:
     """A dict of plain values skips building a batch (issue 14); a stream fed those rows
     must hold exactly what one fed the same rows as one-row lists holds, through ring
@@ -389,13 +401,7 @@ def test_single_row_appends_store_what_the_general_path_stores() -> None:
         }
         if i % 3 == 0:
             row = dict(reversed(list(row.items())))  # key order does not matter
-        outcomes = []
-        for stream, data in ((fast, row), (slow, [row])):
-            try:
-                outcomes.append(("ok", stream.append(data)))
-            except Exception as exc:  # both paths must fail alike
-                outcomes.append((type(exc).__name__, str(exc).replace("'slow'", "'fast'")))
-        assert outcomes[0] == outcomes[1], (row, outcomes)
+        _append_alike(fast, row, slow, [row])
     assert (fast.start, fast.end) == (slow.start, slow.end)
     a, b = fast.read(fast.start), slow.read(slow.start)
     assert a.schema == b.schema == {"t": "float64", "n": "int64", "s": "str", "b": "bool"}
@@ -454,13 +460,7 @@ def test_array_appends_store_what_the_general_path_stores() -> None:
             data["t"] = np.zeros(rows + 1)  # unequal lengths
         if i % 3 == 0:
             data = dict(reversed(list(data.items())))  # key order does not matter
-        outcomes = []
-        for stream, given in ((fast, data), (slow, types.MappingProxyType(data))):
-            try:
-                outcomes.append(("ok", stream.append(given)))
-            except Exception as exc:  # both paths must fail alike
-                outcomes.append((type(exc).__name__, str(exc).replace("'slow'", "'fast'")))
-        assert outcomes[0] == outcomes[1], (i, outcomes)
+        _append_alike(fast, data, slow, types.MappingProxyType(data))
     assert (fast.start, fast.end) == (slow.start, slow.end)
     assert fast.end > 100_000  # the ring wrapped many times
     a, b = fast.read(fast.start), slow.read(slow.start)
