@@ -494,12 +494,8 @@ class Stream:
             else:
                 batch = conform(batch, h.schema, self.name)
             first = h.append(batch, now)
-            h.trim(now)
-            if not self._rate or now - self._rate[-1][0] >= 0.25:
-                self._rate.append((now, h.end))
-        callback = self.on_append
-        if callback is not None:
-            callback(self)
+            self._kept(h, now)
+        self._tell()
         return first
 
     def _store(self, h: History, row: list[Any] | None, data: dict[str, Any], n: int) -> int:
@@ -511,13 +507,21 @@ class Stream:
             if self._history is not h:
                 return -1
             first = h.append_row(row, now) if row is not None else h.append_columns(data, n, now)
-            h.trim(now)
-            if not self._rate or now - self._rate[-1][0] >= 0.25:
-                self._rate.append((now, h.end))
+            self._kept(h, now)
+        self._tell()
+        return first
+
+    def _kept(self, h: History, now: float) -> None:
+        """After rows went into ``h`` (under the lock): age out, note the rate."""
+        h.trim(now)
+        if not self._rate or now - self._rate[-1][0] >= 0.25:
+            self._rate.append((now, h.end))
+
+    def _tell(self) -> None:
+        """After an append (outside the lock): the hub schedules the fan-out."""
         callback = self.on_append
         if callback is not None:
             callback(self)
-        return first
 
     def append_at(self, offset: int, batch: Batch) -> int:
         """Store a batch whose first row a backplane numbered ``offset`` (never through
@@ -538,13 +542,9 @@ class Stream:
                 batch = batch.slice(min(h.end - offset, batch.rows), batch.rows)
             if batch.rows:
                 h.append(batch, now)
-                h.trim(now)
-            if not self._rate or now - self._rate[-1][0] >= 0.25:
-                self._rate.append((now, h.end))
+            self._kept(h, now)
             end = h.end
-        callback = self.on_append
-        if callback is not None:
-            callback(self)
+        self._tell()
         return end
 
     # ------------------------------------------------------------------ waiting for room
