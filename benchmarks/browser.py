@@ -707,9 +707,19 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "rows": r["rows_per_s"] / ref["rows_per_s"] if ref["rows_per_s"] else float("nan"),
                 "fps": r["fps"] / ref["fps"] if ref["fps"] else float("nan"),
                 "lag_p99": r["lag_p99"] / ref["lag_p99"] if ref["lag_p99"] else float("nan"),
+                "ceiling_fps": ref["fps"],
+                "ceiling_lag_p99": ref["lag_p99"],
+                "of_offered": r["rows_per_s"] / rate if rate else float("nan"),
             }
         )
     return out
+
+
+#: Below this many frames a second the ceiling page does not draw its window at all (at
+#: 10 M points BokehJS alone paints once in 5 s): its rows/s is then the size of the one or
+#: two bursts that fell in the window, not a rate it keeps, and issue 12 judges the page by
+#: frames/s and lag there instead.
+CEILING_DRAWS_FPS = 1.0
 
 
 def render(rows: list[dict[str, Any]], fmt: Any, table: Any) -> str:
@@ -812,11 +822,20 @@ def render(rows: list[dict[str, Any]], fmt: Any, table: Any) -> str:
 
 def _targets(rows: list[dict[str, Any]], rat: list[dict[str, Any]]) -> str:
     """Issue 12's targets, judged on this run's figures: the livestream page takes at least
-    0.9x the ceiling's rows/s where the ceiling keeps up, and at 10 M points and 100 k
-    rows/s draws at 30 fps or more with a lag p99 of 250 ms or less."""
+    0.9x the ceiling's rows/s where the ceiling draws its window (at least
+    :data:`CEILING_DRAWS_FPS` frames a second), and at 10 M points and 100 k rows/s draws at
+    30 fps or more with a lag p99 of 250 ms or less."""
     lines = []
     for x in rat:
         if x["page"] != "livestream page":
+            continue
+        if x.get("ceiling_fps", CEILING_DRAWS_FPS) < CEILING_DRAWS_FPS:
+            lines.append(
+                f"  rows/s at {x['window']:,} points, {x['offered']:,} rows/s: no ceiling "
+                f"(BokehJS alone draws {x['ceiling_fps']:.1f} frames/s, lag p99 "
+                f"{x['ceiling_lag_p99']:,.0f} ms); the page took {x['of_offered']:.2f} of the "
+                "rows offered"
+            )
             continue
         ok = x["rows"] >= 0.9
         lines.append(
